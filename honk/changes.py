@@ -1,0 +1,197 @@
+"""What clients (CLI, demo, chat) do with change requests, through the contract only."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus as Status,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from honk.registry import Registry, RegistryError
+from honk.settings import Settings
+from workflows.contract import (
+    QUERY_STATUS,
+    SA_REPO,
+    SA_REQUESTER,
+    SA_STAGE,
+    UPDATE_DECIDE,
+    WORKFLOW_TYPE,
+    ChangeRequest,
+    DecisionOutcome,
+    DecisionUpdate,
+    Origin,
+    RequestOptions,
+    RequestStatus,
+    Stage,
+)
+
+MAX_INSTRUCTION = 4000
+ACTIONS = {"approve": "approve", "revise": "request_changes", "cancel": "cancel"}
+
+
+class RequestError(Exception):
+    """A client-side problem the user can fix; the message says what."""
+
+
+@dataclass
+class Listed:
+    request_id: str
+    repo: str
+    stage: str
+    requester: str
+    started: datetime | None
+    status: str
+
+
+def new_request_id(repo: str) -> str:
+    return f"honk-{repo}-{secrets.token_hex(4)}"
+
+
+async def start_request(
+    client: Client, settings: Settings, registry: Registry, *, repo: str, instruction: str,
+    requester: str, origin: Origin | None = None, request_id: str | None = None,
+    options: RequestOptions | None = None,
+) -> WorkflowHandle:
+    instruction = instruction.strip()
+    if not instruction:
+        raise RequestError("the instruction is empty: say what should change")
+    if len(instruction) > MAX_INSTRUCTION:
+        raise RequestError(f"the instruction is {len(instruction)} characters; the limit is {MAX_INSTRUCTION}")
+    entry = registry.get(repo)
+    if not entry.may_request(requester):
+        raise RegistryError(f"{requester} may not request changes to {repo}")
+    options = options or RequestOptions()
+    options = options.model_copy(update={"merge_strategy": entry.merge_strategy})
+    request = ChangeRequest(
+        repo=entry.name, remote=entry.remote, instruction=instruction, requester=requester,
+        approvers=entry.approvers, origin=origin or Origin(), base_branch=entry.base_branch,
+        options=options,
+    )
+    return await client.start_workflow(
+        WORKFLOW_TYPE,
+        request,
+        id=request_id or new_request_id(entry.name),
+        task_queue=settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        search_attributes=TypedSearchAttributes([
+            SA_REPO.value_set(entry.name),
+            SA_STAGE.value_set(Stage.RECEIVED.value),
+            SA_REQUESTER.value_set(requester),
+        ]),
+        static_summary=instruction[:400],
+        static_details=f"Repository **{entry.name}** · requested by {requester}",
+    )
+
+
+async def describe(client: Client, request_id: str):
+    try:
+        return await client.get_workflow_handle(request_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise RequestError(f"no request with id {request_id!r}") from None
+        raise
+
+
+async def get_status(client: Client, request_id: str, *, query_timeout: float = 10.0) -> RequestStatus:
+    """The request's full view: its result once closed, otherwise the live query."""
+    info = await describe(client, request_id)
+    handle = client.get_workflow_handle(request_id, result_type=RequestStatus)
+    if info.status == Status.COMPLETED:
+        return await handle.result()
+    try:
+        return await handle.query(QUERY_STATUS, result_type=RequestStatus,
+                                  rpc_timeout=timedelta(seconds=query_timeout))
+    except RPCError as exc:
+        if info.status == Status.RUNNING:
+            raise RequestError(
+                f"request {request_id} is running but no worker answered its status query "
+                f"(start one with `honk worker` or `honk dev`): {exc.message}"
+            ) from None
+        raise RequestError(f"request {request_id} ended as {info.status.name}: {exc.message}") from None
+
+
+async def decide(
+    client: Client, request_id: str, action: str, by: str, text: str = "", *, answer_within: float = 10.0
+) -> DecisionOutcome:
+    """Send a decision through the validated update for an immediate yes/no. When no worker
+    answers in time, fall back to the durable signal; it is applied (or refused and recorded)
+    when a worker picks the request up."""
+    if action not in ACTIONS.values():
+        raise RequestError(f"unknown action {action!r}")
+    info = await describe(client, request_id)
+    if info.status != Status.RUNNING:
+        raise RequestError(f"request {request_id} has already ended ({info.status.name})")
+    handle = client.get_workflow_handle(request_id)
+    payload = DecisionUpdate(action=action, by=by, text=text)  # type: ignore[arg-type]
+    try:
+        return await handle.execute_update(
+            UPDATE_DECIDE, payload, result_type=DecisionOutcome,
+            rpc_timeout=timedelta(seconds=answer_within),
+        )
+    except WorkflowUpdateFailedError as exc:
+        reason = getattr(exc.cause, "message", None) or str(exc.cause)
+        raise RequestError(f"refused: {reason}") from None
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
+        await handle.signal(action, {"by": by, "text": text})
+        return DecisionOutcome(
+            accepted=True, stage=Stage.RECEIVED,
+            message="no worker answered in time; the decision was queued as a signal and will be "
+                    "applied (or refused and recorded) when a worker runs",
+        )
+
+
+async def list_requests(
+    client: Client, *, stage: str | None = None, repo: str | None = None, limit: int = 50
+) -> list[Listed]:
+    clauses = [f"WorkflowType = '{WORKFLOW_TYPE}'"]
+    if stage:
+        stage = stage.upper()
+        if stage not in Stage.__members__:
+            raise RequestError(f"unknown stage {stage!r}; stages: {', '.join(Stage.__members__)}")
+        clauses.append(f"{SA_STAGE.name} = '{stage}'")
+    if repo:
+        if "'" in repo or "\\" in repo:
+            raise RequestError(f"invalid repository name {repo!r}")
+        clauses.append(f"{SA_REPO.name} = '{repo}'")
+    rows: list[Listed] = []
+    async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
+        sa = wf.typed_search_attributes
+        rows.append(Listed(
+            request_id=wf.id, repo=sa.get(SA_REPO) or "", stage=sa.get(SA_STAGE) or "",
+            requester=sa.get(SA_REQUESTER) or "", started=wf.start_time,
+            status=wf.status.name if wf.status else "",
+        ))
+    return rows
+
+
+async def follow(client: Client, request_id: str, *, every: float = 0.5) -> AsyncIterator[RequestStatus]:
+    """Yield the status each time it changes, until the request ends."""
+    seen = None
+    while True:
+        try:
+            current = await get_status(client, request_id)
+        except RequestError:
+            info = await describe(client, request_id)
+            if info.status != Status.RUNNING:
+                raise
+            await asyncio.sleep(every)
+            continue
+        key = (current.stage, len(current.timeline))
+        if key != seen:
+            seen = key
+            yield current
+        if current.stage.terminal:
+            return
+        await asyncio.sleep(every)
+

@@ -1,0 +1,282 @@
+"""The `honk` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from honk.changes import (
+    RequestError,
+    decide,
+    follow,
+    get_status,
+    list_requests,
+    start_request,
+)
+from honk.devstack import DevStackError
+from honk.registry import RegistryError, load_registry
+from honk.settings import Settings, SettingsError, load_settings
+from honk.temporal import TemporalUnavailable, connect
+from workflows.contract import RequestStatus, Stage
+
+app = typer.Typer(
+    help="Honk: a chat message becomes a merged, tested, built and installed change.",
+    no_args_is_help=True, add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+USER_ERRORS = (SettingsError, TemporalUnavailable, RequestError, RegistryError, DevStackError)
+STAGE_STYLE = {
+    Stage.MERGED: "bold green", Stage.FAILED: "bold red", Stage.CANCELLED: "yellow",
+    Stage.EXPIRED: "yellow", Stage.AWAITING_APPROVAL: "bold cyan",
+}
+
+
+def command(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
+    """Run an async command; user errors print one clear line and exit 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = asyncio.run(fn(*args, **kwargs))
+        except USER_ERRORS as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+        raise typer.Exit(code or 0)
+
+    return wrapper
+
+
+def settings() -> Settings:
+    return load_settings()
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def render_status(status: RequestStatus, *, timeline: int = 15) -> None:
+    style = STAGE_STYLE.get(status.stage, "bold")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="dim")
+    table.add_column()
+    table.add_row("request", status.request_id)
+    table.add_row("repository", status.repo)
+    table.add_row("stage", f"[{style}]{status.stage.value}[/]")
+    table.add_row("instruction", status.instruction)
+    table.add_row("requester", status.requester)
+    table.add_row("round / attempt", f"{status.round} / {status.attempt}")
+    for label, value in status.links.model_dump().items():
+        if value:
+            table.add_row(label.replace("_", " "), str(value))
+    u = status.usage
+    table.add_row("tokens", f"{u.input_tokens} in, {u.output_tokens} out, "
+                  f"{u.cache_read_tokens} cache read, {u.cache_write_tokens} cache write · ${u.cost_usd:.4f}")
+    if status.pending_feedback:
+        table.add_row("queued feedback", "\n".join(f"{f.by}: {f.text}" for f in status.pending_feedback))
+    if status.last_error:
+        table.add_row("last error", f"[red]{status.last_error}[/]")
+    out.print(table)
+    if timeline and status.timeline:
+        out.print()
+        for entry in status.timeline[-timeline:]:
+            out.print(f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] {entry.message}",
+                      highlight=False)
+
+
+@app.command()
+@command
+async def request(
+    instruction: str = typer.Argument(..., help="what should change, in plain words"),
+    repo: str = typer.Option(..., "--repo", "-r", help="repository name from the registry"),
+    by: Optional[str] = typer.Option(None, help="requester (default: HONK_USER or $USER)"),
+    wait: bool = typer.Option(False, "--wait", help="follow progress until a decision is needed or it ends"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> int:
+    """Start a change request."""
+    s = settings()
+    registry = load_registry(s.registry, s.data_dir)
+    client = await connect(s)
+    handle = await start_request(client, s, registry, repo=repo, instruction=instruction,
+                                 requester=by or s.user)
+    if not wait:
+        if as_json:
+            print_json({"request_id": handle.id, "stage": Stage.RECEIVED.value})
+        else:
+            out.print(f"Started [bold]{handle.id}[/]. Follow it with `honk watch {handle.id}`.")
+        return 0
+    return await _follow(client, handle.id, as_json=as_json, until_waiting=True)
+
+
+async def _follow(client, request_id: str, *, as_json: bool, until_waiting: bool) -> int:
+    shown = 0
+    last = None
+    async for status in follow(client, request_id):
+        last = status
+        if not as_json:
+            for entry in status.timeline[shown:]:
+                out.print(f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] {entry.message}",
+                          highlight=False)
+        shown = len(status.timeline)
+        if until_waiting and status.stage == Stage.AWAITING_APPROVAL:
+            break
+    if last is None:
+        return 1
+    if as_json:
+        print_json(last.model_dump(mode="json"))
+    elif last.stage == Stage.AWAITING_APPROVAL:
+        out.print(f"\nWaiting for approval. Install: {last.links.install_page or '-'}\n"
+                  f"Approve with `honk approve {request_id}`.")
+    return 0 if last.stage in (Stage.MERGED, Stage.AWAITING_APPROVAL) else 1
+
+
+async def _decide(request_id: str, action: str, by: Optional[str], text: str, as_json: bool) -> int:
+    s = settings()
+    client = await connect(s)
+    outcome = await decide(client, request_id, action, by or s.user, text)
+    if as_json:
+        print_json(outcome.model_dump(mode="json"))
+    else:
+        out.print(outcome.message)
+    return 0
+
+
+@app.command()
+@command
+async def approve(
+    request_id: str = typer.Argument(..., metavar="ID"),
+    comment: str = typer.Option("", "--comment", "-m"),
+    by: Optional[str] = typer.Option(None, help="approver (default: HONK_USER or $USER)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Approve a request that waits for approval; Honk merges it."""
+    return await _decide(request_id, "approve", by, comment, as_json)
+
+
+@app.command()
+@command
+async def revise(
+    request_id: str = typer.Argument(..., metavar="ID"),
+    text: str = typer.Argument(..., help="what should change"),
+    by: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Request changes: the agent takes another round (queued if it is working now)."""
+    return await _decide(request_id, "request_changes", by, text, as_json)
+
+
+@app.command()
+@command
+async def cancel(
+    request_id: str = typer.Argument(..., metavar="ID"),
+    reason: str = typer.Option("", "--reason"),
+    by: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Cancel a request at any stage before merging; its work branch is removed."""
+    return await _decide(request_id, "cancel", by, reason, as_json)
+
+
+@app.command()
+@command
+async def status(
+    request_id: str = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Show a request: stage, round, links, usage, timeline."""
+    client = await connect(settings())
+    current = await get_status(client, request_id)
+    if as_json:
+        print_json(current.model_dump(mode="json"))
+    else:
+        render_status(current)
+    return 0
+
+
+@app.command("list")
+@command
+async def list_(
+    stage: Optional[str] = typer.Option(None, help="e.g. AWAITING_APPROVAL"),
+    repo: Optional[str] = typer.Option(None),
+    limit: int = typer.Option(50, min=1, max=1000),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """List requests (a visibility query on HonkStage / HonkRepo)."""
+    client = await connect(settings())
+    rows = await list_requests(client, stage=stage, repo=repo, limit=limit)
+    if as_json:
+        print_json([row.__dict__ for row in rows])
+        return 0
+    table = Table("request", "repository", "stage", "requester", "started")
+    for row in rows:
+        table.add_row(row.request_id, row.repo, row.stage, row.requester,
+                      f"{row.started:%Y-%m-%d %H:%M}" if row.started else "")
+    out.print(table if rows else "No requests match.")
+    return 0
+
+
+@app.command()
+@command
+async def watch(
+    request_id: str = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Follow a request live until it ends."""
+    client = await connect(settings())
+    return await _follow(client, request_id, as_json=as_json, until_waiting=False)
+
+
+@app.command()
+@command
+async def worker(
+    queue: list[str] = typer.Option([], "--queue", "-q", help="task queue(s) to serve (default: HONK_TASK_QUEUE)"),
+) -> int:
+    """Run a worker: the workflow and all activities."""
+    from honk.logs import configure_logging
+    from workers.main import build_workers, run_workers
+
+    s = settings()
+    configure_logging(s.log_level)
+    client = await connect(s)
+    await run_workers(build_workers(client, s, queue))
+    return 0
+
+
+@app.command()
+@command
+async def dev(
+    worker: bool = typer.Option(True, "--worker/--no-worker", help="also run a worker in this process"),
+) -> int:
+    """Run the embedded stack: Temporal dev server (UI on :8233), artifact web server, worker."""
+    from honk.devstack import run_dev
+
+    await run_dev(settings(), with_worker=worker)
+    return 0
+
+
+@app.command()
+@command
+async def demo() -> int:
+    """End to end on the sample Android app with the scripted model; exit 0 only if merged."""
+    from honk.demo import run_demo
+
+    return await run_demo(settings())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

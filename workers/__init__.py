@@ -1,0 +1,1 @@
+"""Worker entry points: which task queues host the workflow and which activities."""

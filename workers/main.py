@@ -1,0 +1,90 @@
+"""`honk worker`: hosts ChangeRequestWorkflow and the activities on named task queues.
+
+Blocking activities (git, subprocesses) run on a bounded thread pool, so the event loop that
+polls Temporal never blocks. SIGTERM/SIGINT drain in-flight activities before exiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.agent import AgentActivities
+from activities.build import BuildActivities
+from activities.checks import CheckActivities
+from activities.merge import MergeActivities
+from activities.notify import NotifyActivities
+from activities.publish import PublishActivities
+from activities.workspace import WorkspaceActivities
+from honk.settings import Settings
+from workflows.change_request import ChangeRequestWorkflow
+
+log = logging.getLogger(__name__)
+
+
+def honk_activities(settings: Settings) -> list[Callable]:
+    workspace = WorkspaceActivities(settings)
+    return [
+        workspace.prepare,
+        workspace.cleanup,
+        AgentActivities(settings).run_agent,
+        CheckActivities(settings).run_checks,
+        BuildActivities(settings).build,
+        PublishActivities(settings).publish,
+        NotifyActivities(settings).notify,
+        MergeActivities(settings).merge,
+    ]
+
+
+def build_workers(
+    client: Client, settings: Settings, queues: Sequence[str] = (), executor: ThreadPoolExecutor | None = None
+) -> list[Worker]:
+    """One worker per queue; the main queue also hosts the workflow."""
+    executor = executor or ThreadPoolExecutor(
+        max_workers=settings.max_concurrent_activities, thread_name_prefix="honk-activity"
+    )
+    activities = honk_activities(settings)
+    workers = []
+    for queue in dict.fromkeys(queues or [settings.task_queue]):
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=[ChangeRequestWorkflow] if queue == settings.task_queue else [],
+                activities=activities,
+                activity_executor=executor,
+                max_concurrent_activities=settings.max_concurrent_activities,
+                graceful_shutdown_timeout=timedelta(seconds=30),
+                # Cancellation reaches an activity only through a heartbeat response.
+                max_heartbeat_throttle_interval=timedelta(seconds=5),
+            )
+        )
+    return workers
+
+
+async def run_workers(workers: Sequence[Worker], stop: asyncio.Event | None = None) -> None:
+    """Run until SIGINT/SIGTERM (or `stop`), then shut down gracefully."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    runs = [asyncio.create_task(w.run()) for w in workers]
+    log.info("worker started", extra={"task_queues": [w.task_queue for w in workers]})
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([stopper, *runs], return_when=asyncio.FIRST_COMPLETED)
+    log.info("worker stopping")
+    await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception():
+            raise task.exception()  # type: ignore[misc]

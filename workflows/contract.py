@@ -1,0 +1,342 @@
+"""The public contract of a Honk change request.
+
+The Temporal UI, scripts (`temporal workflow signal ...`), the chat service and the CLI all
+depend on these names and shapes; workflows and activities exchange only these models.
+Keep this module free of side effects: the workflow sandbox imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import Enum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from temporalio.common import SearchAttributeKey
+
+WORKFLOW_TYPE = "ChangeRequestWorkflow"
+DEFAULT_TASK_QUEUE = "honk"
+
+# Signals are durable even when no worker runs; the update answers at once.
+SIGNAL_APPROVE = "approve"
+SIGNAL_REQUEST_CHANGES = "request_changes"
+SIGNAL_CANCEL = "cancel"
+UPDATE_DECIDE = "decide"
+QUERY_STATUS = "status"
+
+# Activity names: the workflow calls activities by these names only, so tests can register
+# stand-ins under the same names.
+ACTIVITY_PREPARE = "prepare_workspace"
+ACTIVITY_AGENT = "run_agent"
+ACTIVITY_CHECKS = "run_checks"
+ACTIVITY_BUILD = "build_target"
+ACTIVITY_PUBLISH = "publish_build"
+ACTIVITY_NOTIFY = "notify"
+ACTIVITY_MERGE = "merge_change"
+ACTIVITY_CLEANUP = "cleanup_workspace"
+
+SA_REPO = SearchAttributeKey.for_keyword("HonkRepo")
+SA_STAGE = SearchAttributeKey.for_keyword("HonkStage")
+SA_REQUESTER = SearchAttributeKey.for_keyword("HonkRequester")
+SEARCH_ATTRIBUTES = (SA_REPO, SA_STAGE, SA_REQUESTER)
+
+
+class Stage(str, Enum):
+    RECEIVED = "RECEIVED"
+    PREPARING = "PREPARING"
+    EDITING = "EDITING"
+    CHECKING = "CHECKING"
+    BUILDING = "BUILDING"
+    PUBLISHING = "PUBLISHING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
+    MERGING = "MERGING"
+    MERGED = "MERGED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    EXPIRED = "EXPIRED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Stage.MERGED, Stage.FAILED, Stage.CANCELLED, Stage.EXPIRED)
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+# --------------------------------------------------------------------------- input
+
+
+class Origin(Model):
+    """Where the request came from; replies go back there."""
+
+    kind: Literal["cli", "slack"] = "cli"
+    team: str | None = None
+    channel: str | None = None
+    thread_ts: str | None = None
+
+
+class RequestOptions(Model):
+    max_check_attempts: int = Field(3, ge=1, le=20, description="agent↔checks repairs per round")
+    max_rounds: int = Field(5, ge=1, le=50, description="request-changes rounds")
+    approval_timeout: timedelta = timedelta(days=7)
+    reminder_before: timedelta = timedelta(days=1)
+    merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
+    history_limit: int = Field(10_000, ge=50, description="continue-as-new past this many events")
+
+
+class Decision(Model):
+    """Payload of the approve / request_changes / cancel signals and of the decide update.
+
+    Scripts send e.g. ``{"by": "U123", "comment": "ship it"}`` or ``{"by": "U123", "text": "..."}``.
+    """
+
+    by: str = ""
+    comment: str = ""
+    text: str = ""
+
+    @property
+    def words(self) -> str:
+        return (self.text or self.comment).strip()
+
+
+class DecisionUpdate(Decision):
+    action: Literal["approve", "request_changes", "cancel"]
+
+
+class DecisionOutcome(Model):
+    accepted: bool
+    message: str
+    stage: Stage
+
+
+class TimelineEntry(Model):
+    at: datetime
+    stage: Stage
+    message: str
+    kind: Literal["stage", "info", "decision", "refused", "warning", "error"] = "info"
+
+
+class Links(Model):
+    work_branch: str | None = None
+    build: str | None = None
+    install_page: str | None = None
+    merged_commit: str | None = None
+
+
+class Usage(Model):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def plus(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+        )
+
+
+class Feedback(Model):
+    by: str
+    text: str
+    at: datetime
+
+
+class ChangeRequest(Model):
+    """The one input of ChangeRequestWorkflow. The starter resolves the repository from the
+    registry, so the workflow carries everything it needs (and nothing secret)."""
+
+    repo: str
+    remote: str
+    instruction: str
+    requester: str
+    approvers: list[str] = Field(default_factory=list, description="'*' allows anyone")
+    origin: Origin = Field(default_factory=Origin)
+    base_branch: str = "main"
+    options: RequestOptions = Field(default_factory=RequestOptions)
+    # Set only by continue-as-new: the state the previous run handed over.
+    carried: RequestStatus | None = None
+
+
+class ArtifactInfo(Model):
+    target: str
+    name: str
+    path: str
+    sha256: str
+    size: int
+    url: str | None = None
+
+
+class RequestStatus(Model):
+    """Everything `status` shows; also the state carried across continue-as-new."""
+
+    request_id: str
+    repo: str
+    instruction: str
+    requester: str
+    stage: Stage = Stage.RECEIVED
+    round: int = 0
+    attempt: int = 0
+    agent_runs: int = 0
+    builds: int = 0
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    links: Links = Field(default_factory=Links)
+    artifacts: list[ArtifactInfo] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    last_error: str | None = None
+    last_summary: str | None = None
+    pending_feedback: list[Feedback] = Field(default_factory=list)
+    tested_sha: str | None = None
+    approved_by: str | None = None
+    approval_deadline: datetime | None = None
+    reminded: bool = False
+    continued: int = 0
+
+
+# --------------------------------------------------------------------------- activities
+
+
+class WorkspaceRef(Model):
+    """Identifies a request's workspace; any worker can rebuild it from the remote."""
+
+    request_id: str
+    repo: str
+    remote: str
+    base_branch: str
+    work_branch: str
+
+
+class BuildTargetRef(Model):
+    name: str
+    task_queue: str | None = None
+
+
+class PreparedWorkspace(Model):
+    base_sha: str
+    head_sha: str
+    resumed: bool = False
+    targets: list[BuildTargetRef] = Field(default_factory=list)
+    checks: list[str] = Field(default_factory=list)
+
+
+class AgentTask(Model):
+    workspace: WorkspaceRef
+    instruction: str
+    feedback: list[str] = Field(default_factory=list)
+    round: int
+    attempt: int
+    invocation: int
+
+
+class AgentOutcome(Model):
+    status: Literal["finished", "no_changes", "budget_exhausted"] = "finished"
+    summary: str
+    changed_files: list[str] = Field(default_factory=list)
+    head_sha: str
+    backend: str
+    usage: Usage = Field(default_factory=Usage)
+
+
+class ChecksTask(Model):
+    workspace: WorkspaceRef
+    attempt: int
+
+
+class CheckRun(Model):
+    name: str
+    command: list[str]
+    exit_code: int | None
+    duration_s: float
+    output: str = Field("", description="trimmed: what matters for fixing it")
+    log_path: str | None = None
+    timed_out: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+class ChecksOutcome(Model):
+    passed: bool
+    head_sha: str
+    runs: list[CheckRun] = Field(default_factory=list)
+    diff_empty: bool = False
+
+    def failure_report(self) -> str:
+        parts = []
+        for run in self.runs:
+            if not run.passed:
+                why = "timed out" if run.timed_out else f"exit code {run.exit_code}"
+                parts.append(f"Check `{run.name}` failed ({why}):\n{run.output}".rstrip())
+        return "\n\n".join(parts)
+
+
+class BuildTask(Model):
+    workspace: WorkspaceRef
+    target: str
+    build_number: int
+
+
+class BuildOutcome(Model):
+    target: str
+    head_sha: str
+    artifacts: list[ArtifactInfo]
+    log_path: str | None = None
+    duration_s: float = 0.0
+
+
+class PublishTask(Model):
+    request_id: str
+    repo: str
+    build_number: int
+    commit: str
+    instruction: str
+    summary: str
+    artifacts: list[ArtifactInfo]
+
+
+class Published(Model):
+    install_page_url: str
+    artifacts: list[ArtifactInfo]
+
+
+class Notice(Model):
+    request_id: str
+    repo: str
+    event: Literal[
+        "status", "received", "build_ready", "needs_approval", "reminder", "refused",
+        "merged", "failed", "cancelled", "expired", "feedback_queued",
+    ]
+    stage: Stage
+    text: str
+    origin: Origin = Field(default_factory=Origin)
+    links: Links = Field(default_factory=Links)
+
+
+class MergeTask(Model):
+    workspace: WorkspaceRef
+    strategy: Literal["squash", "merge", "rebase"] = "squash"
+    title: str
+    body: str = ""
+    requested_by: str
+    approved_by: str
+    tested_sha: str
+
+
+class MergeOutcome(Model):
+    commit_sha: str
+    already_merged: bool = False
+    base_moved: bool = False
+
+
+class CleanupTask(Model):
+    workspace: WorkspaceRef
+    delete_remote_branch: bool = True
+
+
+ChangeRequest.model_rebuild()
