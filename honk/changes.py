@@ -15,7 +15,7 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from honk.registry import Registry, RegistryError
@@ -83,11 +83,12 @@ async def start_request(
         request,
         id=request_id or new_request_id(entry.name),
         task_queue=settings.task_queue,
+        result_type=RequestStatus,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         search_attributes=TypedSearchAttributes([
-            SA_REPO.value_set(entry.name),
-            SA_STAGE.value_set(Stage.RECEIVED.value),
-            SA_REQUESTER.value_set(requester),
+            SearchAttributePair(SA_REPO, entry.name),
+            SearchAttributePair(SA_STAGE, Stage.RECEIVED.value),
+            SearchAttributePair(SA_REQUESTER, requester),
         ]),
         static_summary=instruction[:400],
         static_details=f"Repository **{entry.name}** · requested by {requester}",

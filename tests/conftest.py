@@ -4,6 +4,7 @@ downloaded), and every test gets its own task queue and data directory."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import uuid
 from pathlib import Path
@@ -37,10 +38,22 @@ async def time_env():
     await env.shutdown()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
-async def dev_env():
+def ui_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+async def dev_env(ui_port):
     """A real Temporal dev server (in memory) with the search attributes and the UI."""
     env = await WorkflowEnvironment.start_local(
+        ui_port=ui_port,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
         data_converter=pydantic_data_converter,

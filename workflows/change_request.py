@@ -147,7 +147,7 @@ class ChangeRequestWorkflow:
         self.prepared = await self.act(
             ACTIVITY_PREPARE, self.workspace, PreparedWorkspace,
             summary=f"Prepare {self.request.repo} ({self.workspace.work_branch})",
-            timeout=timedelta(minutes=20), heartbeat=timedelta(minutes=2),
+            timeout=timedelta(minutes=20), heartbeat=self.request.options.heartbeat_timeout,
         )
         self.state.links.work_branch = self.workspace.work_branch
 
@@ -195,7 +195,7 @@ class ChangeRequestWorkflow:
             ),
             AgentOutcome,
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
-            timeout=timedelta(hours=1), heartbeat=timedelta(minutes=3),
+            timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
             retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.state.usage = self.state.usage.plus(outcome.usage)
@@ -211,7 +211,7 @@ class ChangeRequestWorkflow:
         outcome = await self.act(
             ACTIVITY_CHECKS, ChecksTask(workspace=self.workspace, attempt=self.state.agent_runs),
             ChecksOutcome, summary=f"Checks, attempt {self.state.attempt}",
-            timeout=timedelta(hours=1), heartbeat=timedelta(minutes=2),
+            timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
         )
         verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
         self.note(f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}",
@@ -234,7 +234,7 @@ class ChangeRequestWorkflow:
                     ACTIVITY_BUILD,
                     BuildTask(workspace=self.workspace, target=t.name, build_number=number),
                     BuildOutcome, summary=f"Build {t.name} #{number}",
-                    timeout=timedelta(hours=1), heartbeat=timedelta(minutes=2),
+                    timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
                     task_queue=t.task_queue,
                 )
                 for t in targets
@@ -260,7 +260,7 @@ class ChangeRequestWorkflow:
                 summary=edited.summary, artifacts=artifacts,
             ),
             Published, summary=f"Publish build #{number}", timeout=timedelta(minutes=30),
-            heartbeat=timedelta(minutes=2),
+            heartbeat=self.request.options.heartbeat_timeout,
         )
         self.state.artifacts = published.artifacts
         self.state.links.install_page = published.install_page_url
@@ -317,7 +317,7 @@ class ChangeRequestWorkflow:
                 tested_sha=self.state.tested_sha or "",
             ),
             MergeOutcome, summary=f"Merge into {self.request.base_branch}",
-            timeout=timedelta(minutes=30), heartbeat=timedelta(minutes=2),
+            timeout=timedelta(minutes=30), heartbeat=self.request.options.heartbeat_timeout,
             cancellable=False,
         )
         self.state.links.merged_commit = outcome.commit_sha

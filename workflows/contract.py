@@ -83,6 +83,9 @@ class RequestOptions(Model):
     reminder_before: timedelta = timedelta(days=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
     history_limit: int = Field(10_000, ge=50, description="continue-as-new past this many events")
+    heartbeat_timeout: timedelta = Field(
+        timedelta(seconds=60), description="a worker silent this long is presumed dead; its step retries"
+    )
 
 
 class Decision(Model):

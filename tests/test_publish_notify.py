@@ -1,0 +1,200 @@
+"""Publishing to the local artifact store, the install page, and the log notifier."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.notify import NotifyActivities
+from activities.publish import APK_TYPE, LocalStore, PublishActivities
+from honk.settings import Settings, load_settings
+from workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage
+
+REQUEST = "honk-slack-T1-C1-1700000000.000100"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+def artifact(tmp_path: Path, target: str, name: str, data: bytes) -> ArtifactInfo:
+    path = tmp_path / "built" / target / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return ArtifactInfo(
+        target=target,
+        name=name,
+        path=str(path),
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+    )
+
+
+def publish_task(artifacts: list[ArtifactInfo], build_number: int = 3) -> PublishTask:
+    return PublishTask(
+        request_id=REQUEST,
+        repo="hello-android",
+        build_number=build_number,
+        commit=COMMIT,
+        instruction='Make the title say <script>alert("hi")</script> & "welcome"',
+        summary="Changed the title string.\nAdded a <b>bold</b> claim.",
+        artifacts=artifacts,
+    )
+
+
+class Links_(HTMLParser):
+    """Collects the <a> tags and checks the document parses as a whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[dict[str, str | None]] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag == "a":
+            self.links.append(dict(attrs))
+
+
+def files_under(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+def test_publish_stores_artifacts_and_page(settings: Settings, tmp_path: Path) -> None:
+    apk = artifact(tmp_path, "android", "app-3.apk", b"PK\x03\x04 fake apk" * 1000)
+    mapping = artifact(tmp_path, "android", "mapping.txt", b"a -> b\n")
+    published = PublishActivities(settings).publish(publish_task([apk, mapping]))
+
+    prefix = f"{REQUEST}/3"
+    assert files_under(settings.store_dir) == [
+        f"{prefix}/app-3.apk",
+        f"{prefix}/index.html",
+        f"{prefix}/mapping.txt",
+    ]
+    stored = settings.store_dir / prefix / "app-3.apk"
+    assert stored.read_bytes() == Path(apk.path).read_bytes()
+    assert published.install_page_url == (settings.store_dir / prefix / "index.html").as_uri()
+    assert [a.url for a in published.artifacts] == [
+        stored.as_uri(),
+        (settings.store_dir / prefix / "mapping.txt").as_uri(),
+    ]
+    assert published.artifacts[0].sha256 == apk.sha256
+
+    page = (settings.store_dir / prefix / "index.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+    assert "hello-android" in page and "#3" in page and COMMIT[:10] in page
+    assert apk.sha256 in page and "12.7 KB" in page
+    # Everything typed by a person is escaped.
+    assert "<script>" not in page and "<b>bold</b>" not in page
+    assert "&lt;script&gt;alert(&quot;hi&quot;)&lt;/script&gt; &amp; &quot;welcome&quot;" in page
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page
+
+    parser = Links_()
+    parser.feed(page)
+    assert "script" not in parser.tags
+    by_href = {link["href"]: link for link in parser.links}
+    assert by_href[stored.as_uri()]["type"] == APK_TYPE
+    assert by_href[(settings.store_dir / prefix / "mapping.txt").as_uri()]["type"] == "text/plain"
+
+
+def test_republish_overwrites_without_duplicates(settings: Settings, tmp_path: Path) -> None:
+    apk = artifact(tmp_path, "android", "app.apk", b"first")
+    activities = PublishActivities(settings)
+    first = activities.publish(publish_task([apk]))
+    before = files_under(settings.store_dir)
+
+    apk2 = artifact(tmp_path, "android", "app.apk", b"second build, same number")
+    second = activities.publish(publish_task([apk2]))
+
+    assert files_under(settings.store_dir) == before  # no temporary or duplicate files
+    assert second.install_page_url == first.install_page_url
+    stored = settings.store_dir / REQUEST / "3" / "app.apk"
+    assert stored.read_bytes() == b"second build, same number"
+    assert apk2.sha256 in (settings.store_dir / REQUEST / "3" / "index.html").read_text()
+
+
+def test_public_url_and_clashing_names(settings: Settings, tmp_path: Path) -> None:
+    store = LocalStore(settings.store_dir, "https://builds.example.com/store/")
+    a = artifact(tmp_path, "android", "app bundle.zip", b"android")
+    b = artifact(tmp_path, "ios", "app bundle.zip", b"ios")
+    published = PublishActivities(settings, store).publish(publish_task([a, b], build_number=9))
+    base = f"https://builds.example.com/store/{REQUEST}/9"
+    assert published.install_page_url == f"{base}/index.html"
+    assert [x.url for x in published.artifacts] == [
+        f"{base}/android-app%20bundle.zip",
+        f"{base}/ios-app%20bundle.zip",
+    ]
+
+
+def test_publish_refuses_a_changed_or_missing_artifact(settings: Settings, tmp_path: Path) -> None:
+    apk = artifact(tmp_path, "android", "app.apk", b"original")
+    Path(apk.path).write_bytes(b"tampered")
+    with pytest.raises(ApplicationError) as info:
+        PublishActivities(settings).publish(publish_task([apk]))
+    assert info.value.type == "ArtifactChanged" and info.value.non_retryable
+
+    missing = apk.model_copy(update={"path": str(tmp_path / "gone.apk")})
+    with pytest.raises(ApplicationError) as info:
+        PublishActivities(settings).publish(publish_task([missing]))
+    assert info.value.type == "ArtifactMissing"
+    assert not settings.store_dir.exists() or not any(settings.store_dir.rglob("index.html"))
+
+
+def test_store_rejects_keys_that_escape(settings: Settings, tmp_path: Path) -> None:
+    store = LocalStore(settings.store_dir)
+    for key in ("../outside", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(ValueError):
+            store.put_bytes(key, b"x", "text/plain")
+    bad = publish_task([]).model_copy(update={"request_id": "../../etc"})
+    with pytest.raises(ApplicationError):
+        PublishActivities(settings).publish(bad)
+
+
+# --------------------------------------------------------------------------- notify
+
+
+async def test_notify_writes_jsonl_and_structured_log(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    notice = Notice(
+        request_id=REQUEST,
+        repo="hello-android",
+        event="build_ready",
+        stage=Stage.AWAITING_APPROVAL,
+        text="Build #3 is ready: install it from the link.",
+        origin=Origin(kind="slack", team="T1", channel="C1", thread_ts="1700000000.000100"),
+        links=Links(install_page="https://builds.example.com/x/index.html"),
+    )
+    activities = NotifyActivities(settings)
+    with caplog.at_level(logging.INFO, logger="honk.notify"):
+        await activities.notify(notice)
+        await activities.notify(notice.model_copy(update={"event": "merged", "text": "Merged."}))
+
+    path = settings.data_dir / "notifications" / f"{REQUEST}.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["build_ready", "merged"]
+    first = lines[0]
+    assert first["request_id"] == REQUEST and first["stage"] == "AWAITING_APPROVAL"
+    assert first["links"]["install_page"] == "https://builds.example.com/x/index.html"
+    assert first["origin"]["thread_ts"] == "1700000000.000100" and first["at"]
+
+    records = [r for r in caplog.records if r.name == "honk.notify"]
+    assert len(records) == 2
+    logged = json.loads(records[0].getMessage())
+    assert logged == {
+        "request_id": REQUEST,
+        "event": "build_ready",
+        "stage": "AWAITING_APPROVAL",
+        "text": "Build #3 is ready: install it from the link.",
+        "links": {"install_page": "https://builds.example.com/x/index.html"},
+    }
+    assert records[0].request_id == REQUEST and records[0].event == "build_ready"
