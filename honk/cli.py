@@ -22,10 +22,11 @@ from honk.changes import (
     start_request,
 )
 from honk.devstack import DevStackError
+from honk.display import render_status, timeline_line
 from honk.registry import RegistryError, load_registry
 from honk.settings import Settings, SettingsError, load_settings
 from honk.temporal import TemporalUnavailable, connect
-from workflows.contract import RequestStatus, Stage
+from workflows.contract import Stage
 
 app = typer.Typer(
     help="Honk: a chat message becomes a merged, tested, built and installed change.",
@@ -35,10 +36,6 @@ out = Console()
 err = Console(stderr=True)
 
 USER_ERRORS = (SettingsError, TemporalUnavailable, RequestError, RegistryError, DevStackError)
-STAGE_STYLE = {
-    Stage.MERGED: "bold green", Stage.FAILED: "bold red", Stage.CANCELLED: "yellow",
-    Stage.EXPIRED: "yellow", Stage.AWAITING_APPROVAL: "bold cyan",
-}
 
 
 def command(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
@@ -64,35 +61,6 @@ def settings() -> Settings:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def render_status(status: RequestStatus, *, timeline: int = 15) -> None:
-    style = STAGE_STYLE.get(status.stage, "bold")
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="dim")
-    table.add_column()
-    table.add_row("request", status.request_id)
-    table.add_row("repository", status.repo)
-    table.add_row("stage", f"[{style}]{status.stage.value}[/]")
-    table.add_row("instruction", status.instruction)
-    table.add_row("requester", status.requester)
-    table.add_row("round / attempt", f"{status.round} / {status.attempt}")
-    for label, value in status.links.model_dump().items():
-        if value:
-            table.add_row(label.replace("_", " "), str(value))
-    u = status.usage
-    table.add_row("tokens", f"{u.input_tokens} in, {u.output_tokens} out, "
-                  f"{u.cache_read_tokens} cache read, {u.cache_write_tokens} cache write · ${u.cost_usd:.4f}")
-    if status.pending_feedback:
-        table.add_row("queued feedback", "\n".join(f"{f.by}: {f.text}" for f in status.pending_feedback))
-    if status.last_error:
-        table.add_row("last error", f"[red]{status.last_error}[/]")
-    out.print(table)
-    if timeline and status.timeline:
-        out.print()
-        for entry in status.timeline[-timeline:]:
-            out.print(f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] {entry.message}",
-                      highlight=False)
 
 
 @app.command()
@@ -126,8 +94,7 @@ async def _follow(client, request_id: str, *, as_json: bool, until_waiting: bool
         last = status
         if not as_json:
             for entry in status.timeline[shown:]:
-                out.print(f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] {entry.message}",
-                          highlight=False)
+                out.print(timeline_line(entry), highlight=False)
         shown = len(status.timeline)
         if until_waiting and status.stage == Stage.AWAITING_APPROVAL:
             break
@@ -200,7 +167,7 @@ async def status(
     if as_json:
         print_json(current.model_dump(mode="json"))
     else:
-        render_status(current)
+        render_status(out, current)
     return 0
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from honk.changes import follow, start_request
 from honk.devstack import EmbeddedStack
+from honk.display import timeline_line
 from honk.registry import load_registry
 from honk.settings import Settings
 from workflows.contract import SIGNAL_APPROVE, Stage
@@ -77,8 +78,7 @@ async def run_demo(settings: Settings) -> int:
         final = None
         async for status in follow(stack.client, handle.id):
             for entry in status.timeline[shown:]:
-                console.print(f"  [dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] {entry.message}",
-                              highlight=False)
+                console.print("  " + timeline_line(entry), highlight=False)
             shown = len(status.timeline)
             final = status
             if status.stage == Stage.AWAITING_APPROVAL and not approved:
@@ -98,7 +98,7 @@ async def run_demo(settings: Settings) -> int:
     console.rule("[bold green]Merged")
     console.print(f"Merged commit: {final.links.merged_commit} on {DEMO_REPO}/main")
     console.print(message.strip(), highlight=False)
-    console.print(f"Install page:  {final.links.install_page}")
+    console.print(f"Install page:  {final.links.install_page}  (served while `honk dev` runs)")
     console.print(f"APK:           {final.links.build}")
     if apk:
         console.print(verify_apk(apk))
