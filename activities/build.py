@@ -17,7 +17,12 @@ from typing import Protocol
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.checks import WorkspaceProvider, config_error, logs_dir
+from activities.checks import (
+    WorkspaceProvider,
+    config_error,
+    logs_dir,
+    request_artifacts_dir,
+)
 from activities.commands import CommandResult, run_command
 from activities.liveness import beat, heartbeating
 from activities.repo_config import BuildSpec, RepoConfigError, load_repo_config
@@ -135,7 +140,9 @@ class BuildActivities:
         if not result.ok:
             raise _build_failed(spec, result)
 
-        build_dir = self.settings.artifacts_dir / ref.request_id / f"build-{task.build_number}"
+        build_dir = request_artifacts_dir(self.settings, ref.request_id) / (
+            f"build-{task.build_number}"
+        )
         artifacts = collect_artifacts(root, spec, build_dir / spec.name)
         names = [a.name for a in artifacts]
         log.info(

@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.commands import run_command
 from activities.liveness import cancelled, heartbeating
 from activities.repo_config import CheckSpec, RepoConfigError, load_repo_config
-from activities.workspace import Workspaces
+from activities.workspace import Workspaces, safe_name
 from honk.settings import Settings
 from workflows.contract import ACTIVITY_CHECKS, CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
 
@@ -39,8 +39,13 @@ class WorkspaceProvider(Protocol):
     def diff_is_empty(self, ref: WorkspaceRef) -> bool: ...
 
 
+def request_artifacts_dir(settings: Settings, request_id: str) -> Path:
+    # `safe_name` leaves ordinary ids (workflow ids) as they are and keeps odd ones inside.
+    return settings.artifacts_dir / safe_name(request_id)
+
+
 def logs_dir(settings: Settings, request_id: str) -> Path:
-    return settings.artifacts_dir / request_id / "logs"
+    return request_artifacts_dir(settings, request_id) / "logs"
 
 
 def config_error(exc: RepoConfigError) -> ApplicationError:

@@ -12,13 +12,13 @@ import asyncio
 import json
 import logging
 import os
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from temporalio import activity
 
+from activities.workspace import safe_name
 from honk.settings import Settings
 from workflows.contract import ACTIVITY_NOTIFY, Notice
 
@@ -43,16 +43,13 @@ class LogNotifier:
             "text": notice.text,
             "links": notice.links.model_dump(mode="json", exclude_none=True),
         }
-        # The message itself is the JSON, so it stays structured whatever the log format;
-        # `extra` carries the same fields for formatters that emit them as attributes.
-        log.info(json.dumps(fields, ensure_ascii=False), extra=fields)
+        log.info(f"{notice.event}: {notice.text}", extra=fields)
         record = {"at": datetime.now(UTC).isoformat(), **notice.model_dump(mode="json")}
         await asyncio.to_thread(self._append, notice.request_id, record)
 
     def thread_path(self, request_id: str) -> Path:
-        # Request ids come from workflow ids (chat thread references): keep them one file name.
-        safe = re.sub(r"[^A-Za-z0-9._-]", "_", request_id).lstrip(".") or "_"
-        return self.directory / f"{safe}.jsonl"
+        # Request ids are workflow ids; `safe_name` keeps those as they are, others one file.
+        return self.directory / f"{safe_name(request_id)}.jsonl"
 
     def _append(self, request_id: str, record: dict[str, Any]) -> None:
         path = self.thread_path(request_id)

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.build import sha256_file
 from activities.liveness import beat
+from activities.workspace import safe_name
 from honk.settings import Settings
 from workflows.contract import ACTIVITY_PUBLISH, ArtifactInfo, Published, PublishTask
 
@@ -37,7 +38,6 @@ _CONTENT_TYPES = {
     ".plist": "application/xml",
     ".html": "text/html; charset=utf-8",
 }
-_SAFE_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$")
 
 
 def content_type_for(name: str) -> str:
@@ -131,7 +131,8 @@ class PublishActivities:
 
     @activity.defn(name=ACTIVITY_PUBLISH)
     def publish(self, task: PublishTask) -> Published:
-        prefix = f"{_segment(task.request_id)}/{task.build_number}"
+        # `safe_name` keeps ordinary request ids as they are and any other one inside the store.
+        prefix = f"{safe_name(task.request_id)}/{task.build_number}"
         published = []
         for artifact, name in zip(task.artifacts, _store_names(task.artifacts), strict=True):
             beat({"publishing": name})
@@ -155,30 +156,20 @@ class PublishActivities:
         return Published(install_page_url=page_url, artifacts=published)
 
 
-def _segment(value: str) -> str:
-    """A request id becomes a path segment of every key: refuse anything that could escape."""
-    if not _SAFE_SEGMENT.match(value):
-        raise ApplicationError(
-            f"request id {value!r} cannot be used in a store key",
-            type="InvalidRequestId",
-            non_retryable=True,
-        )
-    return value
-
-
 def _store_names(artifacts: list[ArtifactInfo]) -> list[str]:
     """File names under the build's prefix; targets that produced the same file name get
     their target prefixed, deterministically, so a retry maps each artifact to the same key."""
-    names = [PurePosixPath(a.name).name or "artifact" for a in artifacts]
+    names = [_file_name(a.name) for a in artifacts]
     clashing = {n for n in names if names.count(n) > 1 or n == PAGE_NAME}
     return [
-        f"{_safe_name(a.target)}-{n}" if n in clashing else n
+        f"{re.sub(r'[^A-Za-z0-9._-]', '_', a.target)}-{n}" if n in clashing else n
         for a, n in zip(artifacts, names, strict=True)
     ]
 
 
-def _safe_name(value: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", value)
+def _file_name(name: str) -> str:
+    base = PurePosixPath(name).name
+    return base if base not in ("", ".", "..") else "artifact"
 
 
 def _verify(artifact: ArtifactInfo) -> None:

@@ -54,9 +54,6 @@ class RepoConfig(_Strict):
     build: list[BuildSpec] = Field(default_factory=list)
     detected: bool = Field(False, exclude=True)
 
-    def check(self, name: str) -> CheckSpec:
-        return next(c for c in self.checks if c.name == name)
-
     def target(self, name: str) -> BuildSpec:
         for spec in self.build:
             if spec.name == name:
