@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.workspace import Workspaces
+from activities.merge import absorb_base
+from activities.workspace import Workspaces, open_repo
 from honk.settings import Settings
 from workflows.contract import ACTIVITY_AGENT, AgentOutcome, AgentTask, Usage
 
@@ -170,6 +171,15 @@ class AgentActivities:
         ref = task.workspace
         root = self.workspaces.ensure(ref)
         activity.heartbeat({"round": task.round, "attempt": task.attempt})
+        if task.update_base:
+            with open_repo(root) as repo:
+                conflicted = absorb_base(repo, ref)
+            if conflicted:
+                task = task.model_copy(update={"feedback": [
+                    *task.feedback,
+                    f"The latest {ref.base_branch} is merged into your branch; resolve the "
+                    f"conflict markers in: {', '.join(conflicted)}",
+                ]})
         result = self.backend.run(root, task)
         message = f"honk: round {task.round}, attempt {task.attempt}\n\n{result.summary}"
         committed = self.workspaces.commit_all(ref, message)

@@ -73,11 +73,8 @@ class CheckActivities:
             except RepoConfigError as exc:
                 raise config_error(exc) from None
 
-            runs = []
-            for spec in config.checks:
-                if cancelled():
-                    raise CancelledError("checks cancelled")
-                runs.append(self._run_one(spec, root, ref.request_id, task.attempt))
+            runs = run_checks_in(self.settings, root, config.checks, ref.request_id,
+                                 f"attempt{task.attempt}")
 
         outcome = ChecksOutcome(
             passed=all(run.passed for run in runs),
@@ -98,8 +95,16 @@ class CheckActivities:
         )
         return outcome
 
-    def _run_one(self, spec: CheckSpec, root: Path, request_id: str, attempt: int) -> CheckRun:
-        log_path = logs_dir(self.settings, request_id) / f"check-{spec.name}-attempt{attempt}.log"
+
+def run_checks_in(
+    settings: Settings, root: Path, specs: list[CheckSpec], request_id: str, label: str
+) -> list[CheckRun]:
+    """Run every check on the tree at `root` as it is now (the merge step uses this too)."""
+    runs = []
+    for spec in specs:
+        if cancelled():
+            raise CancelledError("checks cancelled")
+        log_path = logs_dir(settings, request_id) / f"check-{spec.name}-{label}.log"
         result = run_command(
             spec.run,
             root,
@@ -108,7 +113,7 @@ class CheckActivities:
             log_path=log_path,
             tail_limit=OUTPUT_LIMIT,
         )
-        return CheckRun(
+        runs.append(CheckRun(
             name=spec.name,
             command=list(spec.run),
             exit_code=result.exit_code,
@@ -116,4 +121,5 @@ class CheckActivities:
             output=result.output_tail,
             log_path=str(log_path),
             timed_out=result.timed_out,
-        )
+        ))
+    return runs

@@ -16,6 +16,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import liveness
+from activities.checks import config_error, run_checks_in
+from activities.repo_config import RepoConfigError, load_repo_config
 from activities.workspace import (
     GitError,
     Workspaces,
@@ -26,7 +28,7 @@ from activities.workspace import (
     run_git,
 )
 from honk.settings import Settings
-from workflows.contract import ACTIVITY_MERGE, MergeOutcome, MergeTask, WorkspaceRef
+from workflows.contract import ACTIVITY_MERGE, ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,12 @@ TRAILER_SEARCH_DEPTH = 500  # commits of the base searched for our own trailer
 # are git's own non-fast-forward refusals, the rest a server losing a concurrent ref update.
 _BASE_MOVED = ("[rejected]", "non-fast-forward", "fetch first",
                "cannot lock ref", "failed to update ref", "incorrect old value")
+CONFLICT_EXCERPT = 3000  # characters of conflicting hunks sent back to the agent
 
 
 class MergeActivities:
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
         self.workspaces = Workspaces(settings)
 
     @activity.defn(name=ACTIVITY_MERGE)
@@ -52,7 +56,7 @@ class MergeActivities:
                 if attempt > 1:
                     self.workspaces.fetch(ref)
                 with open_repo(path) as repo:
-                    outcome = _attempt(repo, task)
+                    outcome = _attempt(repo, task, verify=lambda: self._verify(path, task, attempt))
                 if outcome is not None:
                     return outcome
                 log.info("base moved during merge; redoing",
@@ -64,7 +68,24 @@ class MergeActivities:
         )
 
 
-def _attempt(repo: git.Repo, task: MergeTask) -> MergeOutcome | None:
+    def _verify(self, root, task: MergeTask, attempt: int) -> None:
+        """The base moved since the checks ran: the combined tree must pass them too."""
+        try:
+            specs = load_repo_config(root).checks
+        except RepoConfigError as exc:
+            raise config_error(exc) from None
+        runs = run_checks_in(self.settings, root, specs, task.workspace.request_id,
+                             f"merge{attempt}")
+        report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
+        if not report.passed:
+            raise ApplicationError(
+                f"checks failed on {task.workspace.base_branch!r} combined with the change, so "
+                f"nothing was pushed:\n{report.failure_report()}",
+                type="CombinedChecksFailed", non_retryable=True,
+            )
+
+
+def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None) -> MergeOutcome | None:
     """One try against the base as last fetched; None when the push lost a race."""
     ref = task.workspace
     base_ref = f"refs/remotes/origin/{ref.base_branch}"
@@ -86,15 +107,17 @@ def _attempt(repo: git.Repo, task: MergeTask) -> MergeOutcome | None:
     if merge_base == work_sha:  # everything on the work branch is already in the base
         raise _nothing_to_merge(ref)
 
+    base_moved = merge_base != base_sha
     try:
         candidate = _COMPOSERS[task.strategy](repo, task, base_sha, work_sha)
+        if base_moved:  # the tree about to be pushed is not the one the checks passed on
+            verify()
         if not _push_base(repo, ref, candidate):
             return None
     finally:
         _restore(repo, ref)
-    base_moved = merge_base != base_sha
     log.info("merged", extra={**extra, "commit_sha": candidate, "base_moved": base_moved})
-    return MergeOutcome(commit_sha=candidate, base_moved=base_moved)
+    return MergeOutcome(commit_sha=candidate, base_moved=base_moved, rechecked=base_moved)
 
 
 # --------------------------------------------------------------------------- checks
@@ -209,17 +232,47 @@ def _conflicts_abort(repo: git.Repo, ref: WorkspaceRef, abort: tuple[str, ...]) 
     try:
         yield
     except GitError:
-        out = run_git(repo, "diff", "--name-only", "--diff-filter=U", "-z", strip=False)
-        conflicted = sorted({name for name in out.split("\0") if name})
+        conflicted = unmerged_paths(repo)
+        hunks = conflict_hunks(repo, conflicted)
         with contextlib.suppress(GitError):  # `_restore` resets the workspace regardless
             run_git(repo, *abort)
         if not conflicted:
             raise
         raise ApplicationError(
             f"merging {ref.work_branch!r} into {ref.base_branch!r} conflicts in: "
-            + ", ".join(conflicted),
+            + ", ".join(conflicted) + (f"\n\nConflicting hunks:\n{hunks}" if hunks else ""),
             type="MergeConflict", non_retryable=True,
         ) from None
+
+
+def unmerged_paths(repo: git.Repo) -> list[str]:
+    out = run_git(repo, "diff", "--name-only", "--diff-filter=U", "-z", strip=False)
+    return sorted({name for name in out.split("\0") if name})
+
+
+def conflict_hunks(repo: git.Repo, paths: list[str], limit: int = CONFLICT_EXCERPT) -> str:
+    """The conflicting regions (with markers) of each path, trimmed for the agent."""
+    if not paths:
+        return ""
+    text = run_git(repo, "diff", "--no-color", "--", *paths, strip=False)
+    return text if len(text) <= limit else text[:limit] + "\n[… conflict diff trimmed …]"
+
+
+def absorb_base(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
+    """Merge the latest base into the work branch so the agent can resolve what conflicts.
+
+    A clean merge is committed at once; on conflict the markers stay in the working tree
+    (MERGE_HEAD set) and the conflicted paths are returned; the agent's commit concludes it.
+    """
+    base = f"refs/remotes/origin/{ref.base_branch}"
+    try:
+        run_git(repo, "merge", "--quiet", "--no-edit", "--no-verify", "--no-ff", base)
+    except GitError:
+        conflicted = unmerged_paths(repo)
+        if not conflicted:
+            raise
+        return conflicted
+    return []
 
 
 def _restore(repo: git.Repo, ref: WorkspaceRef) -> None:

@@ -56,9 +56,11 @@ from workflows.contract import (
 class World:
     """Stand-in activities; `gates` hold an activity until the test releases it."""
 
-    def __init__(self, checks: list[bool] | None = None, build_fails: int = 0) -> None:
+    def __init__(self, checks: list[bool] | None = None, build_fails: int = 0,
+                 merge_failures: list[str] | None = None) -> None:
         self.checks = checks or [True]
         self.build_fails = build_fails
+        self.merge_failures = list(merge_failures or [])
         self.gates: dict[str, asyncio.Event] = {}
         self.entered: dict[str, asyncio.Event] = {}
         self.cancelled: list[str] = []
@@ -125,6 +127,9 @@ class World:
     @activity.defn(name=ACTIVITY_MERGE)
     async def merge(self, task: MergeTask) -> MergeOutcome:
         self.merges.append(task)
+        if self.merge_failures:
+            kind = self.merge_failures.pop(0)
+            raise ApplicationError(f"merging conflicts in: app.txt ({kind})", type=kind, non_retryable=True)
         return MergeOutcome(commit_sha="merged0123456789")
 
     @activity.defn(name=ACTIVITY_CLEANUP)
@@ -409,3 +414,36 @@ async def test_workflow_cancel_from_temporal_cleans_up(run, time_env):
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert world.cleanups and world.events()[-1] == "cancelled"
+
+
+async def test_merge_conflict_goes_back_to_agent_then_merges(run):
+    world = World(merge_failures=["MergeConflict"])
+    handle = await run(world)
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+    result = await handle.result()
+    assert result.stage == Stage.MERGED and len(world.merges) == 2
+    repair = world.agent_tasks[-1]
+    assert repair.update_base and "conflicts in: app.txt" in repair.feedback[0]
+    assert world.merges[1].tested_sha == "sha1" and world.merges[1].approved_by == "alice"
+    assert any("Merge blocked" in e.message for e in result.timeline)
+
+
+async def test_merge_repairs_are_bounded(run):
+    world = World(merge_failures=["CombinedChecksFailed"] * 5)
+    handle = await run(world, make_request(max_merge_repairs=1))
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+    result = await handle.result()
+    assert result.stage == Stage.FAILED and len(world.merges) == 2
+    assert "gave up after 1 repair rounds" in result.last_error
+
+
+async def test_unrepairable_merge_failure_fails_the_request(run):
+    world = World(merge_failures=["PushRejected"])
+    handle = await run(world)
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+    result = await handle.result()
+    assert result.stage == Stage.FAILED and "PushRejected" in result.last_error
+    assert len(world.agent_tasks) == 1

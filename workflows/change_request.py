@@ -74,6 +74,14 @@ RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attemp
 class RequestFailed(Exception):
     """The request cannot continue; the message is what the requester is told."""
 
+    def __init__(self, message: str, kind: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind  # the failing activity's error type, e.g. "MergeConflict"
+
+
+# Merge failures the agent can repair: it gets the latest base merged in and the reason.
+REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
+
 
 class RequestCancelled(Exception):
     pass
@@ -123,9 +131,8 @@ class ChangeRequestWorkflow:
                     await self.produce_round()
                     if self.state.pending_feedback:
                         continue  # feedback arrived while the round ran: go again at once
-                if await self.await_decision() == "approve":
+                if await self.await_decision() == "approve" and await self.merge():
                     break
-            await self.merge()
         except RequestCancelled:
             await self.finish(Stage.CANCELLED, "cancelled", self.cancel_message())
         except RequestExpired:
@@ -151,16 +158,16 @@ class ChangeRequestWorkflow:
         )
         self.state.links.work_branch = self.workspace.work_branch
 
-    async def produce_round(self) -> None:
+    async def produce_round(self, repair: list[str] | None = None, update_base: bool = False) -> None:
         """One round: agent edits until the checks pass, then build and publish."""
         self.state.round += 1
         self.state.attempt = 0
-        repair: list[str] = []
+        repair = list(repair or [])
         while True:
             self.state.attempt += 1
             feedback = repair + [f"{f.by}: {f.text}" for f in self.state.pending_feedback]
             self.state.pending_feedback = []
-            edited = await self.edit(feedback)
+            edited = await self.edit(feedback, update_base=update_base and self.state.attempt == 1)
             checks = await self.check()
             if checks.diff_empty:
                 raise RequestFailed(
@@ -182,7 +189,7 @@ class ChangeRequestWorkflow:
             self.state.last_error = failure
             repair = [failure]
 
-    async def edit(self, feedback: list[str]) -> AgentOutcome:
+    async def edit(self, feedback: list[str], update_base: bool = False) -> AgentOutcome:
         await self.enter(
             Stage.EDITING, f"Agent editing (round {self.state.round}, attempt {self.state.attempt})"
         )
@@ -192,6 +199,7 @@ class ChangeRequestWorkflow:
             AgentTask(
                 workspace=self.workspace, instruction=self.request.instruction, feedback=feedback,
                 round=self.state.round, attempt=self.state.attempt, invocation=self.state.agent_runs,
+                update_base=update_base,
             ),
             AgentOutcome,
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
@@ -305,25 +313,51 @@ class ChangeRequestWorkflow:
             except asyncio.TimeoutError:
                 pass
 
-    async def merge(self) -> None:
+    async def merge(self) -> bool:
+        """Merge the approved change; a conflict or a failing combined tree goes back to the
+        agent (bounded) and the merge is tried again. False when new feedback arrived during
+        such a repair: the request then goes back for another look."""
         assert self.approval is not None
-        await self.enter(Stage.MERGING, f"Approved by {self.approval.by}; merging into {self.request.base_branch}")
-        outcome = await self.act(
-            ACTIVITY_MERGE,
-            MergeTask(
-                workspace=self.workspace, strategy=self.request.options.merge_strategy,
-                title=self.commit_title(), body=self.commit_body(),
-                requested_by=self.request.requester, approved_by=self.approval.by,
-                tested_sha=self.state.tested_sha or "",
-            ),
-            MergeOutcome, summary=f"Merge into {self.request.base_branch}",
-            timeout=timedelta(minutes=30), heartbeat=self.request.options.heartbeat_timeout,
-            cancellable=False,
-        )
+        repairs = 0
+        while True:
+            await self.enter(Stage.MERGING, f"Approved by {self.approval.by}; merging into {self.request.base_branch}")
+            try:
+                outcome = await self.act(
+                    ACTIVITY_MERGE,
+                    MergeTask(
+                        workspace=self.workspace, strategy=self.request.options.merge_strategy,
+                        title=self.commit_title(), body=self.commit_body(),
+                        requested_by=self.request.requester, approved_by=self.approval.by,
+                        tested_sha=self.state.tested_sha or "",
+                    ),
+                    MergeOutcome, summary=f"Merge into {self.request.base_branch}",
+                    timeout=timedelta(minutes=30), heartbeat=self.request.options.heartbeat_timeout,
+                    cancellable=False,
+                )
+                break
+            except RequestFailed as failure:
+                if failure.kind not in REPAIRABLE_MERGE_FAILURES:
+                    raise
+                if repairs >= self.request.options.max_merge_repairs:
+                    raise RequestFailed(f"{failure} (gave up after {repairs} repair rounds; "
+                                        "resolve it by hand or start a new request)") from failure
+                repairs += 1
+                self.state.last_error = str(failure)
+                self.note(f"Merge blocked; back to the agent with the latest {self.request.base_branch}: {failure}", kind="warning")
+                await self.tell("status", f"Could not merge yet: {failure}. The agent is updating the change.")
+                await self.produce_round(repair=[str(failure)], update_base=True)
+                if self.state.pending_feedback:
+                    self.approval = None
+                    self.state.approved_by = None
+                    self.note("Feedback arrived during the repair; the change needs another look")
+                    return False
+        if outcome.rechecked:
+            self.note(f"{self.request.base_branch} had moved; checks passed again on the combined tree")
         self.state.links.merged_commit = outcome.commit_sha
         await self.cleanup()
         await self.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
         await self.tell("merged", f"Merged into {self.request.base_branch} as {outcome.commit_sha}")
+        return True
 
     async def finish(self, stage: Stage, event: str, message: str) -> None:
         await self.cleanup()
@@ -462,7 +496,9 @@ class ChangeRequestWorkflow:
         except ActivityError as err:
             if (cancellable and self.cancellation) or is_cancelled_exception(err):
                 raise RequestCancelled() from err
-            raise RequestFailed(f"{summary}: {self.explain(err)}") from err
+            cause = err.cause
+            kind = cause.type if isinstance(cause, ApplicationError) else None
+            raise RequestFailed(f"{summary}: {self.explain(err)}", kind) from err
         finally:
             self.running.discard(handle)
 

@@ -79,6 +79,9 @@ class Origin(Model):
 class RequestOptions(Model):
     max_check_attempts: int = Field(3, ge=1, le=20, description="agent↔checks repairs per round")
     max_rounds: int = Field(5, ge=1, le=50, description="request-changes rounds")
+    max_merge_repairs: int = Field(
+        2, ge=0, le=10, description="times a conflict or a failing combined tree goes back to the agent"
+    )
     approval_timeout: timedelta = timedelta(days=7)
     reminder_before: timedelta = timedelta(days=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
@@ -234,6 +237,7 @@ class AgentTask(Model):
     round: int
     attempt: int
     invocation: int
+    update_base: bool = Field(False, description="merge the latest base in first (conflict repair)")
 
 
 class AgentOutcome(Model):
@@ -335,6 +339,7 @@ class MergeOutcome(Model):
     commit_sha: str
     already_merged: bool = False
     base_moved: bool = False
+    rechecked: bool = Field(False, description="checks re-ran on the combined tree before the push")
 
 
 class CleanupTask(Model):
