@@ -425,7 +425,7 @@ async def test_merge_conflict_goes_back_to_agent_then_merges(run):
     assert result.stage == Stage.MERGED and len(world.merges) == 2
     repair = world.agent_tasks[-1]
     assert repair.update_base and "conflicts in: app.txt" in repair.feedback[0]
-    assert world.merges[1].tested_sha == "sha1" and world.merges[1].approved_by == "alice"
+    assert world.merges[1].tested_sha == "sha2" and world.merges[1].approved_by == "alice"
     assert any("Merge blocked" in e.message for e in result.timeline)
 
 
