@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,107 +14,14 @@ import urllib.request
 from datetime import timedelta
 from pathlib import Path
 
-import git
 import pytest
 
 from conftest import BIN, ROOT, eventually
-from honk.changes import RequestError, get_status, list_requests, start_request
-from honk.demo import SAMPLE_APP, create_remote
-from honk.registry import load_registry
-from honk.settings import load_settings
-from workers.main import build_workers, run_workers
-from workflows.contract import RequestOptions, RequestStatus, Stage
+from honkstack import Stack, needs_android
+from honk.changes import get_status, list_requests
+from workflows.contract import Stage
 
-needs_android = pytest.mark.skipif(
-    not all(shutil.which(t) for t in ("aapt", "zipalign", "apksigner", "java")),
-    reason="Android build tools are installed by `make test`",
-)
 pytestmark = needs_android
-
-SCRIPT = {
-    "replies": [
-        {"when": "greeting", "round": 1, "summary": "Greeting changed.",
-         "edits": [{"path": "res/values/strings.xml", "replace": "Hello from Honk!",
-                    "with": "Hello from the bus!"}]},
-        {"when": "broken first", "attempt": 1, "summary": "Added a farewell line (forgot the string).",
-         "edits": [{"path": "res/layout/activity_main.xml", "replace": "android:text=\"@string/subtitle\"",
-                    "with": "android:text=\"@string/farewell\""}]},
-        {"when": "broken first", "attempt": 2, "feedback": "farewell", "summary": "Defined the farewell string.",
-         "edits": [{"path": "res/values/strings.xml", "replace": "</resources>",
-                    "with": "    <string name=\"farewell\">See you on the bus.</string>\n</resources>"}]},
-    ]
-}
-
-
-class Stack:
-    def __init__(self, env, tmp: Path, task_queue: str, *, slow_check: float = 0) -> None:
-        self.env = env
-        self.tmp = tmp
-        self.script = tmp / "model.json"
-        self.script.write_text(json.dumps(SCRIPT))
-        self.settings = load_settings(
-            data_dir=tmp / "data", task_queue=task_queue, agent_script=self.script,
-            temporal_address=env.client.service_client.config.target_host,
-        )
-        app = tmp / "app-src"
-        shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("build"))
-        if slow_check:
-            with (app / ".honk.toml").open("a") as f:
-                f.write(f'\n[[checks]]\nname = "slow"\nrun = ["python3", "-c", "import time; time.sleep({slow_check})"]\n')
-        self.remote = create_remote(app, tmp / "remotes" / "hello-android.git")
-        registry = tmp / "honk.toml"
-        registry.write_text(
-            f'[repos.hello-android]\nremote = "{self.remote}"\napprovers = ["alice"]\n'
-        )
-        self.registry = load_registry(registry, self.settings.data_dir)
-        self.stop = asyncio.Event()
-        self.task: asyncio.Task | None = None
-
-    def start_worker(self) -> None:
-        workers = build_workers(self.env.client, self.settings)
-        self.task = asyncio.create_task(run_workers(workers, self.stop))
-
-    async def request(self, instruction: str, **options):
-        return await start_request(
-            self.env.client, self.settings, self.registry, repo="hello-android",
-            instruction=instruction, requester="bob",
-            options=RequestOptions(**options) if options else None,
-        )
-
-    async def wait_stage(self, request_id: str, stage: Stage, timeout: float = 90) -> RequestStatus:
-        async def probe():
-            try:
-                status = await get_status(self.env.client, request_id)
-            except RequestError:  # e.g. a query routed to a worker that was just killed
-                return None
-            if status.stage.terminal and status.stage != stage:
-                raise AssertionError(f"ended {status.stage.value}: {status.last_error}")
-            return status if status.stage == stage else None
-
-        return await eventually(probe, timeout=timeout, every=0.3, what=stage.value)
-
-    def cli_env(self) -> dict[str, str]:
-        return {**os.environ, "HONK_TEMPORAL_ADDRESS": self.settings.temporal_address,
-                "HONK_TASK_QUEUE": self.settings.task_queue, "HONK_DATA_DIR": str(self.settings.data_dir),
-                "HONK_AGENT_SCRIPT": str(self.script), "HONK_LOG_LEVEL": "INFO"}
-
-    def base_log(self) -> list[str]:
-        return git.Repo(self.remote).git.log("main", "--format=%H %s").splitlines()
-
-    def commit_message(self, sha: str) -> str:
-        return git.Repo(self.remote).git.log("-1", "--format=%B", sha)
-
-    def remote_file(self, path: str, ref: str = "main") -> str:
-        return git.Repo(self.remote).git.show(f"{ref}:{path}")
-
-    def remote_branches(self) -> list[str]:
-        return [h.name for h in git.Repo(self.remote).heads]
-
-    async def close(self) -> None:
-        self.stop.set()
-        if self.task:
-            await self.task
-
 
 @pytest.fixture
 async def stack(dev_env, tmp_path, task_queue):

@@ -351,6 +351,8 @@ class ChangeRequestWorkflow:
                     self.state.approved_by = None
                     self.note("Feedback arrived during the repair; the change needs another look")
                     return False
+        if outcome.already_merged:
+            self.note("The change was already on the base (a retried merge found its own commit)")
         if outcome.rechecked:
             self.note(f"{self.request.base_branch} had moved; checks passed again on the combined tree")
         self.state.links.merged_commit = outcome.commit_sha

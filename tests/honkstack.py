@@ -1,0 +1,138 @@
+"""A Honk stack for tests on the real dev server: the sample app as a bare remote, a
+registry, the scripted model, and in-process workers running the real activities."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import git
+import pytest
+
+from conftest import eventually
+from honk.changes import RequestError, get_status, start_request
+from honk.demo import SAMPLE_APP, create_remote
+from honk.registry import load_registry
+from honk.settings import load_settings
+from workers.main import build_workers, run_workers
+from workflows.contract import RequestOptions, RequestStatus, Stage
+
+needs_android = pytest.mark.skipif(
+    not all(shutil.which(t) for t in ("aapt", "zipalign", "apksigner", "java")),
+    reason="Android build tools are installed by `make test`",
+)
+
+SCRIPT = {
+    "replies": [
+        {"when": "greeting", "round": 1, "summary": "Greeting changed.",
+         "edits": [{"path": "res/values/strings.xml", "replace": "Hello from Honk!",
+                    "with": "Hello from the bus!"}]},
+        {"when": "broken first", "attempt": 1, "summary": "Added a farewell line (forgot the string).",
+         "edits": [{"path": "res/layout/activity_main.xml", "replace": "android:text=\"@string/subtitle\"",
+                    "with": "android:text=\"@string/farewell\""}]},
+        {"when": "broken first", "attempt": 2, "feedback": "farewell", "summary": "Defined the farewell string.",
+         "edits": [{"path": "res/values/strings.xml", "replace": "</resources>",
+                    "with": "    <string name=\"farewell\">See you on the bus.</string>\n</resources>"}]},
+    ]
+}
+
+
+class Stack:
+    def __init__(self, env, tmp: Path, task_queue: str, *, slow_check: float = 0,
+                 script: dict | None = None, edit_app: Callable[[Path], None] | None = None,
+                 strategy: str = "squash") -> None:
+        self.env = env
+        self.tmp = tmp
+        self.script = tmp / "model.json"
+        self.script.write_text(json.dumps(script or SCRIPT))
+        self.settings = load_settings(
+            data_dir=tmp / "data", task_queue=task_queue, agent_script=self.script,
+            temporal_address=env.client.service_client.config.target_host,
+        )
+        app = tmp / "app-src"
+        shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("build"))
+        if slow_check:
+            with (app / ".honk.toml").open("a") as f:
+                f.write(f'\n[[checks]]\nname = "slow"\nrun = ["python3", "-c", "import time; time.sleep({slow_check})"]\n')
+        if edit_app:
+            edit_app(app)
+        self.remote = create_remote(app, tmp / "remotes" / "hello-android.git")
+        registry = tmp / "honk.toml"
+        registry.write_text(
+            f'[repos.hello-android]\nremote = "{self.remote}"\napprovers = ["alice"]\n'
+            f'merge_strategy = "{strategy}"\n'
+        )
+        self.registry = load_registry(registry, self.settings.data_dir)
+        self.stop = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def start_worker(self) -> None:
+        workers = build_workers(self.env.client, self.settings)
+        self.task = asyncio.create_task(run_workers(workers, self.stop))
+
+    async def request(self, instruction: str, **options):
+        return await start_request(
+            self.env.client, self.settings, self.registry, repo="hello-android",
+            instruction=instruction, requester="bob",
+            options=RequestOptions(**options) if options else None,
+        )
+
+    async def wait_stage(self, request_id: str, stage: Stage, timeout: float = 90) -> RequestStatus:
+        async def probe():
+            try:
+                status = await get_status(self.env.client, request_id)
+            except RequestError:  # e.g. a query routed to a worker that was just killed
+                return None
+            if status.stage.terminal and status.stage != stage:
+                raise AssertionError(f"ended {status.stage.value}: {status.last_error}")
+            return status if status.stage == stage else None
+
+        return await eventually(probe, timeout=timeout, every=0.3, what=stage.value)
+
+    def cli_env(self) -> dict[str, str]:
+        return {**os.environ, "HONK_TEMPORAL_ADDRESS": self.settings.temporal_address,
+                "HONK_TASK_QUEUE": self.settings.task_queue, "HONK_DATA_DIR": str(self.settings.data_dir),
+                "HONK_AGENT_SCRIPT": str(self.script), "HONK_LOG_LEVEL": "INFO"}
+
+    def base_log(self) -> list[str]:
+        return git.Repo(self.remote).git.log("main", "--format=%H %s").splitlines()
+
+    def commit_message(self, sha: str) -> str:
+        return git.Repo(self.remote).git.log("-1", "--format=%B", sha)
+
+    def remote_file(self, path: str, ref: str = "main") -> str:
+        return git.Repo(self.remote).git.show(f"{ref}:{path}")
+
+    def push_to_base(self, path: str, old: str, new: str, message: str) -> str:
+        """Someone else's commit lands on main (a clone, an edit, a push)."""
+        work = self.tmp / f"other-{len(os.listdir(self.tmp))}"
+        repo = git.Repo.clone_from(str(self.remote), str(work), branch="main")
+        target = work / path
+        text = target.read_text() if target.exists() else ""
+        assert old in text, f"{old!r} not in {path}"
+        target.write_text(text.replace(old, new, 1))
+        repo.git.add(A=True)
+        repo.git.commit("-m", message, author="Carol <carol@example.com>",
+                        env={"GIT_COMMITTER_NAME": "Carol", "GIT_COMMITTER_EMAIL": "carol@example.com"})
+        repo.git.push("origin", "main")
+        return repo.head.commit.hexsha
+
+    def honk_commits(self) -> list[str]:
+        """Shas on main whose message carries a Honk-Request trailer."""
+        out = git.Repo(self.remote).git.log("main", "--format=%H%x00%B%x1e")
+        return [r.strip().split("\0")[0] for r in out.split("\x1e")
+                if "Honk-Request:" in r]
+
+    def remote_branches(self) -> list[str]:
+        return [h.name for h in git.Repo(self.remote).heads]
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.task:
+            await self.task
+
+
