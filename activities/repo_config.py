@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_FILE = ".honk.toml"
 MAX_CONFIG_BYTES = 256 * 1024
@@ -31,27 +31,113 @@ class CheckSpec(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+BuildDriverName = Literal["command", "gradle", "xcodebuild", "fastlane", "expo"]
+
+# Settings that only make sense for one driver; naming one under another driver is a mistake
+# worth reporting (a `scheme` under `gradle` would otherwise be silently ignored).
+_DRIVER_FIELDS: dict[str, tuple[str, ...]] = {
+    "command": ("run",),
+    "gradle": ("task",),
+    "xcodebuild": ("scheme", "workspace", "project", "configuration", "export_options", "destination"),
+    "fastlane": ("platform", "lane"),
+    "expo": ("platforms",),
+}
+_REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "command": ("run", "artifacts"),
+    "xcodebuild": ("scheme", "export_options"),
+    "fastlane": ("platform", "lane"),
+}
+
+
+def _inside(value: str, what: str) -> str:
+    if value.startswith("/") or ".." in Path(value).parts:
+        raise ValueError(f"{what} {value!r} must stay inside the repository")
+    return value
+
+
 class BuildSpec(_Strict):
+    """One build target. `command` runs `run` as given; the presets (`gradle`, `xcodebuild`,
+    `fastlane`, `expo`) build their command lines from the fields below and know where their
+    tool puts its outputs, so `artifacts` is optional for them."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    driver: Literal["command"] = "command"
-    run: list[str] = Field(min_length=1)
-    artifacts: list[str] = Field(min_length=1, description="globs relative to the repository")
+    driver: BuildDriverName = "command"
+    run: list[str] | None = Field(None, min_length=1, description="command: the argv")
+    artifacts: list[str] | None = Field(
+        None, min_length=1, description="globs relative to the repository (presets have defaults)"
+    )
     timeout_seconds: int = Field(1800, ge=1, le=12 * 3600)
     env: dict[str, str] = Field(default_factory=dict)
     task_queue: str | None = None
+    project_dir: str = Field(".", description="where the tool runs, relative to the repository")
+    args: list[str] = Field(default_factory=list, description="presets: extra arguments")
+    # gradle
+    task: str | None = Field(None, description="gradle task (default assembleDebug)")
+    # xcodebuild (paths relative to project_dir, as on the command line)
+    scheme: str | None = None
+    workspace: str | None = Field(None, description="the .xcworkspace")
+    project: str | None = Field(None, description="the .xcodeproj (when there is no workspace)")
+    configuration: str | None = Field(None, description="default Release")
+    export_options: str | None = Field(None, description="ExportOptions.plist for -exportArchive")
+    destination: str | None = Field(None, description="default generic/platform=iOS")
+    # fastlane
+    platform: Literal["ios", "android"] | None = None
+    lane: str | None = None
+    # expo
+    platforms: list[Literal["android", "ios"]] | None = Field(None, min_length=1)
 
     @field_validator("artifacts")
     @classmethod
-    def _relative(cls, globs: list[str]) -> list[str]:
-        for pattern in globs:
-            if pattern.startswith("/") or ".." in Path(pattern).parts:
-                raise ValueError(f"artifact glob {pattern!r} must stay inside the repository")
+    def _relative(cls, globs: list[str] | None) -> list[str] | None:
+        for pattern in globs or []:
+            _inside(pattern, "artifact glob")
         return globs
+
+    @field_validator("project_dir", "workspace", "project", "export_options")
+    @classmethod
+    def _relative_path(cls, value: str | None) -> str | None:
+        return None if value is None else _inside(value, "path")
+
+    @field_validator("task", "scheme", "configuration", "lane")
+    @classmethod
+    def _not_an_option(cls, value: str | None) -> str | None:
+        # These become arguments of the tool: a leading "-" would be read as an option.
+        if value is not None and (not value.strip() or value.startswith("-")):
+            raise ValueError(f"{value!r} is not a valid name")
+        return value
+
+    @model_validator(mode="after")
+    def _fits_driver(self) -> BuildSpec:
+        own = _DRIVER_FIELDS[self.driver]
+        for driver, fields in _DRIVER_FIELDS.items():
+            for field in fields:
+                if driver != self.driver and field not in own and getattr(self, field) is not None:
+                    raise ValueError(f"`{field}` is a setting of the {driver} driver, not {self.driver}")
+        missing = [f for f in _REQUIRED_FIELDS.get(self.driver, ()) if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"the {self.driver} driver needs {', '.join(missing)}")
+        if self.driver == "xcodebuild" and self.workspace and self.project:
+            raise ValueError("set either `workspace` or `project`, not both")
+        if self.driver == "command" and self.args:
+            raise ValueError("`args` is for the preset drivers; put arguments in `run`")
+        return self
+
+
+class AgentSpec(_Strict):
+    """Per-repository agent limits; they can lower the service's limits, never raise them."""
+
+    max_turns: int | None = Field(None, ge=1, le=1000)
+    max_tokens: int | None = Field(None, ge=1000)
+    max_dollars: float | None = Field(None, gt=0)
+    max_minutes: float | None = Field(None, gt=0)
+    instructions_file: str | None = Field(None, description="default: AGENTS.md, then CLAUDE.md")
+    judge: bool | None = None
 
 
 class RepoConfig(_Strict):
     checks: list[CheckSpec] = Field(default_factory=list)
     build: list[BuildSpec] = Field(default_factory=list)
+    agent: AgentSpec = Field(default_factory=AgentSpec)
     detected: bool = Field(False, exclude=True)
 
     def target(self, name: str) -> BuildSpec:

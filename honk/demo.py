@@ -57,10 +57,15 @@ def verify_apk(path: Path) -> str:
 async def run_demo(settings: Settings) -> int:
     console = Console()
     console.rule("[bold]Honk demo")
-    console.print(
-        "[bold yellow]The model is SCRIPTED:[/] recorded edits stand in for Claude so the demo "
-        "runs offline. Everything else is real: Temporal, git, checks, the APK build, publishing."
-    )
+    if settings.offline_model:
+        console.print(
+            "[bold yellow]The model is SCRIPTED:[/] a local server speaking the Messages API replays "
+            "recorded tool calls in place of Claude, so the demo runs offline. Everything else is real: "
+            "the agent loop, Temporal, git, checks, the APK build, publishing. Set ANTHROPIC_API_KEY "
+            "to use Claude."
+        )
+    else:
+        console.print(f"Model: [bold]{settings.model}[/] (ANTHROPIC_API_KEY is set)")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     remote = create_remote(SAMPLE_APP, settings.data_dir / "remotes" / f"{DEMO_REPO}.git")
     registry = load_registry(DEMO_REGISTRY, settings.data_dir)

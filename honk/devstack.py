@@ -16,6 +16,14 @@ import threading
 import time
 from pathlib import Path
 
+from pydantic import SecretStr
+
+from honk.scripted_model import (
+    DEFAULT_SCRIPT,
+    MODEL_NAME,
+    ScriptedModel,
+    ScriptedModelServer,
+)
 from honk.settings import Settings
 from workflows.contract import SEARCH_ATTRIBUTES
 
@@ -148,6 +156,10 @@ async def wait_for_server(settings: Settings, timeout: float = 30.0):
             await asyncio.sleep(0.3)
 
 
+def offline_model_server(settings: Settings) -> ScriptedModelServer:
+    return ScriptedModelServer(ScriptedModel.from_file(settings.agent_script or DEFAULT_SCRIPT))
+
+
 class EmbeddedStack:
     """Dev server + artifact web server + (optionally) a worker, in this process."""
 
@@ -156,7 +168,13 @@ class EmbeddedStack:
         port = store_port if not port_open("127.0.0.1", store_port) else 0
         self.store = StoreServer(settings.store_dir, port=port)
         # Links in install pages point at the store server unless a public URL is configured.
-        self.settings = settings.model_copy(update={"public_url": settings.public_url or self.store.url})
+        updates: dict[str, object] = {"public_url": settings.public_url or self.store.url}
+        # Without an API key the agent talks to the scripted model, through the same client.
+        self.model_server = offline_model_server(settings) if settings.offline_model else None
+        if self.model_server:
+            updates.update(anthropic_base_url=self.model_server.url, model=MODEL_NAME,
+                           anthropic_api_key=SecretStr("scripted-offline"))
+        self.settings = settings.model_copy(update=updates)
         self.with_worker = with_worker
         self.client = None
         self._stop = asyncio.Event()
@@ -167,6 +185,8 @@ class EmbeddedStack:
 
         await asyncio.to_thread(self.server.start)
         self.store.start()
+        if self.model_server:
+            self.model_server.start()
         self.client = await wait_for_server(self.settings)
         if self.with_worker:
             workers = build_workers(self.client, self.settings)
@@ -178,7 +198,15 @@ class EmbeddedStack:
         if self._worker_task:
             await self._worker_task
         self.store.stop()
+        if self.model_server:
+            self.model_server.stop()
         await asyncio.to_thread(self.server.stop)
+
+    @property
+    def model_label(self) -> str:
+        if self.model_server:
+            return f"SCRIPTED offline stand-in for Claude ({self.model_server.url})"
+        return self.settings.model
 
     async def wait(self) -> None:
         """Until Ctrl-C / SIGTERM (the worker's signal handlers set the stop event)."""
@@ -203,6 +231,7 @@ async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
             f"  Artifacts    {stack.store.url}  ({settings.store_dir})\n"
             f"  State        {settings.data_dir / 'temporal.db'}\n"
             f"  Worker       {'task queue ' + settings.task_queue if with_worker else 'not started (--no-worker)'}\n"
+            f"  Model        {stack.model_label}\n"
             "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
         )
         if not with_worker:

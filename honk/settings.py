@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -19,7 +19,7 @@ class SettingsError(Exception):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HONK_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="HONK_", extra="ignore", populate_by_name=True)
 
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
     temporal_namespace: str = "default"
@@ -30,17 +30,127 @@ class Settings(BaseSettings):
         default_factory=lambda: os.environ.get("USER") or "cli",
         description="identity used as 'by'/'requester' by the CLI",
     )
-    agent_backend: Literal["scripted"] = "scripted"
-    agent_script: Path | None = Field(None, description="scripted model's replies (JSON)")
+    agent_backend: Literal["messages", "claude-code"] = Field(
+        "messages", description="tool-use loop on the Messages API, or Claude Code"
+    )
+    anthropic_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("HONK_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+    )
+    anthropic_base_url: str | None = Field(
+        None, validation_alias=AliasChoices("HONK_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL")
+    )
+    model: str = Field("claude-sonnet-4-5", description="model for the agent and the judge")
+    model_timeout_s: float = Field(600, gt=0, description="one model call")
+    agent_max_turns: int = Field(40, ge=1, le=1000)
+    agent_max_tokens: int = Field(2_000_000, ge=1000, description="input + output tokens per run")
+    agent_max_dollars: float = Field(5.0, gt=0)
+    agent_max_minutes: float = Field(30, gt=0)
+    judge: bool = Field(True, description="review each diff against the request before checks")
+    agent_script: Path | None = Field(None, description="the scripted model's replies (JSON), offline mode")
     max_concurrent_activities: int = Field(4, ge=1, le=256)
     public_url: str | None = Field(None, description="base URL that serves the artifact store")
+    # Where builds and install pages are published (activities/store.py). Links expire:
+    # SigV4 presigned URLs live 7 days at most, and local links follow the same rule.
+    artifact_store: Literal["local", "s3"] = Field("local", description="local or s3")
+    link_expiry_seconds: int = Field(
+        7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="lifetime of published links (max 7 days)"
+    )
+    link_signing_key: SecretStr | None = Field(
+        None, description="HMAC key of local store links; default: generated once in data_dir"
+    )
+    s3_bucket: str | None = Field(None, validate_default=True, description="bucket for artifact_store=s3")
+    s3_prefix: str = Field("", description="key prefix inside the bucket, e.g. honk/")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...)")
+    s3_region: str | None = Field(None, description="region; default: the AWS SDK's configuration")
+    s3_access_key_id: SecretStr | None = Field(None, description="default: the AWS SDK's chain")
+    s3_secret_access_key: SecretStr | None = None
+    s3_session_token: SecretStr | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_part_size_mb: int = Field(8, ge=5, le=512, description="multipart upload part size")
+    s3_concurrency: int = Field(4, ge=1, le=16, description="parts uploaded at once")
     ui_port: int = Field(8233, ge=1, le=65535)
     log_level: str = "INFO"
+    workspace_pool_size: int = Field(
+        4, ge=0, le=256,
+        description="idle checked-out workspaces kept per repository for reuse (0: none)",
+    )
+    # Credentials for https remotes, handed to git per command through GIT_ASKPASS (see
+    # activities/workspace.py); never written to a file, a URL or a command line.
+    git_username: str | None = Field(None, description="username for https git remotes")
+    git_password: SecretStr | None = Field(None, description="password or token for https git remotes")
+    git_host: str | None = Field(
+        None, description="only answer credential prompts of this host (host or host:port)"
+    )
+    # Slack: the chat service (`honk chat`) and the notify activity. Tokens and the signing
+    # secret are SecretStr, so neither repr() nor a validation error ever prints them.
+    slack_bot_token: SecretStr | None = Field(None, description="bot token (xoxb-...)")
+    slack_signing_secret: SecretStr | None = Field(
+        None, description="verifies that HTTP requests come from Slack (HTTP mode)"
+    )
+    slack_app_token: SecretStr | None = Field(None, description="app-level token (xapp-...) for Socket Mode")
+    slack_api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL")
+    slack_command: str = Field("/honk", description="the slash command configured in the Slack app")
+    chat_host: str = Field("127.0.0.1", description="address `honk chat` listens on (HTTP mode)")
+    chat_port: int = Field(3000, ge=1, le=65535, description="port `honk chat` listens on (HTTP mode)")
 
     @field_validator("data_dir", "registry", "agent_script", mode="after")
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None
+
+    @field_validator("git_password")
+    @classmethod
+    def _password_needs_username(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not info.data.get("git_username"):
+            raise ValueError("set HONK_GIT_USERNAME too (e.g. x-access-token for a GitHub token)")
+        return value
+
+    @property
+    def offline_model(self) -> bool:
+        """No API key and no endpoint: the embedded stack serves the scripted model."""
+        return self.anthropic_api_key is None and self.anthropic_base_url is None
+
+    @field_validator("s3_bucket")
+    @classmethod
+    def _bucket_for_s3(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("artifact_store") == "s3" and not value:
+            raise ValueError("required when HONK_ARTIFACT_STORE=s3")
+        return value
+
+    @field_validator("s3_secret_access_key")
+    @classmethod
+    def _secret_needs_key_id(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is not None and not info.data.get("s3_access_key_id"):
+            raise ValueError("set HONK_S3_ACCESS_KEY_ID too")
+        return value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not value.get_secret_value().startswith("xox"):
+            raise ValueError("expected a Slack bot token starting with xoxb- (OAuth & Permissions page)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("expected an app-level token starting with xapp- (Basic Information page)")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value if value.endswith("/") else value + "/"  # slack_sdk joins method names to it
+
+    @field_validator("slack_command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not value.startswith("/") or " " in value:
+            raise ValueError(f"expected a slash command like /honk, got {value!r}")
+        return value
 
     @field_validator("temporal_address")
     @classmethod
@@ -57,6 +167,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.data_dir / "artifacts"
+
+    @property
+    def pool_dir(self) -> Path:
+        return self.data_dir / "pool"
 
     @property
     def store_dir(self) -> Path:

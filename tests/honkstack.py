@@ -13,6 +13,7 @@ from pathlib import Path
 import git
 import pytest
 
+from anthropic_fake import API_KEY, FakeAnthropic
 from conftest import eventually
 from honk.changes import RequestError, get_status, start_request
 from honk.demo import SAMPLE_APP, create_remote
@@ -49,9 +50,11 @@ class Stack:
         self.tmp = tmp
         self.script = tmp / "model.json"
         self.script.write_text(json.dumps(script or SCRIPT))
+        self.model = FakeAnthropic(script or SCRIPT).start()
         self.settings = load_settings(
             data_dir=tmp / "data", task_queue=task_queue, agent_script=self.script,
             temporal_address=env.client.service_client.config.target_host,
+            anthropic_base_url=self.model.url, anthropic_api_key=API_KEY, model="scripted-model",
         )
         app = tmp / "app-src"
         shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("build"))
@@ -96,7 +99,9 @@ class Stack:
     def cli_env(self) -> dict[str, str]:
         return {**os.environ, "HONK_TEMPORAL_ADDRESS": self.settings.temporal_address,
                 "HONK_TASK_QUEUE": self.settings.task_queue, "HONK_DATA_DIR": str(self.settings.data_dir),
-                "HONK_AGENT_SCRIPT": str(self.script), "HONK_LOG_LEVEL": "INFO"}
+                "HONK_AGENT_SCRIPT": str(self.script), "HONK_LOG_LEVEL": "INFO",
+                "HONK_ANTHROPIC_BASE_URL": self.model.url, "HONK_ANTHROPIC_API_KEY": API_KEY,
+                "HONK_MODEL": "scripted-model"}
 
     def base_log(self) -> list[str]:
         return git.Repo(self.remote).git.log("main", "--format=%H %s").splitlines()
@@ -134,5 +139,6 @@ class Stack:
         self.stop.set()
         if self.task:
             await self.task
+        self.model.stop()
 
 

@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
         RequestStatus,
         Stage,
         TimelineEntry,
+        Usage,
         WorkspaceRef,
     )
 
@@ -114,6 +115,7 @@ class ChangeRequestWorkflow:
         self.approval: Decision | None = None
         self.cancellation: Decision | None = None
         self.running: set[workflow.ActivityHandle] = set()
+        self.keep_branch = False
 
     # ------------------------------------------------------------------ the process
 
@@ -207,11 +209,19 @@ class ChangeRequestWorkflow:
             retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.state.usage = self.state.usage.plus(outcome.usage)
+        for model, usage in outcome.usage_by_model.items():
+            self.state.usage_by_model[model] = self.state.usage_by_model.get(model, Usage()).plus(usage)
         self.state.last_summary = outcome.summary
         changed = ", ".join(outcome.changed_files[:5]) or "no files"
-        self.note(f"Agent ({outcome.backend}) {outcome.status}: {outcome.summary} [{changed}]")
-        if outcome.status == "budget_exhausted":
-            await self.tell("status", f"The agent ran out of budget; partial work is on {self.workspace.work_branch}.")
+        self.note(f"Agent ({outcome.backend}, {outcome.model}, {outcome.turns} turns) {outcome.status}: "
+                  f"{outcome.summary} [{changed}]")
+        if outcome.status in ("budget_exhausted", "vetoed"):
+            # Keep the work branch: the partial work is what the requester needs to see.
+            self.keep_branch = True
+            raise RequestFailed(
+                f"{outcome.summary} The partial work is on branch {self.workspace.work_branch}.",
+                "BudgetExhausted" if outcome.status == "budget_exhausted" else "Vetoed",
+            )
         return outcome
 
     async def check(self) -> ChecksOutcome:
@@ -369,7 +379,8 @@ class ChangeRequestWorkflow:
     async def cleanup(self) -> None:
         try:
             await self.act(
-                ACTIVITY_CLEANUP, CleanupTask(workspace=self.workspace), type(None),
+                ACTIVITY_CLEANUP, CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
+                type(None),
                 summary="Remove workspace and work branch", timeout=timedelta(minutes=10),
                 cancellable=False,
             )
@@ -561,7 +572,8 @@ class ChangeRequestWorkflow:
             if value:
                 lines.append(f"- {label}: `{value}`")
         if s.usage.input_tokens or s.usage.output_tokens:
-            lines.append(f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out · ${s.usage.cost_usd:.4f}")
+            lines.append(f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
+                         f"{s.usage.cache_read_tokens} cache read · ${s.usage.cost_usd:.4f}")
         if s.last_error and s.stage == Stage.FAILED:
             lines.append(f"\n**Error:** {s.last_error[:500]}")
         return "\n".join(lines)

@@ -74,6 +74,7 @@ class Origin(Model):
     team: str | None = None
     channel: str | None = None
     thread_ts: str | None = None
+    user: str | None = Field(None, description="who asked, in the chat's terms (a Slack user id)")
 
 
 class RequestOptions(Model):
@@ -128,6 +129,7 @@ class Links(Model):
     build: str | None = None
     install_page: str | None = None
     merged_commit: str | None = None
+    install_qr: str | None = Field(None, description="PNG QR code of the install page link")
 
 
 class Usage(Model):
@@ -176,6 +178,20 @@ class ArtifactInfo(Model):
     sha256: str
     size: int
     url: str | None = None
+    # What the artifact says about itself (read from the file, see activities/artifacts.py);
+    # None when the file does not say or is not a kind Honk understands.
+    kind: Literal["apk", "aab", "ipa", "ota", "file"] = "file"
+    content_type: str | None = None
+    app_name: str | None = None
+    package: str | None = Field(None, description="Android application id")
+    bundle_id: str | None = Field(None, description="iOS CFBundleIdentifier")
+    version_name: str | None = Field(None, description="versionName / CFBundleShortVersionString")
+    version_code: str | None = Field(None, description="versionCode / CFBundleVersion")
+    min_os: str | None = Field(None, description="minSdkVersion / MinimumOSVersion")
+    signer_sha256: str | None = Field(None, description="SHA-256 of the APK signing certificate")
+    platforms: list[str] = Field(default_factory=list, description="OTA bundle: android, ios")
+    runtime_version: str | None = Field(None, description="OTA bundle: Expo runtime version")
+    install_url: str | None = Field(None, description="iOS: the itms-services:// install link")
 
 
 class RequestStatus(Model):
@@ -194,6 +210,7 @@ class RequestStatus(Model):
     links: Links = Field(default_factory=Links)
     artifacts: list[ArtifactInfo] = Field(default_factory=list)
     usage: Usage = Field(default_factory=Usage)
+    usage_by_model: dict[str, Usage] = Field(default_factory=dict)
     last_error: str | None = None
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list)
@@ -241,12 +258,15 @@ class AgentTask(Model):
 
 
 class AgentOutcome(Model):
-    status: Literal["finished", "no_changes", "budget_exhausted"] = "finished"
+    status: Literal["finished", "no_changes", "budget_exhausted", "vetoed"] = "finished"
     summary: str
     changed_files: list[str] = Field(default_factory=list)
     head_sha: str
     backend: str
+    model: str = ""
+    turns: int = 0
     usage: Usage = Field(default_factory=Usage)
+    usage_by_model: dict[str, Usage] = Field(default_factory=dict)
 
 
 class ChecksTask(Model):
@@ -310,6 +330,13 @@ class PublishTask(Model):
 class Published(Model):
     install_page_url: str
     artifacts: list[ArtifactInfo]
+    # A QR code of `install_page_url` for the chat step to attach: a PNG beside the page
+    # (its link, and the file on the publishing worker) and the same code as inline SVG.
+    qr_png_url: str | None = None
+    qr_png_path: str | None = None
+    qr_svg: str | None = None
+    manifest_url: str | None = Field(None, description="iOS manifest.plist, when there is an IPA")
+    expires_at: datetime | None = Field(None, description="when the links stop working")
 
 
 class Notice(Model):
