@@ -78,6 +78,8 @@ def command_env(env_extra: Mapping[str, str] | None, home: Path) -> dict[str, st
         LANG="C.UTF-8",
         LC_ALL="C.UTF-8",
         TERM="dumb",  # no colours or progress bars in logs
+        # A same-size edit within the same second would otherwise run stale bytecode.
+        PYTHONDONTWRITEBYTECODE="1",
     )
     env.update({str(k): str(v) for k, v in (env_extra or {}).items()})
     return env

@@ -101,9 +101,10 @@ class FakeAnthropic:
         return [r for r in self.requests if r.path.startswith("/v1/messages") and r.status == 200]
 
     def tool_results(self) -> list[dict[str, Any]]:
-        """Every tool_result block the agent sent back, in order (the last request holds them all)."""
+        """Every tool_result block of the longest conversation (the agent's, not the judge's)."""
+        conversations = [r.body["messages"] for r in self.message_requests()]
         out = []
-        for message in (self.message_requests()[-1].body["messages"] if self.message_requests() else []):
+        for message in max(conversations, key=len, default=[]):
             if message["role"] == "user" and isinstance(message["content"], list):
                 out += [b for b in message["content"] if b.get("type") == "tool_result"]
         return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from temporalio import activity
 
+from activities import liveness
 from activities.agent.backend import AgentBackend, AgentContext, AgentRun, Budget
 from activities.agent.judge import review
 from activities.agent.messages import MessagesBackend, make_client
@@ -46,7 +47,7 @@ class AgentActivities:
     def run_agent(self, task: AgentTask) -> AgentOutcome:
         ref = task.workspace
         root = self.workspaces.ensure(ref)
-        activity.heartbeat({"round": task.round, "attempt": task.attempt, "turn": 0})
+        liveness.beat({"round": task.round, "attempt": task.attempt, "turn": 0})
         if task.update_base:
             task = self._absorb_base(root, task)
         try:

@@ -202,8 +202,10 @@ class WorkspaceTools:
 
     def tool_run_checks(self) -> ToolResult:
         report = self.run_checks()
-        if len(report) > OUTPUT_LIMIT:
-            report = report[: OUTPUT_LIMIT - 40] + "\n[… check output trimmed …]"
+        if len(report) > OUTPUT_LIMIT:  # keep the start (which check) and the end (the verdict)
+            marker = "\n[… check output trimmed …]\n"
+            head = OUTPUT_LIMIT // 4
+            report = report[:head] + marker + report[-(OUTPUT_LIMIT - head - len(marker) - 16):]
         return ToolResult(report)
 
     def tool_finish(self, summary: str) -> ToolResult:
