@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import liveness
 from activities.agent.backend import AgentContext, AgentRun
@@ -87,6 +87,8 @@ class MessagesBackend:
         started = time.monotonic()
         turn = 0
         while True:
+            if liveness.cancelled():  # the request was cancelled: stop before the next call
+                raise CancelledError("agent run cancelled")
             if turn >= ctx.budget.max_turns:
                 return self._exhausted(ctx, meter, turn, f"the turn budget ({ctx.budget.max_turns})")
             if time.monotonic() - started > ctx.budget.max_seconds:
