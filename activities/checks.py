@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities.commands import run_command
 from activities.liveness import cancelled, heartbeating
+from activities.sandbox import Sandbox
 from activities.repo_config import CheckSpec, RepoConfigError, load_repo_config
 from activities.workspace import Workspaces, safe_name
 from honk.settings import Settings
@@ -112,6 +113,7 @@ def run_checks_in(
             env_extra=spec.env,
             log_path=log_path,
             tail_limit=OUTPUT_LIMIT,
+            sandbox=Sandbox.from_settings(settings),
         )
         runs.append(CheckRun(
             name=spec.name,

@@ -28,6 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from activities.liveness import beat, cancelled, in_activity
+from activities.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def run_command(
     kill_grace_s: float = DEFAULT_KILL_GRACE_S,
     max_log_bytes: int | None = DEFAULT_MAX_LOG_BYTES,
     tail_limit: int = 4000,
+    sandbox: Sandbox | None = None,
 ) -> CommandResult:
     """Run `argv` in `cwd`, output merged into `log_path` (overwritten), and wait for it.
 
@@ -118,8 +120,13 @@ def run_command(
         try:
             # Shielded: a cancellation arriving while the process starts is raised only once
             # `proc` is known, so the except clause below can kill it.
+            env = command_env(env_extra, home)
+            boxed = argv
+            if sandbox is not None and sandbox.active:
+                _require_executable(argv[0], cwd, env)  # bwrap would hide "not found"
+                boxed = sandbox.wrap(argv, cwd, home)
             with _shielded():
-                proc = _start(argv, cwd, command_env(env_extra, home), log_file)
+                proc = _start(boxed, cwd, env, log_file)
             log.info("command started", extra={**fields, "pid": proc.pid})
             exit_code, stop = _wait(proc, log_file, timeout_s, heartbeat_every, max_log_bytes, argv)
             if stop is not None:
@@ -154,6 +161,12 @@ def run_command(
         output_tail=trim_output(log_path, tail_limit),
         error=stop.message if stop else None,
     )
+
+
+def _require_executable(program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    found = (cwd / program).exists() if "/" in program else shutil.which(program, path=env.get("PATH"))
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
 
 
 def _start(

@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     agent_max_minutes: float = Field(30, gt=0)
     judge: bool = Field(True, description="review each diff against the request before checks")
     agent_script: Path | None = Field(None, description="the scripted model's replies (JSON), offline mode")
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        "auto", description="box repository commands with bubblewrap (auto: when it works here)"
+    )
+    sandbox_network: bool = Field(False, description="let sandboxed commands reach the network")
+    sandbox_writable: list[Path] = Field(
+        default_factory=list, description="extra paths sandboxed commands may write (operator's choice)"
+    )
     max_concurrent_activities: int = Field(4, ge=1, le=256)
     public_url: str | None = Field(None, description="base URL that serves the artifact store")
     # Where builds and install pages are published (activities/store.py). Links expire:

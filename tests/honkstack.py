@@ -55,6 +55,7 @@ class Stack:
             data_dir=tmp / "data", task_queue=task_queue, agent_script=self.script,
             temporal_address=env.client.service_client.config.target_host,
             anthropic_base_url=self.model.url, anthropic_api_key=API_KEY, model="scripted-model",
+            sandbox_writable=[tmp],  # some tests' checks report through files beside the workspace
         )
         app = tmp / "app-src"
         shutil.copytree(SAMPLE_APP, app, ignore=shutil.ignore_patterns("build"))
@@ -101,7 +102,7 @@ class Stack:
                 "HONK_TASK_QUEUE": self.settings.task_queue, "HONK_DATA_DIR": str(self.settings.data_dir),
                 "HONK_AGENT_SCRIPT": str(self.script), "HONK_LOG_LEVEL": "INFO",
                 "HONK_ANTHROPIC_BASE_URL": self.model.url, "HONK_ANTHROPIC_API_KEY": API_KEY,
-                "HONK_MODEL": "scripted-model"}
+                "HONK_MODEL": "scripted-model", "HONK_SANDBOX_WRITABLE": json.dumps([str(self.tmp)])}
 
     def base_log(self) -> list[str]:
         return git.Repo(self.remote).git.log("main", "--format=%H %s").splitlines()

@@ -1,0 +1,115 @@
+"""Repository commands in the box: no network, nothing writable but the workspace."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import git
+import pytest
+
+from activities.checks import CheckActivities
+from activities.sandbox import Sandbox, bwrap_works
+from honk.settings import load_settings
+from workflows.contract import ChecksTask, WorkspaceRef
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is installed by `make test`")
+
+PROBE = """\
+import pathlib, socket, sys
+port, outside = int(sys.argv[1]), sys.argv[2]
+results = []
+try:
+    socket.create_connection(("127.0.0.1", port), timeout=3).close()
+    results.append("network: reached")
+except OSError as exc:
+    results.append(f"network: blocked ({exc.__class__.__name__})")
+for target in (outside, "/usr/local/honk-probe", str(pathlib.Path.home().parent / "honk-probe")):
+    try:
+        pathlib.Path(target).write_text("escaped")
+        results.append(f"write {target}: done")
+    except OSError as exc:
+        results.append(f"write {target}: blocked ({exc.errno})")
+pathlib.Path("inside.txt").write_text("fine")
+print("\\n".join(results))
+"""
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on loopback that counts the connections it gets."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[object] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
+
+
+def repo_with_probe(tmp_path: Path, port: int, outside: Path) -> WorkspaceRef:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "probe.py").write_text(PROBE)
+    (src / ".honk.toml").write_text(
+        f'[[checks]]\nname = "probe"\nrun = ["python3", "probe.py", "{port}", "{outside}"]\n')
+    repo = git.Repo.init(src, initial_branch="main")
+    repo.git.add(A=True)
+    repo.git.commit("-m", "probe", author="T <t@example.com>",
+                    env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    remote = tmp_path / "remote.git"
+    git.Repo.clone_from(str(src), str(remote), bare=True)
+    return WorkspaceRef(request_id="honk-probe-1", repo="probe", remote=str(remote),
+                        base_branch="main", work_branch="honk/probe-1")
+
+
+def test_check_cannot_reach_network_or_write_outside(tmp_path, listener):
+    port, accepted = listener
+    for leftover in ("/usr/local/honk-probe", "/tmp/honk-probe"):
+        Path(leftover).unlink(missing_ok=True)
+    outside = tmp_path / "outside.txt"
+    checks = CheckActivities(load_settings(data_dir=tmp_path / "data"))
+    outcome = checks.run_checks(ChecksTask(workspace=repo_with_probe(tmp_path, port, outside), attempt=1))
+    run = outcome.runs[0]
+    assert outcome.passed, run.output
+    assert "network: blocked" in run.output
+    assert accepted == [], "no connection reached the host"
+    # Writes to /tmp land in the box's own throwaway /tmp; nothing reaches the host.
+    assert not outside.exists() and not Path("/usr/local/honk-probe").exists()
+    assert not Path("/tmp/honk-probe").exists()
+    workspace = tmp_path / "data" / "workspaces" / "honk-probe-1"
+    assert (workspace / "inside.txt").read_text() == "fine", "the workspace stays writable"
+
+
+def test_without_sandbox_the_same_check_escapes_and_honk_warns(tmp_path, listener, caplog):
+    port, accepted = listener
+    outside = tmp_path / "outside.txt"
+    checks = CheckActivities(load_settings(data_dir=tmp_path / "data", sandbox="none"))
+    with caplog.at_level(logging.WARNING):
+        outcome = checks.run_checks(ChecksTask(workspace=repo_with_probe(tmp_path, port, outside), attempt=1))
+    assert "network: reached" in outcome.runs[0].output and len(accepted) == 1
+    assert outside.read_text() == "escaped"
+    assert any("NOT SANDBOXED" in r.getMessage() for r in caplog.records)
+    for leftover in ("/usr/local/honk-probe", "/tmp/honk-probe"):
+        Path(leftover).unlink(missing_ok=True)
+
+
+def test_wrap_exposes_only_the_workspace_home_and_configured_paths(tmp_path):
+    box = Sandbox("bwrap", writable=(tmp_path / "cache",)).wrap(["make", "test"], tmp_path / "ws", tmp_path / "home")
+    binds = [box[i + 1] for i, arg in enumerate(box) if arg == "--bind"]
+    assert binds == [str(tmp_path / "ws"), str(tmp_path / "home"), str(tmp_path / "cache")]
+    assert "--unshare-all" in box and "--share-net" not in box
+    assert box[box.index("--ro-bind") + 1: box.index("--ro-bind") + 3] == ["/", "/"]
+    assert box[-3:] == ["--", "make", "test"]
