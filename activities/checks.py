@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from activities.commands import run_command
 from activities.liveness import cancelled, heartbeating
 from activities.sandbox import Sandbox
+from honk.redact import redact
 from activities.repo_config import CheckSpec, RepoConfigError, load_repo_config
 from activities.workspace import Workspaces, safe_name
 from honk.settings import Settings
@@ -120,7 +121,7 @@ def run_checks_in(
             command=list(spec.run),
             exit_code=result.exit_code,
             duration_s=result.duration_s,
-            output=result.output_tail,
+            output=redact(result.output_tail),
             log_path=str(log_path),
             timed_out=result.timed_out,
         ))

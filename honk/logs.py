@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import datetime, timezone
 
+from honk.redact import RedactingFilter
+
 # Attributes every LogRecord has; anything else came from `extra=` and belongs in the line.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -30,6 +32,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())  # secrets never reach a log line
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -23,6 +23,7 @@ from activities.merge import MergeActivities
 from activities.notify import NotifyActivities
 from activities.publish import PublishActivities
 from activities.workspace import WorkspaceActivities
+from honk.redact import remember_secrets, secret_values
 from honk.settings import Settings
 from workflows.change_request import ChangeRequestWorkflow
 
@@ -47,6 +48,7 @@ def build_workers(
     client: Client, settings: Settings, queues: Sequence[str] = (), executor: ThreadPoolExecutor | None = None
 ) -> list[Worker]:
     """One worker per queue; the main queue also hosts the workflow."""
+    remember_secrets(secret_values(settings))  # so logs, check output and tool results mask them
     executor = executor or ThreadPoolExecutor(
         max_workers=settings.max_concurrent_activities, thread_name_prefix="honk-activity"
     )

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from honk.redact import redact
+
 MAX_READ_LINES = 400
 MAX_READ_CHARS = 40_000
 MAX_WRITE_BYTES = 1_000_000
@@ -114,7 +116,9 @@ class WorkspaceTools:
         if handler is None or name not in {d["name"] for d in DEFINITIONS}:
             return ToolResult(f"unknown tool {name!r}", is_error=True)
         try:
-            return handler(**(args or {}))
+            result = handler(**(args or {}))
+            result.text = redact(result.text)  # a secret in a file or a log never reaches the model
+            return result
         except ToolError as exc:
             return ToolResult(str(exc), is_error=True)
         except TypeError as exc:  # wrong or missing arguments
