@@ -63,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
 # Build numbers grow across requests (a phone only installs a higher version code).
 BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
+MAX_FEEDBACK = 4000  # characters of a comment or change request
+MAX_WHO = 200
+
 RETRY_WORLD = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -243,7 +246,8 @@ class ChangeRequestWorkflow:
         if not targets:
             self.note("No build targets configured; skipping build and publish")
             return None
-        await self.enter(Stage.BUILDING, "Building " + ", ".join(t.name for t in targets))
+        await self.enter(Stage.BUILDING, "Building " + ", ".join(
+            t.name + (f" (on {t.task_queue})" if t.task_queue else "") for t in targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
         results = await asyncio.gather(
@@ -266,8 +270,16 @@ class ChangeRequestWorkflow:
                     raise r
             return "The build failed:\n" + "\n".join(failures)
         artifacts: list[ArtifactInfo] = [a for r in results for a in r.artifacts]  # type: ignore[union-attr]
+
+        def described(a: ArtifactInfo) -> str:
+            # What the file says about itself: the id and version a phone will install.
+            app = a.package or a.bundle_id
+            version = a.version_name + (f" ({a.version_code})" if a.version_code else "") if a.version_name else a.version_code
+            about = " ".join(x for x in (app, version) if x)
+            return f"{a.name} ({a.size} bytes{', ' + about if about else ''})"
+
         for r in results:
-            self.note(f"Built {r.target}: " + ", ".join(f"{a.name} ({a.size} bytes)" for a in r.artifacts))  # type: ignore[union-attr]
+            self.note(f"Built {r.target} in {r.duration_s:.0f}s: " + ", ".join(described(a) for a in r.artifacts))  # type: ignore[union-attr]
 
         await self.enter(Stage.PUBLISHING, "Publishing the build")
         published = await self.act(
@@ -283,6 +295,7 @@ class ChangeRequestWorkflow:
         self.state.artifacts = published.artifacts
         self.state.links.install_page = published.install_page_url
         self.state.links.build = next((a.url for a in published.artifacts if a.url), None)
+        self.state.links.install_qr = published.qr_png_url
         await self.tell("build_ready", f"Build #{number} is ready: {published.install_page_url}")
         return None
 
@@ -436,6 +449,10 @@ class ChangeRequestWorkflow:
         who, stage = decision.by.strip(), self.state.stage
         if not who:
             return "the decision does not say who made it (set 'by')"
+        if len(who) > MAX_WHO:
+            return f"'by' is {len(who)} characters; the limit is {MAX_WHO}"
+        if len(decision.words) > MAX_FEEDBACK:
+            return f"the text is {len(decision.words)} characters; the limit is {MAX_FEEDBACK}"
         if stage.terminal:
             return f"the request is already {stage.value}"
         if action == "approve":
