@@ -18,6 +18,11 @@ request is used; ``turns[n]`` answers the n-th model call of the conversation:
      "verdict": {"approve": false, "reason": "..."}}   the diff reviewer's answer
 
 `edits` is shorthand for turns that apply them with the edit tools, run the checks and finish.
+When the request offers Claude Code's tools (`Edit`, `Write`, ... plus Honk's MCP tools such as
+`mcp__honk__run_checks`), the same shorthand is played with those: `Read` the files to be
+edited (Claude Code edits only files it has read), `Edit`/`Write` with absolute `file_path`s in
+the working directory the CLI reports, the MCP `delete_file`, the MCP `run_checks`, then the
+summary as plain text (`end_turn`), which is how a Claude Code session ends.
 """
 
 from __future__ import annotations
@@ -50,6 +55,29 @@ def _flatten(content: Any) -> str:
     if isinstance(content, str):
         return content
     return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+
+
+def claude_code_tools(body: dict[str, Any]) -> dict[str, str] | None:
+    """Claude Code's tool names in this request (`Edit` is offered), keyed by what they do;
+    None for any other client (the default backend offers edit_file, run_checks, ...)."""
+    names = [t.get("name", "") for t in body.get("tools", []) if isinstance(t, dict)]
+    if "Edit" not in names:
+        return None
+    found = {"read": "Read", "edit": "Edit", "write": "Write"}
+    for name in names:
+        for short in ("run_checks", "delete_file", "finish"):
+            if name.startswith("mcp__") and name.endswith(f"__{short}"):
+                found[short] = name
+    return found
+
+
+def _working_directory(messages: list[dict[str, Any]]) -> str | None:
+    """The directory Claude Code says it works in (its environment block), if any."""
+    for message in messages:
+        match = re.search(r"Primary working directory: (\S+)", _flatten(message.get("content", "")))
+        if match:
+            return match.group(1)
+    return None
 
 
 class ScriptedModel:
@@ -87,7 +115,9 @@ class ScriptedModel:
             content = [{"type": "tool_use", "id": self._id("toolu"), "name": "verdict", "input": verdict}]
             return self._message(body, content, "tool_use")
         turn = sum(1 for m in messages if m.get("role") == "assistant")
-        turns = self._turns(reply)
+        claude_code = claude_code_tools(body)
+        turns = (self._claude_code_turns(reply, claude_code, _working_directory(messages))
+                 if claude_code is not None else self._turns(reply))
         if turn >= len(turns) and reply and reply.get("repeat_last_turn"):
             turn = len(turns) - 1
         if turn >= len(turns):
@@ -123,6 +153,38 @@ class ScriptedModel:
             {"tools": [{"name": "run_checks", "input": {}}]},
             {"tools": [{"name": "finish", "input": {"summary": f"[scripted model] {summary}"}}]},
         ]
+
+    @staticmethod
+    def _claude_code_turns(reply: dict[str, Any] | None, names: dict[str, str], cwd: str | None) -> list[dict[str, Any]]:
+        """The `edits` shorthand with Claude Code's tools; explicit `turns` are played as given."""
+        if reply is None:
+            return []
+        if "turns" in reply:
+            return reply["turns"]
+
+        def where(path: str) -> str:
+            return f"{cwd.rstrip('/')}/{path}" if cwd and not path.startswith("/") else path
+
+        reads, calls = [], []
+        for edit in reply.get("edits", []):
+            if "replace" in edit:
+                read = {"name": names["read"], "input": {"file_path": where(edit["path"])}}
+                if read not in reads:
+                    reads.append(read)
+                calls.append({"name": names["edit"], "input": {
+                    "file_path": where(edit["path"]), "old_string": edit["replace"], "new_string": edit["with"]}})
+            elif "write" in edit:
+                calls.append({"name": names["write"], "input": {"file_path": where(edit["path"]), "content": edit["write"]}})
+            elif edit.get("delete") and "delete_file" in names:
+                calls.append({"name": names["delete_file"], "input": {"path": edit["path"]}})
+        summary = reply.get("summary", "Done.")
+        steps = [{"text": "[scripted model] Reading the files to change.", "tools": reads}] if reads else []
+        if calls:
+            steps.append({"text": "[scripted model] Applying the recorded change.", "tools": calls})
+        if "run_checks" in names:
+            steps.append({"tools": [{"name": names["run_checks"], "input": {}}]})
+        steps.append({"text": f"[scripted model] {summary}"})
+        return steps
 
     def _message(self, body: dict[str, Any], content: list[dict[str, Any]], stop: str) -> dict[str, Any]:
         usage = self._usage(body)
@@ -198,6 +260,12 @@ class MessagesHandler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         length = int(self.headers.get("content-length") or 0)
         raw = self.rfile.read(length)
+        if self.path.split("?")[0] == "/v1/messages/count_tokens":
+            try:
+                counted = _tokens(json.loads(raw or b"{}"))
+            except ValueError:
+                counted = 1
+            return self.send_json(200, {"input_tokens": counted})
         if self.path.split("?")[0] != "/v1/messages":
             return self.send_json(404, {"type": "error", "error": {"type": "not_found_error", "message": self.path}})
         try:

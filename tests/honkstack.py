@@ -45,8 +45,9 @@ SCRIPT = {
 class Stack:
     def __init__(self, env, tmp: Path, task_queue: str, *, slow_check: float = 0,
                  script: dict | None = None, edit_app: Callable[[Path], None] | None = None,
-                 strategy: str = "squash") -> None:
+                 strategy: str = "squash", settings: dict | None = None) -> None:
         self.env = env
+        self.client = env.client  # `await use_factory_client()`: honk.temporal.connect's instead
         self.tmp = tmp
         self.script = tmp / "model.json"
         self.script.write_text(json.dumps(script or SCRIPT))
@@ -55,6 +56,7 @@ class Stack:
             data_dir=tmp / "data", task_queue=task_queue, agent_script=self.script,
             temporal_address=env.client.service_client.config.target_host,
             anthropic_base_url=self.model.url, anthropic_api_key=API_KEY, model="scripted-model",
+            **(settings or {}),  # extra settings, e.g. agent_backend="claude-code"
             sandbox_writable=[tmp],  # some tests' checks report through files beside the workspace
         )
         app = tmp / "app-src"
@@ -74,13 +76,21 @@ class Stack:
         self.stop = asyncio.Event()
         self.task: asyncio.Task | None = None
 
+    async def use_factory_client(self):
+        """Workers and requests go through `honk.temporal.connect` (codec, tracing, metrics
+        runtime from `self.settings`) instead of the test environment's plain client."""
+        from honk.temporal import connect
+
+        self.client = await connect(self.settings)
+        return self.client
+
     def start_worker(self) -> None:
-        workers = build_workers(self.env.client, self.settings)
+        workers = build_workers(self.client, self.settings)
         self.task = asyncio.create_task(run_workers(workers, self.stop))
 
     async def request(self, instruction: str, **options):
         return await start_request(
-            self.env.client, self.settings, self.registry, repo="hello-android",
+            self.client, self.settings, self.registry, repo="hello-android",
             instruction=instruction, requester="bob",
             options=RequestOptions(**options) if options else None,
         )
@@ -88,7 +98,7 @@ class Stack:
     async def wait_stage(self, request_id: str, stage: Stage, timeout: float = 90) -> RequestStatus:
         async def probe():
             try:
-                status = await get_status(self.env.client, request_id)
+                status = await get_status(self.client, request_id)
             except RequestError:  # e.g. a query routed to a worker that was just killed
                 return None
             if status.stage.terminal and status.stage != stage:
