@@ -19,6 +19,7 @@ from activities import liveness
 from activities.checks import config_error, run_checks_in
 from activities.repo_config import RepoConfigError, load_repo_config
 from activities.workspace import (
+    GitCredentials,
     GitError,
     Workspaces,
     is_permanent_remote_error,
@@ -56,7 +57,8 @@ class MergeActivities:
                 if attempt > 1:
                     self.workspaces.fetch(ref)
                 with open_repo(path) as repo:
-                    outcome = _attempt(repo, task, verify=lambda: self._verify(path, task, attempt))
+                    outcome = _attempt(repo, task, verify=lambda: self._verify(path, task, attempt),
+                                       credentials=self.workspaces.credentials_for(ref))
                 if outcome is not None:
                     return outcome
                 log.info("base moved during merge; redoing",
@@ -85,7 +87,8 @@ class MergeActivities:
             )
 
 
-def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None) -> MergeOutcome | None:
+def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None,
+             credentials: GitCredentials | None = None) -> MergeOutcome | None:
     """One try against the base as last fetched; None when the push lost a race."""
     ref = task.workspace
     base_ref = f"refs/remotes/origin/{ref.base_branch}"
@@ -112,7 +115,7 @@ def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None) -> MergeOutco
         candidate = _COMPOSERS[task.strategy](repo, task, base_sha, work_sha)
         if base_moved:  # the tree about to be pushed is not the one the checks passed on
             verify()
-        if not _push_base(repo, ref, candidate):
+        if not _push_base(repo, ref, candidate, credentials):
             return None
     finally:
         _restore(repo, ref)
@@ -285,12 +288,12 @@ def _restore(repo: git.Repo, ref: WorkspaceRef) -> None:
 # --------------------------------------------------------------------------- push
 
 
-def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str) -> bool:
+def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str, credentials: GitCredentials | None = None) -> bool:
     """Fast-forward the remote base to `sha` (never forced). False when the base moved."""
     try:
         with liveness.heartbeating("git push", ref.base_branch):
             run_git(repo, "push", "--quiet", "origin", f"{sha}:refs/heads/{ref.base_branch}",
-                    network=True)
+                    network=True, credentials=credentials)
         return True
     except GitError as exc:
         stderr = exc.stderr.lower()

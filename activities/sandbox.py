@@ -88,4 +88,8 @@ class Sandbox:
         # (and over the fresh /tmp, where a workspace may live).
         for path in (cwd, home, *self.writable):
             box += ["--bind", str(path), str(path)]
+        # A check must not rewrite .git (hooks, remotes, pushurl): Honk pushes from it later.
+        git_dir = cwd / ".git"
+        if git_dir.is_dir():
+            box += ["--ro-bind", str(git_dir), str(git_dir)]
         return [*box, "--chdir", str(cwd), "--", *argv]

@@ -25,6 +25,7 @@ from honk.devstack import DevStackError
 from honk.display import render_status, timeline_line
 from honk.registry import RegistryError, load_registry
 from honk.settings import Settings, SettingsError, load_settings
+from honk.telemetry import MetricsUnavailable
 from honk.temporal import TemporalUnavailable, connect
 from workflows.contract import Stage
 
@@ -35,7 +36,7 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-USER_ERRORS = (SettingsError, TemporalUnavailable, RequestError, RegistryError, DevStackError)
+USER_ERRORS = (SettingsError, TemporalUnavailable, RequestError, RegistryError, DevStackError, MetricsUnavailable)
 
 
 def command(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
@@ -215,7 +216,7 @@ async def worker(
 
     s = settings()
     configure_logging(s.log_level)
-    client = await connect(s)
+    client = await connect(s, service="honk-worker")
     await run_workers(build_workers(client, s, queue))
     return 0
 
@@ -229,6 +230,124 @@ async def dev(
     from honk.devstack import run_dev
 
     await run_dev(settings(), with_worker=worker)
+    return 0
+
+
+@app.command("codec-server")
+@command
+async def codec_server(
+    host: Optional[str] = typer.Option(None, help="address to listen on (default: HONK_CODEC_HOST)"),
+    port: Optional[int] = typer.Option(None, min=0, max=65535, help="port (default: HONK_CODEC_PORT)"),
+) -> int:
+    """Serve Temporal's remote codec protocol (/encode, /decode) with HONK_ENCRYPTION_KEYS,
+    so the Temporal UI and CLI show decrypted payloads. Point the UI at it with its codec
+    endpoint setting (`temporal server start-dev --ui-codec-endpoint URL`)."""
+    import asyncio as _asyncio
+    import signal as _signal
+
+    from honk.codec_server import from_settings
+    from honk.logs import configure_logging
+
+    s = settings()
+    configure_logging(s.log_level)
+    server = await from_settings(s, host=host, port=port).start()
+    err.print(f"Codec server on {server.url} (/decode, /encode) for UI origins "
+              f"{', '.join(s.codec_origins)}{'; bearer token required' if s.codec_auth_token else ''}",
+              highlight=False)
+    stop = _asyncio.Event()
+    loop = _asyncio.get_running_loop()
+    for sig in (_signal.SIGINT, _signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
+    return 0
+
+
+@app.command("encryption-key")
+def encryption_key(
+    key_id: Optional[str] = typer.Argument(None, help="key id (default: a random one)"),
+) -> None:
+    """Print a new AES-256 key as `key-id:base64` for HONK_ENCRYPTION_KEYS (put it first to
+    rotate; keep the older keys after it to read older histories)."""
+    from honk.codec import KeyConfigError, new_key
+
+    try:
+        out.print(new_key(key_id), highlight=False, soft_wrap=True)
+    except KeyConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+async def _is_running(client, request_id: str) -> bool:
+    """Whether the request's workflow runs now; an unknown id does not."""
+    from temporalio.client import WorkflowExecutionStatus
+    from temporalio.service import RPCError, RPCStatusCode
+
+    try:
+        described = await client.get_workflow_handle(request_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return described.status == WorkflowExecutionStatus.RUNNING
+
+
+@app.command()
+@command
+async def janitor(
+    older_than: str = typer.Option("3d", "--older-than", help="age before something counts as orphaned: 90m, 12h, 3d, 1w"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> int:
+    """Remove workspaces on this host and remote honk/* branches of requests that no longer run."""
+    from activities.janitor import parse_duration, sweep
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
+    s = settings()
+    registry = load_registry(s.registry, s.data_dir)
+    client = await connect(s)
+    loop = asyncio.get_running_loop()
+
+    def is_running(request_id: str) -> bool:
+        # The sweep runs git in a thread; Temporal answers on this loop.
+        return asyncio.run_coroutine_threadsafe(_is_running(client, request_id), loop).result(timeout=60)
+
+    report = await asyncio.to_thread(sweep, s, registry, is_running, age, dry_run)
+    if as_json:
+        print_json(report.as_dict())
+        return 1 if report.errors else 0
+    verb = "Would remove" if dry_run else "Removed"
+    for item in report.removed:
+        age_h = item.age_s / 3600
+        out.print(f"{verb} {item.kind} {item.name} ({item.request_id or '-'}, {age_h:.1f} h old)",
+                  highlight=False)
+    out.print(f"{verb} {len(report.removed)}; kept {report.kept_running} of running requests, "
+              f"{report.kept_recent} recent.", highlight=False)
+    for problem in report.errors:
+        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    return 1 if report.errors else 0
+
+
+@app.command()
+@command
+async def chat(
+    socket: bool = typer.Option(False, "--socket", help="Socket Mode (no public URL needed; HONK_SLACK_APP_TOKEN)"),
+    host: Optional[str] = typer.Option(None, help="HTTP mode: address to listen on (default: HONK_CHAT_HOST)"),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="HTTP mode: port (default: HONK_CHAT_PORT)"),
+) -> int:
+    """Run the Slack chat service: HTTP mode (POST /slack/events, /slack/commands,
+    /slack/interactivity; GET /healthz) or Socket Mode with --socket."""
+    from chat.server import run_chat
+    from honk.logs import configure_logging
+
+    s = settings()
+    configure_logging(s.log_level)
+    await run_chat(s, socket_mode=socket, host=host, port=port)
     return 0
 
 

@@ -303,10 +303,10 @@ def test_push_race_with_base_is_redone(fx, monkeypatch):
     real_push = merge_module._push_base
     raced: list[str] = []
 
-    def racing_push(repo, ref, sha):
+    def racing_push(repo, ref, sha, credentials=None):
         if not raced:
             raced.append(fx.base_other({"other.txt": "raced\n"}, "raced in"))
-        return real_push(repo, ref, sha)
+        return real_push(repo, ref, sha, credentials)
 
     monkeypatch.setattr(merge_module, "_push_base", racing_push)
     outcome = fx.activities.merge(fx.task(tested))
@@ -323,9 +323,9 @@ def test_base_that_never_settles_gives_a_retryable_error(fx, monkeypatch):
     real_push = merge_module._push_base
     counter = iter(range(100))
 
-    def always_lose(repo, ref, sha):
+    def always_lose(repo, ref, sha, credentials=None):
         fx.base_other({"other.txt": f"race {next(counter)}\n"})
-        return real_push(repo, ref, sha)
+        return real_push(repo, ref, sha, credentials)
 
     monkeypatch.setattr(merge_module, "_push_base", always_lose)
     with pytest.raises(ApplicationError) as err:

@@ -26,7 +26,7 @@ try:
     results.append("network: reached")
 except OSError as exc:
     results.append(f"network: blocked ({exc.__class__.__name__})")
-for target in (outside, "/usr/local/honk-probe", str(pathlib.Path.home().parent / "honk-probe")):
+for target in (outside, "/usr/local/honk-probe", str(pathlib.Path.home().parent / "honk-probe"), ".git/honk-probe"):
     try:
         pathlib.Path(target).write_text("escaped")
         results.append(f"write {target}: done")
@@ -91,6 +91,7 @@ def test_check_cannot_reach_network_or_write_outside(tmp_path, listener):
     assert not Path("/tmp/honk-probe").exists()
     workspace = tmp_path / "data" / "workspaces" / "honk-probe-1"
     assert (workspace / "inside.txt").read_text() == "fine", "the workspace stays writable"
+    assert "write .git/honk-probe: blocked" in run.output and not (workspace / ".git" / "honk-probe").exists()
 
 
 def test_without_sandbox_the_same_check_escapes_and_honk_warns(tmp_path, listener, caplog):

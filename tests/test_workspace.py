@@ -404,3 +404,223 @@ def test_cleanup_when_remote_is_gone(settings, remote):
     shutil.rmtree(remote)
     activities.cleanup(CleanupTask(workspace=ref))
     assert not activities.workspaces.path(ref).exists()
+
+
+# --------------------------------------------------------------------------- the pool
+
+
+def pool_slots(settings: Settings, repo: str = "app") -> list[Path]:
+    pool = settings.pool_dir / repo
+    return sorted(p for p in pool.iterdir() if not p.name.startswith(".")) if pool.is_dir() else []
+
+
+def test_removed_workspace_is_pooled_and_reused(settings, remote):
+    workspaces = Workspaces(settings)
+    first = make_ref(remote, "req-1")
+    path = workspaces.ensure(first)
+    inode = path.stat().st_ino
+    workspaces.remove(first, delete_remote_branch=False)
+    assert not path.exists()
+    [slot] = pool_slots(settings)
+    assert slot.stat().st_ino == inode
+    assert sh(slot, "status", "--porcelain", "--ignored") == ""
+
+    second = make_ref(remote, "req-2")
+    reused = workspaces.ensure(second)
+    assert reused.stat().st_ino == inode  # the very directory, moved
+    assert pool_slots(settings) == []
+    assert sh(reused, "rev-parse", "--abbrev-ref", "HEAD") == "honk/req-2"
+    assert sh(reused, "rev-parse", "HEAD") == remote_sha(remote, "main")
+    assert sh(reused, "remote", "get-url", "origin") == str(remote)
+    assert (reused / "src" / "app.txt").read_text() == "v1\n"
+
+
+def test_recycled_workspace_carries_nothing_from_its_previous_request(settings, remote, tmp_path):
+    workspaces = Workspaces(settings)
+    first = make_ref(remote, "req-1")
+    WorkspaceActivities(settings).prepare(first)
+    path = workspaces.path(first)
+
+    # Everything a request's code (checks, builds run in the workspace) could leave behind.
+    (path / ".gitignore").write_text("build/\n")
+    workspaces.commit_all(first, "ignore build")  # an unpushed commit
+    unpushed = workspaces.head(first)
+    (path / "build").mkdir()
+    (path / "build" / "out.apk").write_text("ignored\n")
+    (path / "untracked.txt").write_text("untracked\n")
+    (path / "nested").mkdir()
+    sh(path / "nested", "init", "-q")  # an untracked repository inside
+    (path / "README.md").write_text("stashed\n")
+    sh(path, "stash", "-q")
+    sh(path, "branch", "stale-branch")
+    sh(path, "tag", "local-tag")
+    sh(path, "config", "url.https://evil.example/.insteadOf", str(remote))
+    sh(path, "config", "filter.evil.smudge", "touch /tmp/pwned")
+    sh(path, "remote", "set-url", "origin", "https://user:hunter22@evil.example/r.git")
+    (path / ".git" / "hooks" / "post-checkout").write_text("#!/bin/sh\ntouch /tmp/pwned\n")
+    (path / ".git" / "info" / "attributes").write_text("* filter=evil\n")
+    (path / ".git" / "MERGE_HEAD").write_text(unpushed + "\n")
+    # A changed tracked file hidden from git: skip-worktree survives a `reset --hard`.
+    (path / "src" / "app.txt").write_text("poisoned\n")
+    sh(path, "update-index", "--skip-worktree", "src/app.txt")
+    # A directory replaced by a symlink to somewhere outside.
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not Honk's\n")
+    shutil.rmtree(path / "src")
+    (path / "src").symlink_to(outside)
+    (path / "tool.sh").write_text("#!/bin/sh\n")
+    (path / "tool.sh").chmod(0o755)
+
+    workspaces.remove(first, delete_remote_branch=False)
+    assert len(pool_slots(settings)) == 1
+    assert (outside / "keep.txt").read_text() == "not Honk's\n"  # never followed
+
+    second = make_ref(remote, "req-2")
+    path2 = workspaces.ensure(second)
+    assert sh(path2, "status", "--porcelain", "--ignored") == ""
+    tracked = sorted(sh(path2, "ls-files").splitlines())
+    on_disk = sorted(
+        str(p.relative_to(path2)) for p in path2.rglob("*")
+        if ".git" not in p.relative_to(path2).parts and not p.is_dir()
+    )
+    assert on_disk == tracked == [".honk.toml", "README.md", "src/app.txt"]
+    assert not (path2 / "src").is_symlink()
+    assert (path2 / "src" / "app.txt").read_text() == "v1\n"
+    assert (path2 / "README.md").read_text() == "hello\n"
+    assert sh(path2, "ls-files", "-v", "src/app.txt").startswith("H ")  # no skip-worktree bit
+
+    assert sh(path2, "for-each-ref", "--format=%(refname)", "refs/heads") == "refs/heads/honk/req-2"
+    assert sh(path2, "stash", "list") == ""
+    assert "local-tag" not in sh(path2, "tag", "--list")
+    assert sh(path2, "remote", "get-url", "origin") == str(remote)
+    config = (path2 / ".git" / "config").read_text()
+    assert "insteadOf" not in config and "filter" not in config and "evil" not in config
+    assert not (path2 / ".git" / "hooks" / "post-checkout").exists()
+    assert not (path2 / ".git" / "info" / "attributes").exists()
+    assert not (path2 / ".git" / "MERGE_HEAD").exists()
+    gone = subprocess.run(["git", "cat-file", "-e", unpushed], cwd=path2, capture_output=True,
+                          check=False)
+    assert gone.returncode != 0, "the previous request's objects must not survive"
+
+
+def test_pool_reuse_follows_the_remote(settings, remote, tmp_path):
+    workspaces = Workspaces(settings)
+    workspaces.ensure(make_ref(remote, "req-1"))
+    workspaces.remove(make_ref(remote, "req-1"), delete_remote_branch=False)
+
+    # The base moves and another request pushed its work branch meanwhile.
+    clone = tmp_path / "elsewhere"
+    sh(tmp_path, "clone", "-q", str(remote), str(clone))
+    (clone / "src" / "app.txt").write_text("v2\n")
+    (clone / "new.txt").write_text("new\n")
+    sh(clone, "commit", "-qam", "v2")
+    sh(clone, "add", "new.txt")
+    sh(clone, "commit", "-qm", "new")
+    sh(clone, "push", "-q", "origin", "main")
+    sh(clone, "push", "-q", "origin", "HEAD~1:refs/heads/honk/req-9")
+
+    state = workspaces.sync(make_ref(remote, "req-9"))
+    assert state.resumed and state.head_sha == remote_sha(remote, "honk/req-9")
+    assert state.base_sha == remote_sha(remote, "main")
+    assert (state.path / "src" / "app.txt").read_text() == "v2\n"
+    assert not (state.path / "new.txt").exists()
+    assert sh(state.path, "status", "--porcelain", "--ignored") == ""
+
+
+def test_pool_is_bounded_per_repository(tmp_path, remote):
+    settings = Settings(data_dir=tmp_path / "data", workspace_pool_size=2)
+    workspaces = Workspaces(settings)
+    refs = [make_ref(remote, f"req-{i}") for i in range(4)]
+    for ref in refs:
+        workspaces.ensure(ref)
+    for ref in refs:
+        workspaces.remove(ref, delete_remote_branch=False)
+        assert not workspaces.path(ref).exists()
+    assert len(pool_slots(settings)) == 2
+    assert not [p for p in (settings.pool_dir / "app").iterdir() if p.name.startswith(".")]
+
+    other = make_remote(tmp_path, {"x.txt": "x\n"}, name="other")
+    ref = make_ref(other, "req-x", repo="other")
+    workspaces.ensure(ref)
+    workspaces.remove(ref, delete_remote_branch=False)
+    assert len(pool_slots(settings, "other")) == 1  # every repository has its own pool
+
+
+def test_pool_size_zero_deletes_workspaces(tmp_path, remote):
+    settings = Settings(data_dir=tmp_path / "data", workspace_pool_size=0)
+    workspaces = Workspaces(settings)
+    ref = make_ref(remote)
+    workspaces.ensure(ref)
+    workspaces.remove(ref, delete_remote_branch=False)
+    assert not workspaces.path(ref).exists()
+    assert pool_slots(settings) == []
+
+
+def test_broken_pool_slot_is_discarded(settings, remote):
+    workspaces = Workspaces(settings)
+    workspaces.ensure(make_ref(remote, "req-1"))
+    workspaces.remove(make_ref(remote, "req-1"), delete_remote_branch=False)
+    [slot] = pool_slots(settings)
+    shutil.rmtree(slot / ".git")
+    path = workspaces.ensure(make_ref(remote, "req-2"))
+    assert (path / "README.md").read_text() == "hello\n"
+    assert sh(path, "rev-parse", "--abbrev-ref", "HEAD") == "honk/req-2"
+
+
+def test_pooled_workspaces_are_never_shared_under_concurrency(tmp_path, remote):
+    """Many requests take, use and give back workspaces at once: each directory belongs to
+    one request at a time, and every push carries exactly its own request's change."""
+    settings = Settings(data_dir=tmp_path / "data", workspace_pool_size=2)
+    workspaces = Workspaces(settings)
+    start = threading.Barrier(6)
+    owners: dict[int, str] = {}
+    owners_lock = threading.Lock()
+
+    def one(index: int) -> list[tuple[str, str]]:
+        start.wait()
+        pushed = []
+        for round_ in range(3):
+            ref = make_ref(remote, request_id=f"req-{index}-{round_}")
+            path = workspaces.ensure(ref)
+            inode = path.stat().st_ino
+            with owners_lock:
+                assert inode not in owners, f"{ref.request_id} shares a tree with {owners[inode]}"
+                owners[inode] = ref.request_id
+            assert sh(path, "status", "--porcelain", "--ignored") == ""
+            (path / f"file-{index}-{round_}.txt").write_text("x\n")
+            sha = workspaces.commit_all(ref, f"change {index}/{round_}")
+            assert workspaces.push(ref) == sha
+            with owners_lock:
+                del owners[inode]
+            workspaces.remove(ref, delete_remote_branch=False)
+            pushed.append((ref.work_branch, sha))
+        return pushed
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = [item for items in pool.map(one, range(6)) for item in items]
+
+    for branch, sha in results:
+        assert remote_sha(remote, branch) == sha
+        files = sh(remote, "ls-tree", "--name-only", sha).splitlines()
+        own = "file-" + branch.removeprefix("honk/req-") + ".txt"
+        assert [f for f in files if f.startswith("file-")] == [own]
+    assert len(pool_slots(settings)) <= 2
+
+
+def test_bench_repository_builder_small(tmp_path):
+    """bench/workspace.py's generator, at a tiny size (the bench itself is not a test)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_workspace", Path(__file__).resolve().parents[1] / "bench" / "workspace.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    repo = bench.build_repo(tmp_path / "cache", files=250, commits=7)
+    assert sh(repo, "rev-list", "--count", "main") == "7"
+    assert len(sh(repo, "ls-tree", "-r", "--name-only", "main").splitlines()) == 250
+    assert bench.build_repo(tmp_path / "cache", files=250, commits=7) == repo  # cached
+
+    fresh, warm = bench.measure(repo, tmp_path / "run", runs=2)
+    assert len(fresh) == len(warm) == 2 and all(t > 0 for t in fresh + warm)

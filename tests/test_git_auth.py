@@ -1,0 +1,417 @@
+"""Credentials for https remotes, against a real smart-HTTP git server requiring Basic auth.
+
+The server is `git http-backend` run as CGI behind a small threaded `http.server` on
+127.0.0.1. The tests prove that prepare, commit, push, merge and cleanup authenticate with
+credentials from the environment or settings, that a wrong password is a clear
+non-retryable error, and that no credential ends up in any file under the data directory,
+in a git command line or in a log record.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import subprocess
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import git
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities import git_askpass
+from activities.merge import MergeActivities
+from activities.workspace import (
+    GitCredentials,
+    WorkspaceActivities,
+    Workspaces,
+    askpass_program,
+    redact,
+    split_credentials,
+)
+from honk.registry import load_registry
+from honk.settings import Settings, SettingsError, load_settings
+from workflows.contract import CleanupTask, MergeTask, WorkspaceRef
+
+USERNAME = "honk-bot"
+
+
+# --------------------------------------------------------------------------- the server
+
+
+class GitHttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, root: Path, username: str, password: str) -> None:
+        super().__init__(("127.0.0.1", 0), GitHttpHandler)
+        self.root = root
+        self.expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+        self.username = username
+        self.seen: list[tuple[str, int]] = []  # (method path, status)
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class GitHttpHandler(BaseHTTPRequestHandler):
+    server: GitHttpServer
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _record(self, status: int) -> None:
+        with self.server.lock:
+            self.server.seen.append((f"{self.command} {self.path}", status))
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _serve(self) -> None:
+        body = self._read_body() if self.command == "POST" else b""
+        if self.headers.get("Authorization") != self.server.expected:
+            self._record(401)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="honk-test"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        path, _, query = self.path.partition("?")
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.server.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "REQUEST_METHOD": self.command,
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": self.server.username,  # enables receive-pack (push)
+            "REMOTE_ADDR": self.client_address[0],
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.0",
+        }
+        # http-backend inflates gzip bodies itself when told; protocol v2 rides a header.
+        if self.headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+        if self.headers.get("Git-Protocol"):
+            env["HTTP_GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+        done = subprocess.run(["git", "http-backend"], input=body, env=env,
+                              capture_output=True, check=False)
+        head, _, payload = done.stdout.partition(b"\r\n\r\n")
+        if not _:
+            head, _, payload = done.stdout.partition(b"\n\n")
+        status, headers = 200, []
+        for line in head.decode("latin-1").splitlines():
+            name, _, value = line.partition(":")
+            if name.lower() == "status":
+                status = int(value.split()[0])
+            elif name:
+                headers.append((name, value.strip()))
+        self._record(status)
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+def sh(cwd: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True,
+    )
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def password() -> str:
+    return "pw-" + secrets.token_hex(12)
+
+
+@pytest.fixture
+def server(tmp_path: Path, password: str) -> Iterator[GitHttpServer]:
+    root = tmp_path / "served"
+    root.mkdir()
+    seed = tmp_path / "seed"
+    seed.mkdir()
+    sh(seed, "init", "-q", "-b", "main")
+    (seed / "app.txt").write_text("line 1\nline 2\n")
+    (seed / ".honk.toml").write_text('[[checks]]\nname = "ok"\nrun = ["true"]\n')
+    sh(seed, "add", "-A")
+    sh(seed, "commit", "-q", "-m", "initial")
+    sh(tmp_path, "clone", "-q", "--bare", str(seed), str(root / "app.git"))
+    httpd = GitHttpServer(root, USERNAME, password)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture
+def env_credentials(monkeypatch: pytest.MonkeyPatch, password: str) -> None:
+    monkeypatch.setenv("HONK_GIT_USERNAME", USERNAME)
+    monkeypatch.setenv("HONK_GIT_PASSWORD", password)
+
+
+@pytest.fixture
+def no_env_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HONK_GIT_USERNAME", "HONK_GIT_PASSWORD", "HONK_GIT_HOST"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def argv_log(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """Every git command line Honk runs (what `ps` would show)."""
+    seen: list[list[str]] = []
+    original = git.cmd.Git.execute
+
+    def recording(self, command, *args, **kwargs):
+        seen.append([str(part) for part in command])
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(git.cmd.Git, "execute", recording)
+    return seen
+
+
+def make_ref(server: GitHttpServer, request_id: str = "honk-app-1", remote: str | None = None) -> WorkspaceRef:
+    return WorkspaceRef(
+        request_id=request_id, repo="app", remote=remote or f"{server.url}/app.git",
+        base_branch="main", work_branch="honk/" + request_id.removeprefix("honk-"),
+    )
+
+
+def served_sha(server: GitHttpServer, branch: str) -> str | None:
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+                          cwd=server.root / "app.git", capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None
+
+
+def assert_nowhere(data_dir: Path, secret: str, pair: str, at_least: int = 20) -> None:
+    """No file under `data_dir` (any file: configs, FETCH_HEAD, logs, objects) holds them."""
+    needles = [secret.encode(), pair.encode()]
+    scanned = 0
+    for path in data_dir.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            content = path.read_bytes()
+            scanned += 1
+            for needle in needles:
+                assert needle not in content, f"{needle!r} found in {path}"
+    assert scanned >= at_least, "the scan looked at the data directory"
+
+
+def assert_not_logged(records: list[logging.LogRecord], secret: str) -> None:
+    for record in records:
+        text = record.getMessage() + repr(vars(record))
+        assert secret not in text, f"secret in log record {record.name}: {record.getMessage()}"
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment(
+    tmp_path, server, password, env_credentials, argv_log, caplog,
+):
+    caplog.set_level(logging.DEBUG)
+    settings = load_settings(data_dir=tmp_path / "data")
+    assert settings.git_password is not None and password not in repr(settings)
+    activities = WorkspaceActivities(settings)
+    ref = make_ref(server)
+
+    prepared = activities.prepare(ref)
+    assert served_sha(server, ref.work_branch) == prepared.head_sha
+    workspaces = activities.workspaces
+    path = workspaces.path(ref)
+    (path / "app.txt").write_text("line 1\nline 2 changed\n")
+    sha = workspaces.commit_all(ref, "Change line 2")
+    assert workspaces.push(ref) == sha == served_sha(server, ref.work_branch)
+
+    outcome = MergeActivities(settings).merge(MergeTask(
+        workspace=ref, title="Change line 2", requested_by="alice", approved_by="bob",
+        tested_sha=sha,
+    ))
+    assert served_sha(server, "main") == outcome.commit_sha
+    merged = sh(server.root / "app.git", "log", "-1", "--format=%B", "main")
+    assert "Honk-Request: honk-app-1" in merged
+
+    activities.cleanup(CleanupTask(workspace=ref))
+    assert served_sha(server, ref.work_branch) is None
+    assert list((settings.pool_dir / "app").iterdir()), "the workspace went to the pool"
+
+    # The server demanded authentication and got it.
+    statuses = [status for _, status in server.seen]
+    assert 401 in statuses and 200 in statuses
+    assert any("git-receive-pack" in what and status == 200 for what, status in server.seen)
+
+    # Nothing stored, shown or logged carries the credentials.
+    pair = f"{USERNAME}:{password}"
+    assert_nowhere(settings.data_dir, password, pair)
+    mirror_config = (settings.data_dir / "mirrors" / "app.git" / "config").read_text()
+    assert USERNAME not in mirror_config
+    for argv in argv_log:
+        assert not any(password in part or pair in part for part in argv), argv
+    assert_not_logged(caplog.records, password)
+    assert any(r.name == "activities.workspace" for r in caplog.records)
+
+
+def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, password,
+                                                            no_env_credentials, caplog):
+    caplog.set_level(logging.DEBUG)
+    settings = Settings(data_dir=tmp_path / "data", git_username=USERNAME, git_password=password,
+                        git_host=f"127.0.0.1:{server.server_address[1]}")
+    activities = WorkspaceActivities(settings)
+    first = make_ref(server, "honk-app-1")
+    activities.prepare(first)
+    activities.cleanup(CleanupTask(workspace=first))
+    second = make_ref(server, "honk-app-2")
+    activities.prepare(second)  # from the pool
+    path = activities.workspaces.path(second)
+    assert sh(path, "remote", "get-url", "origin") == f"{server.url}/app.git"
+    assert served_sha(server, "honk/app-2") is not None
+    assert_nowhere(settings.data_dir, password, f"{USERNAME}:{password}")
+    assert_not_logged(caplog.records, password)
+
+
+def test_credentials_in_the_remote_url_are_used_but_never_stored(tmp_path, server, password,
+                                                                 no_env_credentials, argv_log):
+    """A request started before remotes were cleaned still carries userinfo in its history."""
+    settings = Settings(data_dir=tmp_path / "data")
+    port = server.server_address[1]
+    ref = make_ref(server, remote=f"http://{USERNAME}:{password}@127.0.0.1:{port}/app.git")
+    activities = WorkspaceActivities(settings)
+    activities.prepare(ref)
+    path = activities.workspaces.path(ref)
+    assert sh(path, "remote", "get-url", "origin") == f"http://127.0.0.1:{port}/app.git"
+    activities.cleanup(CleanupTask(workspace=ref))
+    assert served_sha(server, ref.work_branch) is None
+    assert_nowhere(settings.data_dir, password, f"{USERNAME}:{password}")
+    for argv in argv_log:
+        assert not any(password in part for part in argv), argv
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_wrong_password_is_a_clear_non_retryable_error(tmp_path, server, no_env_credentials, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "wrong-" + secrets.token_hex(8)
+    settings = Settings(data_dir=tmp_path / "data", git_username=USERNAME, git_password=wrong)
+    with pytest.raises(ApplicationError) as err:
+        WorkspaceActivities(settings).prepare(make_ref(server))
+    assert err.value.type == "RemoteError"
+    assert err.value.non_retryable
+    message = str(err.value)
+    assert "Authentication failed" in message and f"{server.url}/app.git" in message
+    assert wrong not in message and wrong not in repr(err.value.__dict__)
+    assert_nowhere(settings.data_dir, wrong, f"{USERNAME}:{wrong}", at_least=1)
+    assert_not_logged(caplog.records, wrong)
+
+
+def test_missing_credentials_are_a_clear_non_retryable_error(tmp_path, server, no_env_credentials):
+    settings = Settings(data_dir=tmp_path / "data")
+    with pytest.raises(ApplicationError) as err:
+        Workspaces(settings).ensure(make_ref(server))
+    assert err.value.type == "RemoteError" and err.value.non_retryable
+    assert "could not read Username" in str(err.value)
+
+
+def test_credentials_are_only_given_to_their_host(tmp_path, server, password, no_env_credentials):
+    settings = Settings(data_dir=tmp_path / "data", git_username=USERNAME, git_password=password,
+                        git_host="git.example.com")
+    with pytest.raises(ApplicationError) as err:
+        Workspaces(settings).ensure(make_ref(server))
+    assert err.value.non_retryable
+    assert all(status == 401 for _, status in server.seen)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("https://user:tok%40en@github.com/o/r.git", ("https://github.com/o/r.git", "user", "tok@en")),
+        ("https://x-access-token:ghs_abc@host:8443/r?x=1", ("https://host:8443/r?x=1", "x-access-token", "ghs_abc")),
+        ("http://token@host/r.git", ("http://host/r.git", "token", None)),
+        ("https://user:p@ss@host/r", ("https://host/r", "user", "p@ss")),
+        ("https://github.com/o/r.git", ("https://github.com/o/r.git", None, None)),
+        ("ssh://git@github.com/o/r.git", ("ssh://git@github.com/o/r.git", None, None)),
+        ("ssh://git:secret@host/r.git", ("ssh://git@host/r.git", "git", "secret")),
+        ("git@github.com:o/r.git", ("git@github.com:o/r.git", None, None)),
+        ("/srv/git/r.git", ("/srv/git/r.git", None, None)),
+        ("file:///srv/git/r.git", ("file:///srv/git/r.git", None, None)),
+    ],
+)
+def test_split_credentials(url, expected):
+    assert split_credentials(url) == expected
+
+
+def test_redact_hides_known_passwords_anywhere():
+    secret = "zq-" + secrets.token_hex(6)
+    creds = GitCredentials("someone", secret)
+    assert secret not in repr(creds)
+    assert redact(f"server said: bad token {secret}!") == "server said: bad token ***!"
+    assert redact("short words stay") == "short words stay"
+
+
+def test_password_without_username_names_the_variable(monkeypatch):
+    monkeypatch.setenv("HONK_GIT_PASSWORD", "token-123456")
+    monkeypatch.delenv("HONK_GIT_USERNAME", raising=False)
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "HONK_GIT_PASSWORD" in str(err.value) and "HONK_GIT_USERNAME" in str(err.value)
+    assert "token-123456" not in str(err.value)
+
+
+def test_askpass_answers_only_what_it_should():
+    env = {"HONK_GIT_USERNAME": "bot", "HONK_GIT_PASSWORD": "pw", "HONK_GIT_HOST": "host:8443"}
+    assert git_askpass.answer("Username for 'https://host:8443': ", env) == "bot"
+    assert git_askpass.answer("Password for 'https://bot@host:8443': ", env) == "pw"
+    assert git_askpass.answer("Password for 'https://bot@evil.example': ", env) is None
+    assert git_askpass.answer("Enter passphrase for key '/root/.ssh/id_ed25519': ", {}) is None
+    assert git_askpass.answer("Username for 'https://h': ", {}) is None
+
+    program = askpass_program()
+    assert os.access(program, os.X_OK)
+    done = subprocess.run([program, "Password for 'https://bot@h': "], capture_output=True,
+                          text=True, check=False, env={**os.environ, "HONK_GIT_PASSWORD": "from-env",
+                                          "HONK_GIT_HOST": ""})
+    assert (done.returncode, done.stdout) == (0, "from-env\n")
+
+
+def test_registry_keeps_credentials_in_memory_only(tmp_path):
+    registry_file = tmp_path / "honk.toml"
+    registry_file.write_text(
+        '[repos.app]\nremote = "https://bot:s3cret-tok@git.example.com/app.git"\n'
+        'approvers = ["alice"]\n'
+    )
+    entry = load_registry(registry_file, tmp_path).get("app")
+    assert entry.remote == "https://git.example.com/app.git"
+    assert entry.credentials == ("bot", "s3cret-tok")
+    assert "s3cret" not in repr(entry) and "s3cret" not in entry.model_dump_json()
+    assert "credentials" not in entry.model_dump()

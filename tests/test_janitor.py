@@ -1,0 +1,287 @@
+"""The janitor against real git remotes, with a fake `is_running` (and once through the CLI
+against a real Temporal dev server)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from activities.janitor import (
+    parse_duration,
+    request_for_branch,
+    request_for_workspace,
+    sweep,
+)
+from activities.workspace import (
+    GitError,
+    WorkspaceActivities,
+    Workspaces,
+    delete_remote_branch,
+)
+from honk.registry import load_registry
+from honk.settings import Settings
+from workflows.contract import ChangeRequest, WorkspaceRef
+
+DAY = 86400
+OLD = time.time() - 30 * DAY  # a month ago
+
+
+def sh(cwd: Path, *args: str, when: float | None = None) -> str:
+    env = dict(os.environ)
+    if when is not None:
+        env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"] = f"{int(when)} +0000"
+    done = subprocess.run(
+        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
+        cwd=cwd, check=True, capture_output=True, text=True, env=env,
+    )
+    return done.stdout.strip()
+
+
+def branches(remote: Path) -> set[str]:
+    return set(sh(remote, "for-each-ref", "--format=%(refname:short)", "refs/heads").splitlines())
+
+
+class World:
+    """A repository in a registry, with requests in various states."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        seed = tmp_path / "seed"
+        seed.mkdir()
+        sh(seed, "init", "-q", "-b", "main")
+        (seed / "app.txt").write_text("v1\n")
+        sh(seed, "add", "-A")
+        sh(seed, "commit", "-q", "-m", "initial", when=OLD)
+        self.remote = tmp_path / "app.git"
+        sh(tmp_path, "clone", "-q", "--bare", str(seed), str(self.remote))
+        self.registry_file = tmp_path / "honk.toml"
+        self.registry_file.write_text(
+            f'[repos.app]\nremote = "{self.remote}"\napprovers = ["alice"]\n')
+        self.settings = Settings(data_dir=tmp_path / "data", registry=self.registry_file)
+        self.registry = load_registry(self.registry_file, self.settings.data_dir)
+        self.activities = WorkspaceActivities(self.settings)
+
+    def ref(self, request_id: str) -> WorkspaceRef:
+        return WorkspaceRef(request_id=request_id, repo="app", remote=str(self.remote),
+                            base_branch="main",
+                            work_branch="honk/" + request_id.removeprefix("honk-"))
+
+    def request(self, request_id: str, *, age_days: float, recent_commit: bool = False) -> Path:
+        """A prepared request whose workspace was last touched `age_days` ago."""
+        ref = self.ref(request_id)
+        self.activities.prepare(ref)
+        path = self.activities.workspaces.path(ref)
+        if recent_commit:
+            (path / "new.txt").write_text("new\n")
+            self.activities.workspaces.commit_all(ref, "recent work")
+            self.activities.workspaces.push(ref)
+        age(path, age_days)
+        return path
+
+    def sweep(self, running: set[str], older_than: timedelta = timedelta(days=3), **kw):
+        return sweep(self.settings, self.registry, lambda rid: rid in running, older_than, **kw)
+
+
+def age(path: Path, days: float) -> None:
+    when = time.time() - days * DAY
+    for item in (path, path / ".git", path / ".git" / "index"):
+        if item.exists():
+            os.utime(item, (when, when))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def test_sweep_removes_only_old_orphans(world):
+    old = world.request("honk-app-old", age_days=10)
+    running = world.request("honk-app-running", age_days=10)
+    recent = world.request("honk-app-recent", age_days=0.1, recent_commit=True)
+    assert {"honk/app-old", "honk/app-running", "honk/app-recent"} <= branches(world.remote)
+
+    dry = world.sweep({"honk-app-running"}, dry_run=True)
+    assert dry.dry_run and not dry.errors
+    assert sorted((r.kind, r.request_id) for r in dry.removed) == [
+        ("branch", "honk-app-old"), ("workspace", "honk-app-old"),
+    ]
+    assert old.exists() and "honk/app-old" in branches(world.remote)  # nothing touched
+
+    report = world.sweep({"honk-app-running"})
+    assert not report.errors
+    assert sorted((r.kind, r.name) for r in report.removed) == [
+        ("branch", "app:honk/app-old"), ("workspace", str(old)),
+    ]
+    branch = next(r for r in report.removed if r.kind == "branch")
+    assert branch.age_s > 20 * DAY and branch.sha == sh(world.remote, "rev-parse", "main")
+    assert not old.exists()
+    assert running.exists() and recent.exists()
+    assert branches(world.remote) == {"main", "honk/app-running", "honk/app-recent"}
+    assert report.kept_running == 2  # its workspace and its branch
+    assert report.kept_recent >= 2
+
+    again = world.sweep({"honk-app-running"})
+    assert again.removed == []  # idempotent
+
+
+def test_unknown_requests_count_as_not_running_but_doubt_keeps_things(world):
+    path = world.request("honk-app-1", age_days=10)
+
+    def cannot_tell(request_id: str) -> bool:
+        raise ConnectionError("temporal unreachable")
+
+    report = sweep(world.settings, world.registry, cannot_tell, timedelta(days=3))
+    assert report.removed == []
+    assert path.exists() and "honk/app-1" in branches(world.remote)
+    assert report.errors and "temporal unreachable" in report.errors[0]
+
+
+def test_a_workspace_in_use_is_kept(world):
+    path = world.request("honk-app-1", age_days=10)
+    held, release = threading.Event(), threading.Event()
+
+    def step_in_progress() -> None:  # another thread, as another process would be
+        with world.activities.workspaces.locked(world.ref("honk-app-1")):
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=step_in_progress)
+    holder.start()
+    held.wait(30)
+    try:
+        report = world.sweep(set())
+    finally:
+        release.set()
+        holder.join()
+    assert path.exists()
+    assert [r.kind for r in report.removed] == ["branch"]
+
+
+def test_old_branch_without_local_workspace_and_foreign_branches(world):
+    """Branches of requests that ran on other hosts go too; non-Honk branches never do."""
+    scratch = world.tmp_path / "scratch"
+    sh(world.tmp_path, "clone", "-q", str(world.remote), str(scratch))
+    (scratch / "x.txt").write_text("x\n")
+    sh(scratch, "add", "x.txt")
+    sh(scratch, "commit", "-q", "-m", "elsewhere", when=OLD)
+    sh(scratch, "push", "-q", "origin", "HEAD:refs/heads/honk/app-elsewhere",
+       "HEAD:refs/heads/feature/old", "HEAD:refs/heads/honkish")
+    report = world.sweep(set())
+    assert [(r.kind, r.request_id) for r in report.removed] == [("branch", "honk-app-elsewhere")]
+    assert branches(world.remote) == {"main", "feature/old", "honkish"}
+
+
+def test_unreachable_repository_is_reported_and_the_rest_still_swept(world, tmp_path):
+    world.request("honk-app-1", age_days=10)
+    world.registry_file.write_text(
+        world.registry_file.read_text()
+        + f'\n[repos.gone]\nremote = "{tmp_path / "gone.git"}"\napprovers = ["alice"]\n'
+    )
+    registry = load_registry(world.registry_file, world.settings.data_dir)
+    report = sweep(world.settings, registry, lambda rid: False, timedelta(days=3))
+    assert any(e.startswith("gone:") for e in report.errors)
+    assert ("branch", "honk-app-1") in [(r.kind, r.request_id) for r in report.removed]
+
+
+def test_crash_leftovers_are_removed_when_old(world):
+    pool = world.settings.pool_dir / "app"
+    pool.mkdir(parents=True)
+    stale = pool / ".recycle-abc"
+    stale.mkdir()
+    fresh = pool / ".recycle-def"
+    fresh.mkdir()
+    half_clone = world.settings.workspaces_dir / ".honk-app-9.tmp-1234"
+    half_clone.mkdir(parents=True)
+    age(stale, 10)
+    age(half_clone, 10)
+    report = world.sweep(set())
+    assert not stale.exists() and not half_clone.exists()
+    assert fresh.exists()  # maybe being scrubbed right now
+    assert sorted(r.kind for r in report.removed) == ["leftover", "leftover"]
+
+
+def test_delete_remote_branch_lease_protects_a_new_push(world):
+    world.request("honk-app-1", age_days=0)
+    old_sha = sh(world.remote, "rev-parse", "honk/app-1")
+    with pytest.raises(GitError):
+        delete_remote_branch(str(world.remote), "honk/app-1", expect_sha="0" * 40)
+    assert sh(world.remote, "rev-parse", "honk/app-1") == old_sha
+    delete_remote_branch(str(world.remote), "honk/app-1", expect_sha=old_sha)
+    assert "honk/app-1" not in branches(world.remote)
+    delete_remote_branch(str(world.remote), "honk/app-1")  # already gone: harmless
+
+
+def test_names():
+    assert request_for_branch("honk/app-1a2b") == "honk-app-1a2b"
+    assert request_for_branch("honk/") is None and request_for_branch("main") is None
+    assert parse_duration("90m") == timedelta(minutes=90)
+    assert parse_duration("12h") == timedelta(hours=12)
+    assert parse_duration("3d") == timedelta(days=3)
+    assert parse_duration("1d12h") == timedelta(hours=36)
+    assert parse_duration("2w") == timedelta(days=14)
+    for bad in ("", "3", "d3", "3x", "1.5d", "-3d"):
+        with pytest.raises(ValueError):
+            parse_duration(bad)
+
+
+def test_request_for_workspace_recovers_escaped_ids(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data")
+    ws = Workspaces(settings)
+    odd = WorkspaceRef(request_id="honk-a b", repo="app", remote="/x", base_branch="main",
+                       work_branch="honk/a-b")
+    path = ws.path(odd)
+    (path / ".git").mkdir(parents=True)
+    (path / ".git" / "HEAD").write_text("ref: refs/heads/honk/a b\n")
+    assert request_for_workspace(path) == "honk-a b"
+    plain = settings.workspaces_dir / "honk-app-1"
+    plain.mkdir()
+    assert request_for_workspace(plain) == "honk-app-1"
+
+
+async def test_cli_janitor_asks_temporal(world, dev_env):
+    """`honk janitor` through the real CLI and a real Temporal server: a started workflow
+    (no worker needed) counts as running; an id Temporal never saw does not."""
+    kept = world.request("honk-app-live", age_days=10)
+    gone = world.request("honk-app-never-started", age_days=10)
+    handle = await dev_env.client.start_workflow(
+        "ChangeRequestWorkflow",
+        ChangeRequest(repo="app", remote=str(world.remote), instruction="x", requester="bob"),
+        id="honk-app-live", task_queue="janitor-test-nobody-polls",
+    )
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HONK_")}
+        env.update(HONK_TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+                   HONK_DATA_DIR=str(world.settings.data_dir),
+                   HONK_REGISTRY=str(world.registry_file))
+        args = [sys.executable, "-m", "honk.cli", "janitor", "--older-than", "3d"]
+
+        async def run(*argv: str) -> subprocess.CompletedProcess:
+            return await asyncio.to_thread(subprocess.run, argv, env=env, cwd=ROOT,
+                                           capture_output=True, text=True, timeout=120,
+                                           check=False)
+        dry = await run(*args, "--dry-run", "--json")
+        assert dry.returncode == 0, dry.stderr
+        planned = json.loads(dry.stdout)
+        assert planned["dry_run"] is True
+        assert sorted(r["request_id"] for r in planned["removed"]) == [
+            "honk-app-never-started", "honk-app-never-started"]
+        assert gone.exists()
+
+        done = await run(*args)
+        assert done.returncode == 0, done.stderr
+        assert "Removed 2" in done.stdout
+        assert kept.exists() and not gone.exists()
+        assert "honk/app-live" in branches(world.remote)
+        assert "honk/app-never-started" not in branches(world.remote)
+    finally:
+        await handle.terminate("test over")
