@@ -6,9 +6,11 @@ VENV ?= .venv
 PYTHON ?= python3
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # git for workspaces; Java + aapt/zipalign/apksigner/smali/framework-res build the sample APK;
-# bubblewrap sandboxes repository commands.
+# bubblewrap sandboxes repository commands; chromium (headless) and zbar-tools (zbarimg) test
+# the install page at a phone's size and its QR code.
 APT_PACKAGES := git python3-venv default-jre-headless aapt zipalign apksigner libsmali-java \
-	android-framework-res bubblewrap
+	android-framework-res bubblewrap \
+	chromium zbar-tools
 
 .PHONY: setup apt demo test test-all clean
 .DEFAULT_GOAL := help

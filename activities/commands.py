@@ -28,6 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from activities.liveness import beat, cancelled, in_activity
+from honk import telemetry
 from activities.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,11 @@ def command_env(env_extra: Mapping[str, str] | None, home: Path) -> dict[str, st
 # --------------------------------------------------------------------------- running
 
 
+@telemetry.traced(
+    "command", attrs=lambda argv, cwd, **k: {"program": os.path.basename(str(argv[0])) if argv else "",
+                                             "timeout_s": k.get("timeout_s"), "log": Path(k["log_path"]).name},
+    result=lambda r: {"exit_code": r.exit_code, "timed_out": r.timed_out, "duration_s": r.duration_s},
+)
 def run_command(
     argv: Sequence[str],
     cwd: Path,

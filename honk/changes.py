@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,9 +16,15 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
+from honk import telemetry
 from honk.registry import Registry, RegistryError
 from honk.settings import Settings
 from workflows.contract import (
@@ -58,11 +65,31 @@ def new_request_id(repo: str) -> str:
     return f"honk-{repo}-{secrets.token_hex(4)}"
 
 
+_SLACK_ID = re.compile(r"^[A-Z0-9]{2,40}$")
+_SLACK_TS = re.compile(r"^[0-9]{1,12}\.[0-9]{1,9}$")
+
+
+def slack_request_id(team: str, channel: str, thread_ts: str) -> str:
+    """The id of the request started in a Slack thread. Derived from the thread alone, so a
+    retried event, a double click or a second chat replica all name the same workflow."""
+    if not (_SLACK_ID.match(team or "") and _SLACK_ID.match(channel or "") and _SLACK_TS.match(thread_ts or "")):
+        raise RequestError(f"not a Slack thread reference: team={team!r} channel={channel!r} ts={thread_ts!r}")
+    return f"honk-slack-{team}-{channel}-{thread_ts}"
+
+
+@telemetry.traced("request.start", attrs=lambda *a, **k: {
+    "repo": k.get("repo"), "requester": k.get("requester"),
+    "origin": k["origin"].kind if k.get("origin") is not None else "cli"},
+    result=lambda handle: {"request_id": handle.id})
 async def start_request(
     client: Client, settings: Settings, registry: Registry, *, repo: str, instruction: str,
     requester: str, origin: Origin | None = None, request_id: str | None = None,
     options: RequestOptions | None = None,
+    id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL,
 ) -> WorkflowHandle:
+    """Start a request. With a derived `request_id`, a second start of the same id raises
+    `WorkflowAlreadyStartedError` (FAIL, the default: the caller learns it was a duplicate)
+    or returns the running one (USE_EXISTING); a closed one is never started again."""
     instruction = instruction.strip()
     if not instruction:
         raise RequestError("the instruction is empty: say what should change")
@@ -78,13 +105,14 @@ async def start_request(
         approvers=entry.approvers, origin=origin or Origin(), base_branch=entry.base_branch,
         options=options,
     )
-    return await client.start_workflow(
+    handle = await client.start_workflow(
         WORKFLOW_TYPE,
         request,
         id=request_id or new_request_id(entry.name),
         task_queue=settings.task_queue,
         result_type=RequestStatus,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_conflict_policy=id_conflict_policy,
         search_attributes=TypedSearchAttributes([
             SearchAttributePair(SA_REPO, entry.name),
             SearchAttributePair(SA_STAGE, Stage.RECEIVED.value),
@@ -93,6 +121,17 @@ async def start_request(
         static_summary=instruction[:400],
         static_details=f"Repository **{entry.name}** · requested by {requester}",
     )
+    telemetry.count(client, "honk_requests_started", "Requests started, by repository and origin",
+                    repo=entry.name, origin=request.origin.kind)
+    return handle
+
+
+async def find_request(client: Client, request_id: str):
+    """The request's description, or None when there is no request with that id."""
+    try:
+        return await describe(client, request_id)
+    except RequestError:
+        return None
 
 
 async def describe(client: Client, request_id: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import sys
 from collections.abc import Callable, Coroutine
@@ -51,6 +52,11 @@ def command(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[...,
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+        finally:
+            # Free the Temporal client (and its native threads' hold on Python objects) while
+            # the interpreter still runs: left to shutdown, a short-lived client process can
+            # abort in PyGILState_Release (temporalio/sdk-python#300).
+            gc.collect()
         raise typer.Exit(code or 0)
 
     return wrapper
@@ -250,7 +256,11 @@ async def codec_server(
 
     s = settings()
     configure_logging(s.log_level)
-    server = await from_settings(s, host=host, port=port).start()
+    server = from_settings(s, host=host, port=port)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise SettingsError(f"HONK_CODEC_PORT: cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
     err.print(f"Codec server on {server.url} (/decode, /encode) for UI origins "
               f"{', '.join(s.codec_origins)}{'; bearer token required' if s.codec_auth_token else ''}",
               highlight=False)

@@ -5,19 +5,23 @@ artifact store. Nothing is downloaded at run time."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import http.server
 import logging
+import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
+import urllib.parse
+from pathlib import Path, PurePosixPath
 
 from pydantic import SecretStr
 
+from activities import signed_links
+from activities.artifacts import content_type_for
 from honk.scripted_model import (
     DEFAULT_SCRIPT,
     MODEL_NAME,
@@ -58,6 +62,8 @@ class DevServer:
         self.host, self.port = host, int(port)
         self.process: subprocess.Popen | None = None
         self.log_path = settings.data_dir / "temporal-server.log"
+        # With encryption on, the UI decodes payloads through the codec server (in the browser).
+        self.codec_endpoint: str | None = settings.codec_endpoint if settings.encryption else None
 
     @property
     def ui_url(self) -> str:
@@ -75,6 +81,8 @@ class DevServer:
         ]
         for key in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
+        if self.codec_endpoint:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
         return argv
 
     def start(self, timeout: float = 60.0) -> bool:
@@ -111,25 +119,68 @@ class DevServer:
         self.process = None
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {
-        **http.server.SimpleHTTPRequestHandler.extensions_map,
-        ".apk": "application/vnd.android.package-archive",
-        ".ipa": "application/octet-stream",
-        ".plist": "application/xml",
-    }
+class _StoreHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a file of the local artifact store only through a valid, unexpired signed link
+    (activities/signed_links.py); no directory listings, no guessing other builds."""
+
+    store_root: Path
+    signing_key: bytes
+
+    def send_head(self):  # type: ignore[override]
+        parsed = urllib.parse.urlsplit(self.path)
+        key = urllib.parse.unquote(parsed.path).lstrip("/")
+        query = urllib.parse.parse_qs(parsed.query)
+        refusal = signed_links.check(
+            self.signing_key, key, *(query.get(name, [None])[0] for name in ("expires", "sig"))
+        )
+        if refusal:
+            self.send_error(403, refusal)
+            return None
+        try:
+            path = self.store_root.joinpath(*PurePosixPath(signed_links.check_key(key)).parts)
+            file = open(path, "rb")  # noqa: SIM115 - the base class closes it after copying
+        except (ValueError, OSError):
+            self.send_error(404, "not found")
+            return None
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):  # a directory: no listings
+            file.close()
+            self.send_error(404, "not found")
+            return None
+        self.send_response(200)
+        # The type is what makes a phone offer to install an .apk.
+        self.send_header("Content-Type", content_type_for(key))
+        self.send_header("Content-Length", str(info.st_size))
+        self.send_header("Last-Modified", self.date_time_string(int(info.st_mtime)))
+        self.send_header("Cache-Control", "private, max-age=300")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if key.endswith(".html"):
+            # The page shows text typed in chat: even if escaping failed, nothing may run.
+            self.send_header("Content-Security-Policy",
+                             "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'")
+        self.end_headers()
+        return file
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("store request", extra={"line": format % args})
+        # The path carries the link's signature: log the key only.
+        log.debug("store request", extra={"path": urllib.parse.urlsplit(self.path).path,
+                                          "status": args[1] if len(args) > 1 else None})
 
 
 class StoreServer:
-    """Serves the local artifact store (install pages and builds) over HTTP."""
+    """Honk's web service for the local artifact store: install pages and builds, behind
+    expiring signed links."""
 
-    def __init__(self, directory: Path, host: str = "127.0.0.1", port: int = 8234) -> None:
+    def __init__(self, directory: Path, signing_key: bytes, host: str = "127.0.0.1", port: int = 8234) -> None:
+        if not signing_key:
+            raise ValueError("the store server needs the link signing key")
         directory.mkdir(parents=True, exist_ok=True)
-        handler = functools.partial(_QuietHandler, directory=str(directory))
+        handler = type("StoreHandler", (_StoreHandler,), {
+            "store_root": directory, "signing_key": signing_key,
+        })
         self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="honk-store", daemon=True)
 
@@ -166,7 +217,7 @@ class EmbeddedStack:
     def __init__(self, settings: Settings, *, with_worker: bool = True, store_port: int = 8234) -> None:
         self.server = DevServer(settings)
         port = store_port if not port_open("127.0.0.1", store_port) else 0
-        self.store = StoreServer(settings.store_dir, port=port)
+        self.store = StoreServer(settings.store_dir, signed_links.signing_key(settings), port=port)
         # Links in install pages point at the store server unless a public URL is configured.
         updates: dict[str, object] = {"public_url": settings.public_url or self.store.url}
         # Without an API key the agent talks to the scripted model, through the same client.
@@ -177,12 +228,15 @@ class EmbeddedStack:
         self.settings = settings.model_copy(update=updates)
         self.with_worker = with_worker
         self.client = None
+        self.codec = None  # the codec server, when payloads are encrypted
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task | None = None
 
     async def __aenter__(self) -> EmbeddedStack:
         from workers.main import build_workers, run_workers
 
+        if self.settings.encryption:
+            await self._start_codec_server()
         await asyncio.to_thread(self.server.start)
         self.store.start()
         if self.model_server:
@@ -201,6 +255,20 @@ class EmbeddedStack:
         if self.model_server:
             self.model_server.stop()
         await asyncio.to_thread(self.server.stop)
+        if self.codec:
+            await self.codec.stop()
+
+    async def _start_codec_server(self) -> None:
+        from honk.codec_server import from_settings
+
+        server = from_settings(self.settings)
+        try:
+            self.codec = await server.start()
+        except OSError as exc:
+            raise DevStackError(f"HONK_CODEC_PORT: the codec server cannot listen on "
+                                f"{self.settings.codec_host}:{self.settings.codec_port}: {exc.strerror}") from None
+        if not self.settings.codec_url:  # e.g. an ephemeral port: tell the UI where it ended up
+            self.server.codec_endpoint = self.codec.url
 
     @property
     def model_label(self) -> str:
@@ -232,7 +300,10 @@ async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
             f"  State        {settings.data_dir / 'temporal.db'}\n"
             f"  Worker       {'task queue ' + settings.task_queue if with_worker else 'not started (--no-worker)'}\n"
             f"  Model        {stack.model_label}\n"
-            "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
+            + (f"  Encryption   on; the UI decodes through {stack.server.codec_endpoint}\n" if stack.codec else "")
+            + (f"  Metrics      http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
+               if settings.metrics_port else "")
+            + "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
         )
         if not with_worker:
             loop = asyncio.get_running_loop()

@@ -1,16 +1,26 @@
-"""Structured logs: one JSON object per line, with whatever `extra=` the caller attached."""
+"""Structured logs: one JSON object per line, with whatever `extra=` the caller attached,
+plus the request id and the trace id of the context the line was written in (an activity,
+the workflow, a `request_context` block, the current span)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timezone
 
+from temporalio import activity, workflow
+
 from honk.redact import RedactingFilter
+from honk.telemetry import current_span_id, current_trace_id
 
 # Attributes every LogRecord has; anything else came from `extra=` and belongs in the line.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("honk_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -29,9 +39,53 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
+@contextlib.contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    """Lines logged in this block (outside activities and workflows, e.g. the chat service
+    handling a thread) carry `request_id`."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+def current_request_id() -> str | None:
+    """The request (workflow id) of the running activity or workflow, or of the enclosing
+    `request_context` block."""
+    try:
+        if activity.in_activity():
+            return activity.info().workflow_id or None
+        if workflow.in_workflow():
+            return workflow.info().workflow_id
+    except Exception:  # noqa: BLE001 - logging must never fail
+        pass
+    return _request_id.get()
+
+
+class ContextFilter(logging.Filter):
+    """Adds `request_id`, `trace_id` and `span_id` to every record that does not carry them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            request_id = current_request_id()
+            if request_id:
+                record.request_id = request_id
+        if getattr(record, "trace_id", None) is None:
+            try:
+                trace_id = current_trace_id()
+                if trace_id:
+                    record.trace_id = trace_id
+                    record.span_id = current_span_id()
+            except Exception:  # noqa: BLE001
+                pass
+        return True
+
+
 def configure_logging(level: str = "INFO", stream=None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter())  # secrets never reach a log line
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -99,6 +99,27 @@ class Settings(BaseSettings):
     slack_command: str = Field("/honk", description="the slash command configured in the Slack app")
     chat_host: str = Field("127.0.0.1", description="address `honk chat` listens on (HTTP mode)")
     chat_port: int = Field(3000, ge=1, le=65535, description="port `honk chat` listens on (HTTP mode)")
+    # Observability (honk/telemetry.py). Traces go over OTLP when the standard
+    # OTEL_EXPORTER_OTLP_ENDPOINT is set; metrics are served for Prometheus on this port.
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="Prometheus endpoint of this process (/metrics); unset or 0: off"
+    )
+    metrics_host: str = Field("0.0.0.0", description="address the Prometheus endpoint listens on")
+    # Payload encryption (honk/codec.py) and the codec server for the Temporal UI.
+    encryption_keys: SecretStr | None = Field(
+        None, description="'key-id:base64-key,...' (AES-GCM); the first encrypts, all decrypt"
+    )
+    codec_host: str = Field("127.0.0.1", description="address `honk codec-server` listens on")
+    codec_port: int = Field(8235, ge=1, le=65535, description="port of `honk codec-server`")
+    codec_url: str | None = Field(
+        None, description="codec server URL as the UI's browser reaches it; default http://codec_host:codec_port"
+    )
+    codec_cors_origins: str = Field(
+        "", description="comma-separated UI origins allowed to call the codec server; default: the dev UI"
+    )
+    codec_auth_token: SecretStr | None = Field(
+        None, description="when set, the codec server requires 'Authorization: Bearer <token>'"
+    )
 
     @field_validator("data_dir", "registry", "agent_script", mode="after")
     @classmethod
@@ -159,6 +180,23 @@ class Settings(BaseSettings):
             raise ValueError(f"expected a slash command like /honk, got {value!r}")
         return value
 
+    @field_validator("encryption_keys")
+    @classmethod
+    def _encryption_keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from honk.codec import parse_keys
+
+        parse_keys(value.get_secret_value())  # raises with a message that shows no key material
+        return value
+
+    @field_validator("codec_url")
+    @classmethod
+    def _codec_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL, got {value!r}")
+        return value.rstrip("/") if value else value
+
     @field_validator("temporal_address")
     @classmethod
     def _host_port(cls, value: str) -> str:
@@ -166,6 +204,23 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError(f"expected host:port, got {value!r}")
         return value
+
+    @property
+    def encryption(self) -> bool:
+        """Payloads are encrypted (HONK_ENCRYPTION_KEYS is set)."""
+        return self.encryption_keys is not None
+
+    @property
+    def codec_endpoint(self) -> str:
+        """Where the Temporal UI (in an operator's browser) reaches the codec server."""
+        host = "127.0.0.1" if self.codec_host in ("0.0.0.0", "::") else self.codec_host
+        return self.codec_url or f"http://{host}:{self.codec_port}"
+
+    @property
+    def codec_origins(self) -> list[str]:
+        """UI origins the codec server answers (CORS)."""
+        listed = [o.strip().rstrip("/") for o in self.codec_cors_origins.split(",") if o.strip()]
+        return listed or [f"http://localhost:{self.ui_port}", f"http://127.0.0.1:{self.ui_port}"]
 
     @property
     def workspaces_dir(self) -> Path:

@@ -4,9 +4,6 @@ API: the repair loop, budgets, the judge, faults, confinement, caching and trimm
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import git
@@ -16,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from activities.agent import AgentActivities
 from activities.agent.tools import WorkspaceTools
 from anthropic_fake import API_KEY, FakeAnthropic, Fault
-from conftest import eventually
 from honk.settings import load_settings
 from honkstack import Stack
 from workflows.contract import AgentTask, Stage, WorkspaceRef

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
+import urllib.parse
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from activities import signed_links
+from activities.artifacts import describe
 from activities.notify import NotifyActivities
 from activities.publish import APK_TYPE, LocalStore, PublishActivities
 from honk.logs import JsonFormatter
@@ -36,6 +40,7 @@ def artifact(tmp_path: Path, target: str, name: str, data: bytes) -> ArtifactInf
         path=str(path),
         sha256=hashlib.sha256(data).hexdigest(),
         size=len(data),
+        **describe(path),  # as the build does; these fake files are unreadable: kind only
     )
 
 
@@ -52,17 +57,20 @@ def publish_task(artifacts: list[ArtifactInfo], build_number: int = 3) -> Publis
 
 
 class Links_(HTMLParser):
-    """Collects the <a> tags and checks the document parses as a whole."""
+    """Collects the <a> and <img> tags and checks the document parses as a whole."""
 
     def __init__(self) -> None:
         super().__init__()
         self.links: list[dict[str, str | None]] = []
+        self.images: list[dict[str, str | None]] = []
         self.tags: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append(tag)
         if tag == "a":
             self.links.append(dict(attrs))
+        if tag == "img":
+            self.images.append(dict(attrs))
 
 
 def files_under(root: Path) -> list[str]:
@@ -79,6 +87,7 @@ def test_publish_stores_artifacts_and_page(settings: Settings, tmp_path: Path) -
         f"{prefix}/app-3.apk",
         f"{prefix}/index.html",
         f"{prefix}/mapping.txt",
+        f"{prefix}/qr.png",
     ]
     stored = settings.store_dir / prefix / "app-3.apk"
     assert stored.read_bytes() == Path(apk.path).read_bytes()
@@ -88,11 +97,18 @@ def test_publish_stores_artifacts_and_page(settings: Settings, tmp_path: Path) -
         (settings.store_dir / prefix / "mapping.txt").as_uri(),
     ]
     assert published.artifacts[0].sha256 == apk.sha256
+    assert published.artifacts[0].content_type == APK_TYPE
+    assert published.expires_at is None  # file:// links do not expire
+
+    # The QR code for the chat step: a PNG beside the page, a local file, and inline SVG.
+    assert published.qr_png_url == (settings.store_dir / prefix / "qr.png").as_uri()
+    assert Path(published.qr_png_path).read_bytes().startswith(b"\x89PNG")
+    assert published.qr_svg and published.qr_svg.lstrip().startswith("<svg")
 
     page = (settings.store_dir / prefix / "index.html").read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
-    assert "hello-android" in page and "#3" in page and COMMIT[:10] in page
+    assert "hello-android" in page and "#3" in page and COMMIT[:12] in page
     assert apk.sha256 in page and "12.7 KB" in page
     # Everything typed by a person is escaped.
     assert "<script>" not in page and "<b>bold</b>" not in page
@@ -102,9 +118,12 @@ def test_publish_stores_artifacts_and_page(settings: Settings, tmp_path: Path) -
     parser = Links_()
     parser.feed(page)
     assert "script" not in parser.tags
-    by_href = {link["href"]: link for link in parser.links}
-    assert by_href[stored.as_uri()]["type"] == APK_TYPE
-    assert by_href[(settings.store_dir / prefix / "mapping.txt").as_uri()]["type"] == "text/plain"
+    install = [link for link in parser.links if "install" in (link.get("class") or "")]
+    assert [(link["href"], link["type"]) for link in install] == [(stored.as_uri(), APK_TYPE)]
+    by_href = {link["href"]: link for link in parser.links if "install" not in (link.get("class") or "")}
+    assert by_href[(settings.store_dir / prefix / "mapping.txt").as_uri()]["type"].startswith("text/plain")
+    [qr] = [img for img in parser.images if img.get("id") == "qr"]
+    assert qr["src"].startswith("data:image/png;base64,")
 
 
 def test_republish_overwrites_without_duplicates(settings: Settings, tmp_path: Path) -> None:
@@ -123,17 +142,33 @@ def test_republish_overwrites_without_duplicates(settings: Settings, tmp_path: P
     assert apk2.sha256 in (settings.store_dir / REQUEST / "3" / "index.html").read_text()
 
 
-def test_public_url_and_clashing_names(settings: Settings, tmp_path: Path) -> None:
-    store = LocalStore(settings.store_dir, "https://builds.example.com/store/")
+def test_public_url_gives_signed_expiring_links_and_clashing_names(settings: Settings, tmp_path: Path) -> None:
+    key = b"k" * 32
+    store = LocalStore(settings.store_dir, "https://builds.example.com/store/", key, expiry_s=3600)
     a = artifact(tmp_path, "android", "app bundle.zip", b"android")
     b = artifact(tmp_path, "ios", "app bundle.zip", b"ios")
+    before = time.time()
     published = PublishActivities(settings, store).publish(publish_task([a, b], build_number=9))
     base = f"https://builds.example.com/store/{REQUEST}/9"
-    assert published.install_page_url == f"{base}/index.html"
-    assert [x.url for x in published.artifacts] == [
+
+    def split(url: str) -> tuple[str, dict[str, str]]:
+        parts = urllib.parse.urlsplit(url)
+        return f"{parts.scheme}://{parts.netloc}{parts.path}", dict(urllib.parse.parse_qsl(parts.query))
+
+    page, query = split(published.install_page_url)
+    assert page == f"{base}/index.html"
+    expires = int(query["expires"])
+    assert before + 3600 - 2 <= expires <= time.time() + 3600
+    assert published.expires_at is not None and int(published.expires_at.timestamp()) == expires
+    assert signed_links.check(key, f"{REQUEST}/9/index.html", query["expires"], query["sig"]) is None
+    # The signature covers the key: it does not open another file.
+    assert signed_links.check(key, f"{REQUEST}/9/qr.png", query["expires"], query["sig"]) is not None
+    assert [split(x.url)[0] for x in published.artifacts] == [
         f"{base}/android-app%20bundle.zip",
         f"{base}/ios-app%20bundle.zip",
     ]
+    for x in published.artifacts:  # every link of one publish ends at the same time
+        assert split(x.url)[1]["expires"] == query["expires"]
 
 
 def test_publish_refuses_a_changed_or_missing_artifact(settings: Settings, tmp_path: Path) -> None:
@@ -147,7 +182,7 @@ def test_publish_refuses_a_changed_or_missing_artifact(settings: Settings, tmp_p
     with pytest.raises(ApplicationError) as info:
         PublishActivities(settings).publish(publish_task([missing]))
     assert info.value.type == "ArtifactMissing"
-    assert not settings.store_dir.exists() or not any(settings.store_dir.rglob("index.html"))
+    assert not settings.store_dir.exists() or not any(settings.store_dir.rglob("*"))
 
 
 def test_store_rejects_keys_that_escape(settings: Settings, tmp_path: Path) -> None:

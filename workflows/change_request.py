@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
+    from workflows import metrics
     from workflows.contract import (
         ACTIVITY_AGENT,
         ACTIVITY_BUILD,
@@ -212,6 +213,8 @@ class ChangeRequestWorkflow:
             retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.state.usage = self.state.usage.plus(outcome.usage)
+        metrics.agent_run(self.request.repo, outcome.status, outcome.model, outcome.turns,
+                          outcome.usage_by_model or ({outcome.model: outcome.usage} if outcome.model else {}))
         for model, usage in outcome.usage_by_model.items():
             self.state.usage_by_model[model] = self.state.usage_by_model.get(model, Usage()).plus(usage)
         self.state.last_summary = outcome.summary
@@ -234,6 +237,7 @@ class ChangeRequestWorkflow:
             ChecksOutcome, summary=f"Checks, attempt {self.state.attempt}",
             timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
         )
+        metrics.check_attempt(self.request.repo, outcome.passed)
         verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
         self.note(f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}",
                   kind="info" if outcome.passed else "warning")
@@ -250,6 +254,7 @@ class ChangeRequestWorkflow:
             t.name + (f" (on {t.task_queue})" if t.task_queue else "") for t in targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
+        build_started = workflow.now()
         results = await asyncio.gather(
             *(
                 self.act(
@@ -263,6 +268,11 @@ class ChangeRequestWorkflow:
             ),
             return_exceptions=True,
         )
+        for t, r in zip(targets, results):
+            metrics.build_finished(
+                self.request.repo, t.name,
+                r.duration_s if isinstance(r, BuildOutcome) else (workflow.now() - build_started).total_seconds(),
+                ok=isinstance(r, BuildOutcome))
         failures = [self.explain(r) for r in results if isinstance(r, BaseException)]
         if failures:
             for r in results:
@@ -430,6 +440,7 @@ class ChangeRequestWorkflow:
     def validate_decision(self, update: DecisionUpdate) -> None:
         refusal = self.refusal(update.action, update)
         if refusal:
+            metrics.decision(update.action, accepted=False)
             raise ValueError(refusal)
 
     @workflow.query(name=QUERY_STATUS)
@@ -441,6 +452,7 @@ class ChangeRequestWorkflow:
         if refusal is None:
             self.apply(action, decision)
             return
+        metrics.decision(action, accepted=False)
         self.note(f"Refused {action} from {decision.by or 'unknown'}: {refusal}", kind="refused")
         await self.tell("refused", f"{decision.by or 'Someone'} tried to {action.replace('_', ' ')}: {refusal}")
 
@@ -478,6 +490,7 @@ class ChangeRequestWorkflow:
 
     def apply(self, action: str, decision: Decision) -> str:
         who = decision.by.strip()
+        metrics.decision(action, accepted=True)
         if action == "approve":
             self.approval = decision
             self.state.approved_by = who
@@ -558,6 +571,7 @@ class ChangeRequestWorkflow:
             self.note(f"Could not notify ({event}): {self.explain(err)}", kind="warning")
 
     async def enter(self, stage: Stage, message: str) -> None:
+        self.measure_stage(stage)
         self.state.stage = stage
         self.note(message, kind="stage")
         workflow.upsert_search_attributes([
@@ -568,6 +582,17 @@ class ChangeRequestWorkflow:
         workflow.set_current_details(self.card())
         if not stage.terminal and stage not in (Stage.RECEIVED, Stage.AWAITING_APPROVAL):
             await self.tell("status", message)
+
+    def measure_stage(self, stage: Stage) -> None:
+        """Metrics only (nothing recorded on replay): the time spent in the stage being left
+        and, on reaching an end, the request's outcome and total time."""
+        now = workflow.now()
+        entered = next((e.at for e in reversed(self.state.timeline) if e.kind == "stage"), None)
+        if entered is not None:
+            metrics.stage_left(self.request.repo, self.state.stage.value, (now - entered).total_seconds())
+        if stage.terminal:
+            began = self.state.timeline[0].at if self.state.timeline else workflow.info().start_time
+            metrics.request_finished(self.request.repo, stage.value.lower(), (now - began).total_seconds())
 
     def note(self, message: str, kind: str = "info") -> None:
         self.state.timeline.append(

@@ -178,6 +178,9 @@ class ArtifactInfo(Model):
     sha256: str
     size: int
     url: str | None = None
+    stored_key: str | None = Field(
+        None, description="already in a shared artifact store (uploaded by the build worker)"
+    )
     # What the artifact says about itself (read from the file, see activities/artifacts.py);
     # None when the file does not say or is not a kind Honk understands.
     kind: Literal["apk", "aab", "ipa", "ota", "file"] = "file"

@@ -23,6 +23,7 @@ from activities.checks import config_error, run_checks_in
 from activities.merge import absorb_base
 from activities.repo_config import RepoConfigError, load_repo_config
 from activities.workspace import Workspaces, open_repo, run_git
+from honk import telemetry
 from honk.settings import Settings
 from workflows.contract import ACTIVITY_AGENT, AgentOutcome, AgentTask, ChecksOutcome
 
@@ -87,6 +88,8 @@ class AgentActivities:
         status = run.status
         if status == "finished" and not committed and not changed:
             status = "no_changes"
+        telemetry.annotate(backend=self.backend.name, status=status, turns=run.turns, tokens=meter.tokens,
+                           cost_usd=meter.total.cost_usd, changed_files=len(changed))
         log.info("agent run done", extra={"request_id": ref.request_id, "backend": self.backend.name,
                                           "status": status, "turns": run.turns, "tokens": meter.tokens,
                                           "cost_usd": meter.total.cost_usd})

@@ -14,6 +14,7 @@ import anthropic
 
 from activities.agent.messages import model_error
 from activities.agent.pricing import Meter
+from honk import telemetry
 
 JUDGE_SYSTEM = (
     "You review a code change made by a coding agent for an engineer's request. Approve it "
@@ -63,6 +64,8 @@ def rule_findings(diff: str) -> list[str]:
     return list(dict.fromkeys(findings))
 
 
+@telemetry.traced("agent.judge", attrs=lambda client, model, *a, **k: {"model": model},
+                result=lambda verdict: {"approve": verdict.approve})
 def review(client: anthropic.Anthropic, model: str, instruction: str, diff: str, meter: Meter) -> Verdict:
     findings = rule_findings(diff)
     if findings:

@@ -20,6 +20,7 @@ from activities.agent.backend import AgentContext, AgentRun
 from activities.agent.pricing import Meter
 from activities.agent.prompt import system_prompt, user_prompt
 from activities.agent.tools import DEFINITIONS
+from honk import telemetry
 from honk.settings import Settings
 from workflows.contract import AgentTask
 
@@ -94,25 +95,31 @@ class MessagesBackend:
             if time.monotonic() - started > ctx.budget.max_seconds:
                 return self._exhausted(ctx, meter, turn, f"the time budget ({ctx.budget.max_seconds / 60:.0f} min)")
             turn += 1
-            reply = self._call(model, system, tools, messages, turn, meter)
-            ctx.beat(turn, meter)
-            messages.append({"role": "assistant", "content": reply.content})
-            calls = [b for b in reply.content if b.type == "tool_use"]
-            if not calls:
-                text = " ".join(b.text for b in reply.content if b.type == "text").strip()
-                return AgentRun("finished", text or "The model ended without a summary.", meter, turn, model)
-            results, finished = [], None
-            for call in calls:
-                result = ctx.tools.call(call.name, call.input if isinstance(call.input, dict) else {})
-                finished = finished or result.finished
-                results.append({"type": "tool_result", "tool_use_id": call.id,
-                                "content": result.text, "is_error": result.is_error})
-            messages.append({"role": "user", "content": results})
-            if ctx.tools.changed:
-                ctx.checkpoint(turn)  # partial work survives a crash or a budget stop
-                ctx.tools.changed = False
-            if finished:
-                return AgentRun("finished", finished, meter, turn, model)
+            # One span per turn: the model call and the tool calls it asked for.
+            with telemetry.span("agent.turn", turn=turn, model=model) as turn_span:
+                reply = self._call(model, system, tools, messages, turn, meter)
+                ctx.beat(turn, meter)
+                messages.append({"role": "assistant", "content": reply.content})
+                calls = [b for b in reply.content if b.type == "tool_use"]
+                turn_span.set_attributes({"honk.tool_calls": len(calls), "honk.tokens": meter.tokens,
+                                          "honk.cost_usd": meter.total.cost_usd})
+                if not calls:
+                    text = " ".join(b.text for b in reply.content if b.type == "text").strip()
+                    return AgentRun("finished", text or "The model ended without a summary.", meter, turn, model)
+                results, finished = [], None
+                for call in calls:
+                    with telemetry.span("agent.tool", tool=call.name) as tool_span:
+                        result = ctx.tools.call(call.name, call.input if isinstance(call.input, dict) else {})
+                        tool_span.set_attribute("honk.is_error", result.is_error)
+                    finished = finished or result.finished
+                    results.append({"type": "tool_result", "tool_use_id": call.id,
+                                    "content": result.text, "is_error": result.is_error})
+                messages.append({"role": "user", "content": results})
+                if ctx.tools.changed:
+                    ctx.checkpoint(turn)  # partial work survives a crash or a budget stop
+                    ctx.tools.changed = False
+                if finished:
+                    return AgentRun("finished", finished, meter, turn, model)
             if meter.tokens > ctx.budget.max_tokens:
                 return self._exhausted(ctx, meter, turn, f"the token budget ({ctx.budget.max_tokens})")
             if meter.total.cost_usd > ctx.budget.max_dollars:
@@ -120,7 +127,8 @@ class MessagesBackend:
 
     def _call(self, model: str, system: list, tools: list, messages: list, turn: int, meter: Meter):
         try:
-            with liveness.heartbeating({"turn": turn, "tokens": meter.tokens}):
+            with (liveness.heartbeating({"turn": turn, "tokens": meter.tokens}),
+                  telemetry.span("agent.model_call", model=model, turn=turn)):
                 with self.client.messages.stream(
                     model=model, max_tokens=MAX_OUTPUT_TOKENS, system=system, tools=tools, messages=messages,
                 ) as stream:
