@@ -50,6 +50,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.workspace import safe_name
+from honk.redact import redact
 from honk.registry import RegistryError, load_registry
 from honk.settings import Settings
 from honk.slack import (
@@ -457,7 +458,8 @@ class NotifyActivities:
 
     @activity.defn(name=ACTIVITY_NOTIFY)
     async def notify(self, notice: Notice) -> None:
-        await self.notifier.send(notice)
+        # Failure texts can quote check output or remote errors: mask secrets before anyone sees them.
+        await self.notifier.send(notice.model_copy(update={"text": redact(notice.text)}))
 
 
 # --------------------------------------------------------------------------- Block Kit

@@ -30,6 +30,7 @@ from temporalio.client import Client
 
 from chat.app import create_app
 from chat.service import ChatService
+from honk.redact import RedactingFilter, remember_secrets, secret_values
 from honk.registry import Registry, load_registry
 from honk.settings import Settings, SettingsError
 from honk.slack import web_client
@@ -55,40 +56,13 @@ def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
         raise SettingsError("`honk chat` needs " + "; ".join(missing))
 
 
-class SecretFilter(logging.Filter):
-    """Defence in depth: whatever a library logs, the tokens and the signing secret come out
-    as ***. (slack_sdk already redacts its Authorization header.)"""
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True)
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        cleaned = self.redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "message") and any(s in value for s in self.secrets):
-                setattr(record, key, self.redact(value))
-        return True
-
-
-def hide_secrets(settings: Settings) -> SecretFilter:
-    """Install a `SecretFilter` on every handler of the root logger."""
-    secrets = [s.get_secret_value() for s in (settings.slack_bot_token, settings.slack_signing_secret,
-                                              settings.slack_app_token) if s is not None]
-    secret_filter = SecretFilter(secrets)
+def hide_secrets(settings: Settings) -> None:
+    """Whatever a library logs, the tokens and the signing secret come out masked (the
+    process-wide redactor; `configure_logging` puts its filter on the handler)."""
+    remember_secrets(secret_values(settings))
     for handler in logging.getLogger().handlers:
-        handler.addFilter(secret_filter)
-    return secret_filter
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
 
 
 class Chat:

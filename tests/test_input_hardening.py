@@ -113,3 +113,51 @@ def test_registry_rejects_a_bad_base_branch(tmp_path):
     path.write_text('[repos.app]\nremote = "/r.git"\napprovers = ["a"]\nbase_branch = "main..evil"\n')
     with pytest.raises(RegistryError, match="not a valid branch name"):
         load_registry(path, tmp_path)
+
+
+# --------------------------------------------------------------------------- the chat parser
+
+slack_text = st.one_of(
+    st.text(max_size=300),
+    st.lists(st.sampled_from(["<@U0HONK>", "<@W123|bob>", "in", "hello-android", "web-app", ":", ",", "\n",
+                              "<#C0MOBILE|mobile>", "<!here>", "<https://x.example|x>", "&lt;", "approve",
+                              "cancel", "lgtm", "status", "list", "help", " ", "make it blue", "in nope"]),
+             max_size=12).map("".join),
+)
+
+
+@pytest.fixture(scope="module")
+def chat_registry(tmp_path_factory):
+    path = tmp_path_factory.mktemp("chat") / "honk.toml"
+    path.write_text('[repos.hello-android]\nremote = "/r.git"\nchannels = ["C0MOBILE"]\napprovers = ["U0A"]\n'
+                    '[repos.web-app]\nremote = "/w.git"\napprovers = ["U0A"]\n')
+    return load_registry(path, path.parent)
+
+
+@EXAMPLES
+@given(text=slack_text, channel=st.sampled_from([None, "C0MOBILE", "C0OTHER", "D0DM"]))
+def test_chat_messages_parse_or_get_a_clear_reply(chat_registry, text, channel):
+    from chat.parse import MAX_INSTRUCTION, ParseError, read_request
+
+    try:
+        ask = read_request(text, bot_user="U0HONK", registry=chat_registry, channel=channel)
+    except ParseError as exc:
+        assert str(exc).strip(), "a refusal always says what to do"
+    else:
+        assert ask.instruction.strip() and len(ask.instruction) <= MAX_INSTRUCTION
+        assert ask.repo.name in chat_registry.repos
+
+
+@EXAMPLES
+@given(slack_text)
+def test_thread_replies_and_commands_never_crash(text):
+    from chat.parse import ParseError, read_command, read_reply
+
+    steer = read_reply(text, bot_user="U0HONK")
+    assert steer is None or steer.action in ("approve", "cancel", "request_changes")
+    try:
+        command = read_command(text)
+    except ParseError as exc:
+        assert str(exc).strip()
+    else:
+        assert command.kind in ("help", "list", "status", "request")
