@@ -130,7 +130,7 @@ def run_command(
             boxed = argv
             if sandbox is not None and sandbox.active:
                 _require_executable(argv[0], cwd, env)  # bwrap would hide "not found"
-                boxed = sandbox.wrap(argv, cwd, home)
+                boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""))
             with _shielded():
                 proc = _start(boxed, cwd, env, log_file)
             log.info("command started", extra={**fields, "pid": proc.pid})

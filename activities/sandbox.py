@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,7 +76,7 @@ class Sandbox:
         _warn_unboxed("bubblewrap is not available")
         return False
 
-    def wrap(self, argv: list[str], cwd: Path, home: Path) -> list[str]:
+    def wrap(self, argv: list[str], cwd: Path, home: Path, search_path: str = "") -> list[str]:
         """`argv` as run inside the box, or unchanged when there is no box."""
         if not self.active:
             return argv
@@ -82,6 +84,10 @@ class Sandbox:
             shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-all",
             "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
         ]
+        # The fresh /tmp must not hide the tools themselves (a virtualenv or PATH entry that
+        # happens to live under /tmp): show those read-only.
+        for tool_dir in _tool_dirs(search_path):
+            box += ["--ro-bind", str(tool_dir), str(tool_dir)]
         if self.network:
             box.append("--share-net")
         # Later binds win: these re-expose the few writable places over the read-only root
@@ -93,3 +99,15 @@ class Sandbox:
         if git_dir.is_dir():
             box += ["--ro-bind", str(git_dir), str(git_dir)]
         return [*box, "--chdir", str(cwd), "--", *argv]
+
+
+def _tool_dirs(search_path: str) -> list[Path]:
+    """Interpreter and PATH directories under /tmp, outermost first, without duplicates."""
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in search_path.split(os.pathsep) if p)]
+    under_tmp = sorted({p.resolve() for p in candidates if p.is_absolute() and p.exists()
+                        and p.resolve().is_relative_to("/tmp")}, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for path in under_tmp:
+        if not any(path.is_relative_to(k) for k in kept):
+            kept.append(path)
+    return kept

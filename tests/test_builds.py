@@ -40,8 +40,9 @@ def git(*args: str, cwd: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    # The fake tools record their calls beside the workspace: let the sandbox allow that.
-    return load_settings(data_dir=tmp_path / "data", sandbox_writable=[tmp_path])
+    # The fake tools record their calls beside the workspace and import the project (tests/):
+    # the sandbox must show both (a checkout under /tmp is otherwise hidden by its fresh /tmp).
+    return load_settings(data_dir=tmp_path / "data", sandbox_writable=[tmp_path, Path(__file__).parents[1]])
 
 
 @pytest.fixture
