@@ -13,43 +13,32 @@ from pathlib import Path
 
 import git
 import pytest
+from anthropic_fake import API_KEY, FakeAnthropic, Fault
+from honkstack import Stack
 from temporalio.exceptions import ApplicationError
+from test_agent import (  # one sample project for both backends
+    CALC_BUG,
+    TEST_CALC,
+    calc_repo,
+)
 
 from activities.agent import AgentActivities
 from activities.agent.backend import AgentContext, Budget
-from activities.agent.claude_code import ClaudeCodeBackend, bundled_cli, load_sdk, refusal
+from activities.agent.claude_code import (
+    ClaudeCodeBackend,
+    bundled_cli,
+    load_sdk,
+    refusal,
+)
 from activities.agent.pricing import Meter
 from activities.agent.tools import WorkspaceTools
-from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honk.settings import SettingsError, load_settings
-from honkstack import Stack
 from workflows.contract import AgentTask, Stage, WorkspaceRef
 
 pytestmark = pytest.mark.claude_code
 
-CALC_BUG = "def add(a, b):\n    return a - b\n"
-TEST_CALC = (
-    "import unittest\nfrom calc import add\n\n\nclass AddTest(unittest.TestCase):\n"
-    "    def test_add(self):\n        self.assertEqual(add(2, 2), 4)\n"
-)
-HONK_TOML = '[[checks]]\nname = "unit"\nrun = ["python3", "-m", "unittest", "-q"]\ntimeout_seconds = 60\n'
 FIX_CALC = {"when": "crash in add", "summary": "add() subtracted; it adds now.",
             "edits": [{"path": "calc.py", "replace": "a - b", "with": "a + b"}]}
-
-
-def calc_repo(path: Path) -> Path:
-    """A bare remote of a tiny Python project whose unit test fails."""
-    work = path / "calc-src"
-    work.mkdir(parents=True)
-    for name, text in {"calc.py": CALC_BUG, "test_calc.py": TEST_CALC, ".honk.toml": HONK_TOML}.items():
-        (work / name).write_text(text)
-    repo = git.Repo.init(work, initial_branch="main")
-    repo.git.add(A=True)
-    repo.git.commit("-m", "calc", author="T <t@example.com>",
-                    env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"})
-    remote = path / "calc.git"
-    git.Repo.clone_from(str(work), str(remote), bare=True)
-    return remote
 
 
 def claude_requests(fake: FakeAnthropic) -> list:
