@@ -49,6 +49,7 @@ class Stack:
         self.env = env
         self.client = env.client  # `await use_factory_client()`: honk.temporal.connect's instead
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.script = tmp / "model.json"
         self.script.write_text(json.dumps(script or SCRIPT))
         self.model = FakeAnthropic(script or SCRIPT).start()

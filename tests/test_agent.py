@@ -86,7 +86,6 @@ def remote_file(remote: Path, ref: str, path: str) -> str:
 
 async def test_agent_repairs_failing_test_and_workflow_shows_usage(dev_env, tmp_path, task_queue):
     remote = calc_repo(tmp_path)
-    (tmp_path / "stack").mkdir()
     stack = Stack(dev_env, tmp_path / "stack", task_queue, script={"replies": [FIX_CALC]})
     stack.remote = remote
     stack.registry.repos["hello-android"].remote = str(remote)

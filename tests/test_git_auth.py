@@ -415,3 +415,52 @@ def test_registry_keeps_credentials_in_memory_only(tmp_path):
     assert entry.credentials == ("bot", "s3cret-tok")
     assert "s3cret" not in repr(entry) and "s3cret" not in entry.model_dump_json()
     assert "credentials" not in entry.model_dump()
+
+
+async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
+    dev_env, tmp_path, task_queue, server, password, no_env_credentials, caplog
+):
+    """The whole workflow against the authenticated remote, then a scan of every file Honk
+    wrote (workspace and mirror `.git/config` included), the logs and the workflow history."""
+    import asyncio
+    import shutil as _shutil
+
+    from honkstack import Stack
+    from test_secret_scan import readable_history
+    from workflows.contract import Stage
+
+    stack = Stack(dev_env, tmp_path / "stack", task_queue,
+                  settings={"git_username": USERNAME, "git_password": password},
+                  script={"replies": [{"when": "line 3", "summary": "Added line 3.",
+                                       "edits": [{"path": "app.txt", "replace": "line 2\n", "with": "line 2\nline 3\n"}]}]})
+    stack.registry_path = tmp_path / "https-honk.toml"
+    host = server.url.removeprefix("http://")
+    stack.registry_path.write_text(
+        f'[repos.app]\nremote = "http://{USERNAME}:{password}@{host}/app.git"\napprovers = ["alice"]\n')
+    registry = load_registry(stack.registry_path, stack.settings.data_dir)
+    assert password not in registry.repos["app"].remote and password not in repr(registry)
+    stack.registry = registry
+    stack.start_worker()
+    try:
+        with caplog.at_level(logging.DEBUG):
+            from honk.changes import start_request
+
+            handle = await start_request(dev_env.client, stack.settings, registry, repo="app",
+                                         instruction="Add line 3", requester="bob")
+            await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
+            await handle.signal("approve", {"by": "alice"})
+            result = await asyncio.wait_for(handle.result(), 120)
+        history = readable_history((await handle.fetch_history()).to_json())
+    finally:
+        await stack.close()
+    assert result.stage == Stage.MERGED, result.last_error
+    assert sh(server.root / "app.git", "show", "main:app.txt") == "line 1\nline 2\nline 3"
+    assert "/app.git" in history, "the scan saw the request's remote"
+    leaks = [str(p) for p in stack.settings.data_dir.rglob("*")
+             if p.is_file() and not p.is_symlink() and password.encode() in p.read_bytes()]
+    assert leaks == [], "credentials written to disk"
+    configs = list(stack.settings.data_dir.rglob("config"))
+    assert any(".git" in str(c) or c.parent.name.endswith(".git") for c in configs)
+    assert password not in history, "credentials in the workflow history"
+    assert not [r for r in caplog.records if password in r.getMessage() or password in str(vars(r))]
+    _shutil.rmtree(stack.settings.data_dir, ignore_errors=True)
