@@ -17,11 +17,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import pytest
-
 from conftest import ROOT, free_port
+
 from honk.devstack import port_open
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,9 +31,17 @@ pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is missing: `apt-get install chromium` (make test installs it)")
 
 
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        return json.load(response)
+def get_json(url: str, *, unavailable_for: float = 30) -> dict:
+    """GET JSON; the UI answers 502/503 for a moment while it connects to the server."""
+    deadline = time.monotonic() + unavailable_for
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as error:
+            if error.code not in (502, 503) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.5)
 
 
 def wait_for(probe, timeout: float, what: str):
