@@ -52,6 +52,8 @@ from temporalio.exceptions import ApplicationError
 from activities import liveness
 from activities.repo_config import RepoConfigError, load_repo_config
 from honk import telemetry
+from honk.redact import redact as redact_secrets
+from honk.redact import remember_secrets
 from honk.settings import Settings
 from workflows.contract import (
     ACTIVITY_CLEANUP,
@@ -111,38 +113,17 @@ _URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 def redact(text: str) -> str:
-    """Strip `user:password@` from every URL in `text`, and every password Honk knows of
-    (settings, registry, URLs it has seen), wherever it appears (messages, logs, failures)."""
-    text = _URL_USERINFO.sub(r"\g<scheme>", text)
-    for secret in _known_secrets():
-        text = text.replace(secret, "***")
-    return text
+    """Strip `user:password@` from every URL in `text` (git's messages show remotes), then
+    mask every secret this process knows of (see `honk.redact`)."""
+    return redact_secrets(_URL_USERINFO.sub(r"\g<scheme>", text))
 
 
 # --------------------------------------------------------------------------- credentials
 
-# Passwords seen in this process, so `redact` can find them even outside a URL (a server
-# echoing them, an exception). Shorter ones would turn ordinary words into "***".
-_MIN_SECRET_LEN = 4
-_secrets: set[str] = set()
-_secrets_lock = threading.Lock()
-_secrets_sorted: tuple[str, ...] = ()
-
-
 def register_secret(value: str | None) -> None:
-    """Make `redact` hide `value` (and its URL-encoded form) from now on."""
-    global _secrets_sorted
-    if not value or len(value) < _MIN_SECRET_LEN:
-        return
-    with _secrets_lock:
-        before = len(_secrets)
-        _secrets.update({value, urllib.parse.quote(value, safe="")})
-        if len(_secrets) != before:
-            _secrets_sorted = tuple(sorted(_secrets, key=len, reverse=True))
-
-
-def _known_secrets() -> tuple[str, ...]:
-    return _secrets_sorted
+    """Make `redact` (and every log line) hide `value` and its URL-encoded form from now on."""
+    if value:
+        remember_secrets([value, urllib.parse.quote(value, safe="")])
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:

@@ -33,6 +33,7 @@ from activities.workspace import (
     redact,
     split_credentials,
 )
+from honk.redact import MASK
 from honk.registry import load_registry
 from honk.settings import Settings, SettingsError, load_settings
 from workflows.contract import CleanupTask, MergeTask, WorkspaceRef
@@ -375,7 +376,7 @@ def test_redact_hides_known_passwords_anywhere():
     secret = "zq-" + secrets.token_hex(6)
     creds = GitCredentials("someone", secret)
     assert secret not in repr(creds)
-    assert redact(f"server said: bad token {secret}!") == "server said: bad token ***!"
+    assert redact(f"server said: bad token {secret}!") == f"server said: bad token {MASK}!"
     assert redact("short words stay") == "short words stay"
 
 
@@ -427,6 +428,7 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
 
     from honkstack import Stack
     from test_secret_scan import readable_history
+
     from workflows.contract import Stage
 
     stack = Stack(dev_env, tmp_path / "stack", task_queue,
