@@ -4,6 +4,7 @@ downloaded), and every test gets its own task queue and data directory."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import sys
 import uuid
@@ -79,3 +80,18 @@ async def eventually(probe, *, timeout: float = 20.0, every: float = 0.1, what: 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(every)
+
+
+def payload_texts(node: object) -> list[str]:
+    """The decoded data of every payload in a JSON document (a history, the UI's API, the
+    CLI's output), where payload data travels base64-encoded."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("data"), str) and isinstance(node.get("metadata"), dict):
+            found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
+        for value in node.values():
+            found += payload_texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += payload_texts(value)
+    return found

@@ -11,12 +11,13 @@ import subprocess
 
 import aiohttp
 import pytest
+from conftest import BIN, payload_texts
+from honkstack import Stack, needs_android
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import History
 from temporalio.exceptions import ApplicationError
 
-from conftest import BIN
 from honk.codec import (
     ENCODING,
     KEY_ID,
@@ -30,7 +31,6 @@ from honk.codec import (
 from honk.codec_server import CodecServer
 from honk.settings import SettingsError, load_settings
 from honk.temporal import data_converter, replayer
-from honkstack import Stack, needs_android
 from workflows.contract import Stage
 
 KEY_OLD = "k0:" + base64.b64encode(b"\x01" * 32).decode()
@@ -223,20 +223,8 @@ def temporal_cli(env, *args: str) -> subprocess.CompletedProcess:
 
 
 def cli_payloads(output: str) -> str:
-    """The payload data in `temporal workflow show --output json` (base64 there), as text."""
-    found: list[str] = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("data"), str) and isinstance(node.get("metadata"), dict):
-                found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(output))
+    """The payload data in `temporal workflow show --output json`, as text."""
+    found = payload_texts(json.loads(output))
     assert found, "no payloads in the CLI's output"
     return "\n".join(found)
 

@@ -5,14 +5,13 @@ lines, the workflow history, what the fake Slack received and what the fake mode
 from __future__ import annotations
 
 import asyncio
-import base64
 import io
 import json
 import logging
 
 import pytest
 from anthropic_fake import API_KEY
-from conftest import eventually
+from conftest import eventually, payload_texts
 from honkstack import needs_android
 from slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, block_action, mention
 from test_chat import ALICE, BOB, CHANNEL, fake, kind_of, new_ts, stack_chat  # noqa: F401
@@ -28,21 +27,8 @@ LINK_KEY = "link-signing-key-5dd3c1f0a9"
 
 
 def readable_history(history_json: str) -> str:
-    """The history with every payload's base64 data decoded, as an operator would see it."""
-    parts = [history_json]
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if "data" in node and "metadata" in node and isinstance(node["data"], str):
-                parts.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(json.loads(history_json))
-    return "\n".join(parts)
+    """The history with every payload's data decoded, as an operator would see it."""
+    return "\n".join([history_json, *payload_texts(json.loads(history_json))])
 
 
 def print_environment_check(app) -> None:

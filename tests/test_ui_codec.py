@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, payload_texts
 
 from honk.devstack import port_open
 
@@ -56,20 +56,6 @@ def wait_for(probe, timeout: float, what: str):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.3)
-
-
-def payload_texts(node: object) -> list[str]:
-    """The data of every payload in a JSON document of the UI's API (base64 there)."""
-    found: list[str] = []
-    if isinstance(node, dict):
-        if isinstance(node.get("data"), str) and isinstance(node.get("metadata"), dict):
-            found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
-        for value in node.values():
-            found += payload_texts(value)
-    elif isinstance(node, list):
-        for value in node:
-            found += payload_texts(value)
-    return found
 
 
 @pytest.fixture
