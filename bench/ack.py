@@ -50,9 +50,9 @@ from slack_fake import (  # noqa: E402
     signed_headers,
 )
 
-from honk.devstack import DevServer  # noqa: E402
-from honk.settings import load_settings  # noqa: E402
-from honk.temporal import connect  # noqa: E402
+from honk.cli.devstack import DevServer  # noqa: E402
+from honk.config.settings import load_settings  # noqa: E402
+from honk.workers.temporal import connect  # noqa: E402
 
 CHANNEL = "C0BENCH"
 USER = "U0BENCH"

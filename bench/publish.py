@@ -55,10 +55,10 @@ def write_artifact(path: Path, size_mb: int) -> str:
 
 def child(args: argparse.Namespace) -> None:
     """The publisher: import, note the baseline, publish, report."""
-    from activities.build import sha256_file
-    from activities.publish import PublishActivities
-    from honk.settings import load_settings
-    from workflows.contract import ArtifactInfo, PublishTask
+    from honk.builds.build import sha256_file
+    from honk.publish.publish import PublishActivities
+    from honk.config.settings import load_settings
+    from honk.workflows.contract import ArtifactInfo, PublishTask
 
     settings = load_settings(
         data_dir=args.data_dir, artifact_store="s3", s3_bucket=args.bucket,

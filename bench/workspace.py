@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
-from activities.workspace import Workspaces
-from honk.settings import Settings
-from workflows.contract import WorkspaceRef
+from honk.workspace import Workspaces
+from honk.config.settings import Settings
+from honk.workflows.contract import WorkspaceRef
 
 FORMAT_VERSION = 1  # bump when the generated content changes, to rebuild cached repositories
 FILES_PER_DIR = 100

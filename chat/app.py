@@ -20,13 +20,13 @@ from slack_sdk.errors import SlackApiError
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from chat import blocks
-from chat.guard import Guard
-from chat.parse import read_command, unknown_repo, usage
-from chat.service import ChatService, Place
+from honk.chat import blocks
+from honk.chat.guard import Guard
+from honk.chat.parse import read_command, unknown_repo, usage
+from honk.chat.service import ChatService, Place
 from honk import changes, telemetry
 from honk.changes import RequestError
-from honk.slack import (
+from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
     ACTION_REQUEST_CHANGES,

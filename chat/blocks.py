@@ -10,14 +10,14 @@ import re
 from typing import Any
 
 from honk.changes import Listed
-from honk.slack import (
+from honk.slack.client import (
     CHANGES_BLOCK,
     CHANGES_INPUT,
     DECISION_BLOCK,
     VIEW_CHANGES,
     escape,
 )
-from workflows.contract import RequestStatus
+from honk.workflows.contract import RequestStatus
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
 

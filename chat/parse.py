@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from honk.registry import REPO_NAME, Registry, RepoEntry
-from honk.slack import escape
+from honk.config.registry import REPO_NAME, Registry, RepoEntry
+from honk.slack.client import escape
 
 MAX_INSTRUCTION = 4000  # honk.changes enforces it too; checking here gives a friendlier reply
 

@@ -28,12 +28,12 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
-from chat.app import create_app
-from chat.service import ChatService
+from honk.chat.app import create_app
+from honk.chat.service import ChatService
 from honk.redact import RedactingFilter, remember_secrets, secret_values
-from honk.registry import Registry, load_registry
-from honk.settings import Settings, SettingsError
-from honk.slack import web_client
+from honk.config.registry import Registry, load_registry
+from honk.config.settings import Settings, SettingsError
+from honk.slack.client import web_client
 
 log = logging.getLogger("honk.chat")
 
@@ -154,7 +154,7 @@ def create_api(bolt: AsyncApp, service: ChatService) -> FastAPI:
 async def run_chat(settings: Settings, *, socket_mode: bool, host: str | None = None,
                    port: int | None = None) -> None:
     """`honk chat`: connect to Temporal, then serve until SIGINT/SIGTERM."""
-    from honk.temporal import connect
+    from honk.workers.temporal import connect
 
     require_slack_settings(settings, socket_mode=socket_mode)
     hide_secrets(settings)

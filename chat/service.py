@@ -20,14 +20,14 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from chat import blocks
-from chat.parse import ParseError, read_reply, read_request
+from honk.chat import blocks
+from honk.chat.parse import ParseError, read_reply, read_request
 from honk import changes
 from honk.changes import RequestError, find_request, slack_request_id
-from honk.registry import Registry, RegistryError, RepoEntry, load_registry
-from honk.settings import Settings, SettingsError
-from honk.slack import escape
-from workflows.contract import SA_STAGE, Origin, Stage
+from honk.config.registry import Registry, RegistryError, RepoEntry, load_registry
+from honk.config.settings import Settings, SettingsError
+from honk.slack.client import escape
+from honk.workflows.contract import SA_STAGE, Origin, Stage
 
 log = logging.getLogger("honk.chat")
 

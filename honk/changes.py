@@ -25,9 +25,9 @@ from temporalio.common import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from honk import telemetry
-from honk.registry import Registry, RegistryError
-from honk.settings import Settings
-from workflows.contract import (
+from honk.config.registry import Registry, RegistryError
+from honk.config.settings import Settings
+from honk.workflows.contract import (
     QUERY_STATUS,
     SA_REPO,
     SA_REQUESTER,

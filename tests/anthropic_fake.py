@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from honk.scripted_model import MessagesHandler, ScriptedModel, ScriptedModelServer
+from honk.cli.scripted_model import MessagesHandler, ScriptedModel, ScriptedModelServer
 
 API_KEY = "sk-ant-test-4f9c2e7d1b"
 

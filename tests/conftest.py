@@ -16,7 +16,7 @@ from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows.contract import SEARCH_ATTRIBUTES
+from honk.workflows.contract import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,11 +16,11 @@ import pytest
 from anthropic_fake import API_KEY, FakeAnthropic
 from conftest import eventually
 from honk.changes import RequestError, get_status, start_request
-from honk.demo import SAMPLE_APP, create_remote
-from honk.registry import load_registry
-from honk.settings import load_settings
-from workers.main import build_workers, run_workers
-from workflows.contract import RequestOptions, RequestStatus, Stage
+from honk.cli.demo import SAMPLE_APP, create_remote
+from honk.config.registry import load_registry
+from honk.config.settings import load_settings
+from honk.workers.main import build_workers, run_workers
+from honk.workflows.contract import RequestOptions, RequestStatus, Stage
 
 needs_android = pytest.mark.skipif(
     not all(shutil.which(t) for t in ("aapt", "zipalign", "apksigner", "java")),
@@ -80,7 +80,7 @@ class Stack:
     async def use_factory_client(self):
         """Workers and requests go through `honk.temporal.connect` (codec, tracing, metrics
         runtime from `self.settings`) instead of the test environment's plain client."""
-        from honk.temporal import connect
+        from honk.workers.temporal import connect
 
         self.client = await connect(self.settings)
         return self.client

@@ -10,7 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
-from honk.settings import Settings, load_settings
+from honk.config.settings import Settings, load_settings
 
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 
@@ -51,7 +51,7 @@ class MotoServer:
             "s3_access_key_id": "AKIAHONKTEST", "s3_secret_access_key": "honk-test-secret",
             **overrides,
         })
-        from activities.store import s3_client
+        from honk.publish.store import s3_client
 
         s3_client(settings).create_bucket(
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}

@@ -12,9 +12,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-from activities.artifacts import describe
-from honk.demo import SAMPLE_APP
-from workflows.contract import ArtifactInfo, PublishTask
+from honk.builds.artifacts import describe
+from honk.cli.demo import SAMPLE_APP
+from honk.workflows.contract import ArtifactInfo, PublishTask
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -10,12 +10,12 @@ import git
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.agent import AgentActivities
-from activities.agent.tools import WorkspaceTools
+from honk.agent.activity import AgentActivities
+from honk.agent.tools import WorkspaceTools
 from anthropic_fake import API_KEY, FakeAnthropic, Fault
-from honk.settings import load_settings
+from honk.config.settings import load_settings
 from honkstack import Stack
-from workflows.contract import AgentTask, Stage, WorkspaceRef
+from honk.workflows.contract import AgentTask, Stage, WorkspaceRef
 
 CALC_BUG = "def add(a, b):\n    return a - b\n"
 CALC_FIXED = "def add(a, b):\n    return a + b\n"

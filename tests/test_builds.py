@@ -18,10 +18,10 @@ from honkstack import Stack, needs_android
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
-from activities.build import BuildActivities
-from activities.workspace import Workspaces
-from honk.settings import Settings, load_settings
-from workflows.contract import BuildTask, Stage, WorkspaceRef
+from honk.builds.build import BuildActivities
+from honk.workspace import Workspaces
+from honk.config.settings import Settings, load_settings
+from honk.workflows.contract import BuildTask, Stage, WorkspaceRef
 
 REQUEST = "req-builds"
 NUMBER = 91_500_000

@@ -34,19 +34,19 @@ from slack_fake import (
 )
 from temporalio.client import WorkflowExecutionStatus
 
-from chat.parse import ParseError, read_command, read_reply, read_request
-from chat.server import Chat, require_slack_settings
+from honk.chat.parse import ParseError, read_command, read_reply, read_request
+from honk.chat.server import Chat, require_slack_settings
 from honk.changes import find_request, get_status, slack_request_id
-from honk.registry import Registry, load_registry
-from honk.settings import Settings, SettingsError, load_settings
-from honk.slack import (
+from honk.config.registry import Registry, load_registry
+from honk.config.settings import Settings, SettingsError, load_settings
+from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_REQUEST_CHANGES,
     CHANGES_BLOCK,
     CHANGES_INPUT,
     VIEW_CHANGES,
 )
-from workflows.contract import RequestStatus, Stage
+from honk.workflows.contract import RequestStatus, Stage
 
 CHANNEL = "C0MOBILE"
 OTHER_CHANNEL = "C0RANDOM"

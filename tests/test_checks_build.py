@@ -18,11 +18,11 @@ import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from activities.build import BuildActivities
-from activities.checks import CheckActivities
-from activities.workspace import Workspaces
-from honk.settings import Settings, load_settings
-from workflows.contract import BuildTask, ChecksTask, WorkspaceRef
+from honk.builds.build import BuildActivities
+from honk.checks import CheckActivities
+from honk.workspace import Workspaces
+from honk.config.settings import Settings, load_settings
+from honk.workflows.contract import BuildTask, ChecksTask, WorkspaceRef
 
 PY = json.dumps(sys.executable)  # a TOML basic string holding this interpreter's path
 REQUEST = "req-1"

@@ -22,18 +22,18 @@ from test_agent import (  # one sample project for both backends
     calc_repo,
 )
 
-from activities.agent import AgentActivities
-from activities.agent.backend import AgentContext, Budget
-from activities.agent.claude_code import (
+from honk.agent.activity import AgentActivities
+from honk.agent.backend import AgentContext, Budget
+from honk.agent.claude_code import (
     ClaudeCodeBackend,
     bundled_cli,
     load_sdk,
     refusal,
 )
-from activities.agent.pricing import Meter
-from activities.agent.tools import WorkspaceTools
-from honk.settings import SettingsError, load_settings
-from workflows.contract import AgentTask, Stage, WorkspaceRef
+from honk.agent.pricing import Meter
+from honk.agent.tools import WorkspaceTools
+from honk.config.settings import SettingsError, load_settings
+from honk.workflows.contract import AgentTask, Stage, WorkspaceRef
 
 pytestmark = pytest.mark.claude_code
 

@@ -14,7 +14,7 @@ import git
 import pytest
 
 from conftest import ROOT, free_port
-from honk.demo import SAMPLE_APP, create_remote
+from honk.cli.demo import SAMPLE_APP, create_remote
 
 needs_android = pytest.mark.skipif(
     not all(__import__("shutil").which(t) for t in ("aapt", "zipalign", "apksigner", "java")),

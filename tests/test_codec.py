@@ -28,10 +28,10 @@ from honk.codec import (
     new_key,
     parse_keys,
 )
-from honk.codec_server import CodecServer
-from honk.settings import SettingsError, load_settings
-from honk.temporal import data_converter, replayer
-from workflows.contract import Stage
+from honk.cli.codec_server import CodecServer
+from honk.config.settings import SettingsError, load_settings
+from honk.workers.temporal import data_converter, replayer
+from honk.workflows.contract import Stage
 
 KEY_OLD = "k0:" + base64.b64encode(b"\x01" * 32).decode()
 KEY_NEW = "k1:" + base64.b64encode(b"\x02" * 32).decode()

@@ -12,7 +12,7 @@ import pytest
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from activities.commands import EXIT_NOT_FOUND, run_command, trim_output
+from honk.commands import EXIT_NOT_FOUND, run_command, trim_output
 
 PY = sys.executable
 

@@ -23,9 +23,9 @@ import git
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities import git_askpass
-from activities.merge import MergeActivities
-from activities.workspace import (
+from honk import git_askpass
+from honk.merge import MergeActivities
+from honk.workspace import (
     GitCredentials,
     WorkspaceActivities,
     Workspaces,
@@ -34,9 +34,9 @@ from activities.workspace import (
     split_credentials,
 )
 from honk.redact import MASK
-from honk.registry import load_registry
-from honk.settings import Settings, SettingsError, load_settings
-from workflows.contract import CleanupTask, MergeTask, WorkspaceRef
+from honk.config.registry import load_registry
+from honk.config.settings import Settings, SettingsError, load_settings
+from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
 
 USERNAME = "honk-bot"
 
@@ -277,7 +277,7 @@ def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment
     for argv in argv_log:
         assert not any(password in part or pair in part for part in argv), argv
     assert_not_logged(caplog.records, password)
-    assert any(r.name == "activities.workspace" for r in caplog.records)
+    assert any(r.name == "honk.workspace" for r in caplog.records)
 
 
 def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, password,
@@ -429,7 +429,7 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
     from honkstack import Stack
     from test_secret_scan import readable_history
 
-    from workflows.contract import Stage
+    from honk.workflows.contract import Stage
 
     stack = Stack(dev_env, tmp_path / "stack", task_queue,
                   settings={"git_username": USERNAME, "git_password": password},

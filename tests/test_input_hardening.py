@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from activities.repo_config import RepoConfigError, load_repo_config
-from honk.registry import RegistryError, load_registry, valid_branch
+from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.registry import RegistryError, load_registry, valid_branch
 
 EXAMPLES = settings(max_examples=150, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -137,7 +137,7 @@ def chat_registry(tmp_path_factory):
 @EXAMPLES
 @given(text=slack_text, channel=st.sampled_from([None, "C0MOBILE", "C0OTHER", "D0DM"]))
 def test_chat_messages_parse_or_get_a_clear_reply(chat_registry, text, channel):
-    from chat.parse import MAX_INSTRUCTION, ParseError, read_request
+    from honk.chat.parse import MAX_INSTRUCTION, ParseError, read_request
 
     try:
         ask = read_request(text, bot_user="U0HONK", registry=chat_registry, channel=channel)
@@ -151,7 +151,7 @@ def test_chat_messages_parse_or_get_a_clear_reply(chat_registry, text, channel):
 @EXAMPLES
 @given(slack_text)
 def test_thread_replies_and_commands_never_crash(text):
-    from chat.parse import ParseError, read_command, read_reply
+    from honk.chat.parse import ParseError, read_command, read_reply
 
     steer = read_reply(text, bot_user="U0HONK")
     assert steer is None or steer.action in ("approve", "cancel", "request_changes")

@@ -16,21 +16,21 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from activities.janitor import (
+from honk.janitor import (
     parse_duration,
     request_for_branch,
     request_for_workspace,
     sweep,
 )
-from activities.workspace import (
+from honk.workspace import (
     GitError,
     WorkspaceActivities,
     Workspaces,
     delete_remote_branch,
 )
-from honk.registry import load_registry
-from honk.settings import Settings
-from workflows.contract import ChangeRequest, WorkspaceRef
+from honk.config.registry import load_registry
+from honk.config.settings import Settings
+from honk.workflows.contract import ChangeRequest, WorkspaceRef
 
 DAY = 86400
 OLD = time.time() - 30 * DAY  # a month ago

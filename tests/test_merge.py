@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities import merge as merge_module
-from activities.merge import MergeActivities
-from activities.workspace import Workspaces
-from honk.settings import Settings
-from workflows.contract import MergeTask, WorkspaceRef
+from honk import merge as merge_module
+from honk.merge import MergeActivities
+from honk.workspace import Workspaces
+from honk.config.settings import Settings
+from honk.workflows.contract import MergeTask, WorkspaceRef
 
 # --------------------------------------------------------------------------- helpers
 

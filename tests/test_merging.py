@@ -18,7 +18,7 @@ import pytest
 
 from conftest import ROOT
 from honkstack import SCRIPT, Stack, needs_android
-from workflows.contract import Stage
+from honk.workflows.contract import Stage
 
 pytestmark = needs_android
 

@@ -17,10 +17,10 @@ import pytest
 
 from conftest import ROOT, eventually, free_port
 from honk import telemetry
-from honk.settings import load_settings
-from honk.temporal import connect
+from honk.config.settings import load_settings
+from honk.workers.temporal import connect
 from honkstack import Stack, needs_android
-from workflows.contract import Stage
+from honk.workflows.contract import Stage
 
 
 def scrape(port: int) -> str:

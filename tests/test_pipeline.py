@@ -19,7 +19,7 @@ import pytest
 from conftest import BIN, ROOT, eventually
 from honkstack import Stack, needs_android
 from honk.changes import get_status, list_requests
-from workflows.contract import Stage
+from honk.workflows.contract import Stage
 
 pytestmark = needs_android
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities import signed_links
-from activities.artifacts import describe
-from activities.notify import NotifyActivities
-from activities.publish import APK_TYPE, LocalStore, PublishActivities
+from honk.publish import links as signed_links
+from honk.builds.artifacts import describe
+from honk.notify import NotifyActivities
+from honk.publish.publish import APK_TYPE, LocalStore, PublishActivities
 from honk.logs import JsonFormatter
-from honk.settings import Settings, load_settings
-from workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage
+from honk.config.settings import Settings, load_settings
+from honk.workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage
 
 REQUEST = "honk-slack-T1-C1-1700000000.000100"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -23,14 +23,14 @@ from moto_s3 import MotoServer
 from sample_apps import artifact_for, make_ipa, task_for
 from temporalio.exceptions import ApplicationError
 
-from activities.artifacts import APK_TYPE
-from activities.build import BuildActivities
-from activities.publish import PublishActivities
-from activities.store import MiB, S3Store, make_store, s3_client
-from activities.workspace import Workspaces
-from honk.demo import SAMPLE_APP, create_remote
-from honk.settings import SettingsError, load_settings
-from workflows.contract import BuildTask, WorkspaceRef
+from honk.builds.artifacts import APK_TYPE
+from honk.builds.build import BuildActivities
+from honk.publish.publish import PublishActivities
+from honk.publish.store import MiB, S3Store, make_store, s3_client
+from honk.workspace import Workspaces
+from honk.cli.demo import SAMPLE_APP, create_remote
+from honk.config.settings import SettingsError, load_settings
+from honk.workflows.contract import BuildTask, WorkspaceRef
 
 REQUEST = "honk-cli-hello-android-3f2a"
 

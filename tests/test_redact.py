@@ -8,7 +8,7 @@ import logging
 
 from honk.logs import configure_logging
 from honk.redact import MASK, Redactor, remember_secrets, secret_values
-from honk.settings import load_settings
+from honk.config.settings import load_settings
 
 TOKENS = {
     "slack bot": "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUv",
@@ -49,9 +49,9 @@ def test_log_lines_are_redacted_in_message_and_fields():
 
 
 def test_agent_tool_results_and_check_output_are_redacted(tmp_path):
-    from activities.agent.tools import WorkspaceTools
-    from activities.checks import run_checks_in
-    from activities.repo_config import CheckSpec
+    from honk.agent.tools import WorkspaceTools
+    from honk.checks import run_checks_in
+    from honk.config.repository import CheckSpec
 
     (tmp_path / "settings.env").write_text(f"SLACK={TOKENS['slack bot']}\n")
     tools = WorkspaceTools(tmp_path, run_checks=lambda: "")

@@ -10,10 +10,10 @@ from pathlib import Path
 import git
 import pytest
 
-from activities.checks import CheckActivities
-from activities.sandbox import Sandbox, bwrap_works
-from honk.settings import load_settings
-from workflows.contract import ChecksTask, WorkspaceRef
+from honk.checks import CheckActivities
+from honk.sandbox import Sandbox, bwrap_works
+from honk.config.settings import load_settings
+from honk.workflows.contract import ChecksTask, WorkspaceRef
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is installed by `make test`")
 

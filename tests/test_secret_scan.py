@@ -18,8 +18,8 @@ from test_chat import ALICE, BOB, CHANNEL, fake, kind_of, new_ts, stack_chat  # 
 
 from honk.changes import slack_request_id
 from honk.logs import configure_logging
-from honk.slack import ACTION_APPROVE
-from workflows.contract import RequestStatus, Stage
+from honk.slack.client import ACTION_APPROVE
+from honk.workflows.contract import RequestStatus, Stage
 
 GIT_PASSWORD = "gitpass-7Hq2vX9mZk"
 WORKER_ENV_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSCANsecret"

@@ -15,15 +15,15 @@ from slack_fake import BOT_TOKEN, SlackFake
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.notify import ChatNotifier, LogNotifier, NotifyActivities, SlackNotifier
-from honk.settings import Settings, load_settings
-from honk.slack import (
+from honk.notify import ChatNotifier, LogNotifier, NotifyActivities, SlackNotifier
+from honk.config.settings import Settings, load_settings
+from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
     ACTION_REQUEST_CHANGES,
     METADATA_EVENT,
 )
-from workflows.contract import Links, Notice, Origin, Stage
+from honk.workflows.contract import Links, Notice, Origin, Stage
 
 CHANNEL = "C0MOBILE"
 THREAD = "1700000000.000100"

@@ -26,9 +26,9 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from honk import telemetry
 from honk.logs import ContextFilter, JsonFormatter, request_context
-from honk.temporal import connect
+from honk.workers.temporal import connect
 from honkstack import Stack, needs_android
-from workflows.contract import (
+from honk.workflows.contract import (
     ACTIVITY_AGENT,
     ACTIVITY_BUILD,
     ACTIVITY_CHECKS,
@@ -79,7 +79,7 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     from slack_fake import TEAM, SlackFake, mention
     from test_chat import ALICE, BOB, CHANNEL, RunningChat, new_ts, with_slack, write_registry
 
-    from chat.server import Chat
+    from honk.chat.server import Chat
     from honk.changes import slack_request_id
 
     with SlackFake() as fake:
@@ -173,7 +173,9 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     assert any(s.name == "upload" for s in ours)
 
     # Every line logged inside the request's activities names the request and the trace.
-    lines = [line for line in log_lines() if line["logger"].startswith("activities")]
+    outside = ("honk.chat", "honk.workers", "honk.cli", "honk.slack.sdk")
+    lines = [line for line in log_lines()
+             if line["logger"].startswith("honk.") and not line["logger"].startswith(outside)]
     assert lines, "the activities logged nothing"
     for line in lines:
         assert line.get("request_id", "").startswith(request_id), line
@@ -190,7 +192,7 @@ class LoggingProbe:
 
 
 async def test_workflow_log_lines_carry_request_and_trace_ids(dev_env, task_queue, spans, log_lines):
-    from honk.settings import load_settings
+    from honk.config.settings import load_settings
 
     settings = load_settings(temporal_address=dev_env.client.service_client.config.target_host,
                              task_queue=task_queue)

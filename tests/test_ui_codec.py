@@ -23,7 +23,7 @@ import urllib.request
 import pytest
 from conftest import ROOT, free_port, payload_texts
 
-from honk.devstack import port_open
+from honk.cli.devstack import port_open
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

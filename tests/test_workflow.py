@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from conftest import eventually
-from workflows.change_request import ChangeRequestWorkflow
-from workflows.contract import (
+from honk.workflows.change_request import ChangeRequestWorkflow
+from honk.workflows.contract import (
     ACTIVITY_AGENT,
     ACTIVITY_BUILD,
     ACTIVITY_CHECKS,

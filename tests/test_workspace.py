@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.workspace import GitError, WorkspaceActivities, Workspaces, redact
-from honk.settings import Settings
-from workflows.contract import CleanupTask, WorkspaceRef
+from honk.workspace import GitError, WorkspaceActivities, Workspaces, redact
+from honk.config.settings import Settings
+from honk.workflows.contract import CleanupTask, WorkspaceRef
 
 HONK_TOML = """\
 [[checks]]

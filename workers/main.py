@@ -16,16 +16,16 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.agent import AgentActivities
-from activities.build import BuildActivities
-from activities.checks import CheckActivities
-from activities.merge import MergeActivities
-from activities.notify import NotifyActivities
-from activities.publish import PublishActivities
-from activities.workspace import WorkspaceActivities
+from honk.agent.activity import AgentActivities
+from honk.builds.build import BuildActivities
+from honk.checks import CheckActivities
+from honk.merge import MergeActivities
+from honk.notify import NotifyActivities
+from honk.publish.publish import PublishActivities
+from honk.workspace import WorkspaceActivities
 from honk.redact import remember_secrets, secret_values
-from honk.settings import Settings
-from workflows.change_request import ChangeRequestWorkflow
+from honk.config.settings import Settings
+from honk.workflows.change_request import ChangeRequestWorkflow
 
 log = logging.getLogger(__name__)
 

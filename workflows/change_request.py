@@ -16,8 +16,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import metrics
-    from workflows.contract import (
+    from honk.workflows import metrics
+    from honk.workflows.contract import (
         ACTIVITY_AGENT,
         ACTIVITY_BUILD,
         ACTIVITY_CHECKS,

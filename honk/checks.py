@@ -1,0 +1,128 @@
+"""Checks (verifiers): the repository's own commands, run after each agent round.
+
+Every check runs, even after one failed, so the agent sees all failures at once instead of
+discovering them one repair round at a time. Full logs stay on disk as artifacts; the
+outcome carries only the trimmed output that matters for a fix.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Protocol
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, CancelledError
+
+from honk.commands import run_command
+from honk.liveness import cancelled, heartbeating
+from honk.sandbox import Sandbox
+from honk.redact import redact
+from honk.config.repository import CheckSpec, RepoConfigError, load_repo_config
+from honk.workspace import Workspaces, safe_name
+from honk.config.settings import Settings
+from honk.workflows.contract import ACTIVITY_CHECKS, CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
+
+log = logging.getLogger(__name__)
+
+OUTPUT_LIMIT = 4000  # characters of a check's output that reach the model
+
+
+class WorkspaceProvider(Protocol):
+    """What checks and builds need from `activities.workspace.Workspaces`."""
+
+    def locked(self, ref: WorkspaceRef) -> AbstractContextManager[None]: ...
+
+    def ensure(self, ref: WorkspaceRef) -> Path: ...
+
+    def head(self, ref: WorkspaceRef) -> str: ...
+
+    def diff_is_empty(self, ref: WorkspaceRef) -> bool: ...
+
+
+def request_artifacts_dir(settings: Settings, request_id: str) -> Path:
+    # `safe_name` leaves ordinary ids (workflow ids) as they are and keeps odd ones inside.
+    return settings.artifacts_dir / safe_name(request_id)
+
+
+def logs_dir(settings: Settings, request_id: str) -> Path:
+    return request_artifacts_dir(settings, request_id) / "logs"
+
+
+def config_error(exc: RepoConfigError) -> ApplicationError:
+    """A broken `.honk.toml` does not fix itself on retry: fail the step at once."""
+    return ApplicationError(str(exc), type="ConfigError", non_retryable=True)
+
+
+class CheckActivities:
+    def __init__(self, settings: Settings, workspaces: WorkspaceProvider | None = None) -> None:
+        self.settings = settings
+        self.workspaces = workspaces or Workspaces(settings)
+
+    @activity.defn(name=ACTIVITY_CHECKS)
+    def run_checks(self, task: ChecksTask) -> ChecksOutcome:
+        ref = task.workspace
+        # Held throughout: another step of this request on this host (a parallel build
+        # target) would otherwise reset and `git clean` the tree under the running checks.
+        with self.workspaces.locked(ref):
+            with heartbeating("preparing workspace"):
+                root = self.workspaces.ensure(ref)
+                head_sha = self.workspaces.head(ref)
+                diff_empty = self.workspaces.diff_is_empty(ref)
+            try:
+                config = load_repo_config(root)
+            except RepoConfigError as exc:
+                raise config_error(exc) from None
+
+            runs = run_checks_in(self.settings, root, config.checks, ref.request_id,
+                                 f"attempt{task.attempt}")
+
+        outcome = ChecksOutcome(
+            passed=all(run.passed for run in runs),
+            head_sha=head_sha,
+            runs=runs,
+            diff_empty=diff_empty,
+        )
+        log.info(
+            "checks finished",
+            extra={
+                "request_id": ref.request_id,
+                "attempt": task.attempt,
+                "head_sha": head_sha,
+                "passed": outcome.passed,
+                "failed": [run.name for run in runs if not run.passed],
+                "detected": config.detected,
+            },
+        )
+        return outcome
+
+
+def run_checks_in(
+    settings: Settings, root: Path, specs: list[CheckSpec], request_id: str, label: str
+) -> list[CheckRun]:
+    """Run every check on the tree at `root` as it is now (the merge step uses this too)."""
+    runs = []
+    for spec in specs:
+        if cancelled():
+            raise CancelledError("checks cancelled")
+        log_path = logs_dir(settings, request_id) / f"check-{spec.name}-{label}.log"
+        result = run_command(
+            spec.run,
+            root,
+            timeout_s=spec.timeout_seconds,
+            env_extra=spec.env,
+            log_path=log_path,
+            tail_limit=OUTPUT_LIMIT,
+            sandbox=Sandbox.from_settings(settings),
+        )
+        runs.append(CheckRun(
+            name=spec.name,
+            command=list(spec.run),
+            exit_code=result.exit_code,
+            duration_s=result.duration_s,
+            output=redact(result.output_tail),
+            log_path=str(log_path),
+            timed_out=result.timed_out,
+        ))
+    return runs

@@ -1,0 +1,435 @@
+"""Run one of the target repository's commands (a check, a build) safely.
+
+The command is the repository's code, so it is treated as untrusted: it gets an argv (never a
+shell string), a scrubbed environment without the worker's secrets, its own process group so
+a timeout or a cancelled request kills everything it started, and its output goes straight to
+a log file on disk (a 1 GB log never sits in the worker's memory). `trim_output` then reduces
+that log to the few kilobytes that matter for fixing a failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from temporalio import activity
+from temporalio.exceptions import CancelledError
+
+from honk.liveness import beat, cancelled, in_activity
+from honk import telemetry
+from honk.sandbox import Sandbox
+
+log = logging.getLogger(__name__)
+
+# Exit codes a shell would use, so a missing tool reads like it does in a terminal.
+EXIT_NOT_FOUND = 127
+EXIT_NOT_EXECUTABLE = 126
+
+DEFAULT_KILL_GRACE_S = 5.0
+DEFAULT_MAX_LOG_BYTES = 2 * 1024**3  # a runaway command must not fill the worker's disk
+_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None  # None: killed (timeout, log limit) before it exited by itself
+    duration_s: float
+    timed_out: bool
+    log_path: Path
+    output_tail: str  # `trim_output` of the log
+    error: str | None = None  # why it did not run to completion, in words
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+
+# --------------------------------------------------------------------------- environment
+
+# Only these are taken from the worker's environment; everything else (HONK_*, API keys,
+# tokens, cloud credentials) stays out of reach of the repository's code.
+_PASSED_THROUGH = ("PATH",)
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def command_env(env_extra: Mapping[str, str] | None, home: Path) -> dict[str, str]:
+    """The environment a repository command sees: a minimal base plus what the caller adds.
+
+    `env_extra` comes from the caller (the repository's `.honk.toml`, HONK_BUILD_NUMBER), so it
+    is applied as given; the scrubbing is about what leaks from the worker.
+    """
+    env = {name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ}
+    env.setdefault("PATH", _DEFAULT_PATH)
+    tmp = home / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env.update(
+        HOME=str(home),
+        TMPDIR=str(tmp),
+        LANG="C.UTF-8",
+        LC_ALL="C.UTF-8",
+        TERM="dumb",  # no colours or progress bars in logs
+        # A same-size edit within the same second would otherwise run stale bytecode.
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.update({str(k): str(v) for k, v in (env_extra or {}).items()})
+    return env
+
+
+# --------------------------------------------------------------------------- running
+
+
+@telemetry.traced(
+    "command", attrs=lambda argv, cwd, **k: {"program": os.path.basename(str(argv[0])) if argv else "",
+                                             "timeout_s": k.get("timeout_s"), "log": Path(k["log_path"]).name},
+    result=lambda r: {"exit_code": r.exit_code, "timed_out": r.timed_out, "duration_s": r.duration_s},
+)
+def run_command(
+    argv: Sequence[str],
+    cwd: Path,
+    *,
+    timeout_s: float,
+    env_extra: Mapping[str, str] | None = None,
+    log_path: Path,
+    heartbeat_every: float = 5,
+    kill_grace_s: float = DEFAULT_KILL_GRACE_S,
+    max_log_bytes: int | None = DEFAULT_MAX_LOG_BYTES,
+    tail_limit: int = 4000,
+    sandbox: Sandbox | None = None,
+) -> CommandResult:
+    """Run `argv` in `cwd`, output merged into `log_path` (overwritten), and wait for it.
+
+    Heartbeats every `heartbeat_every` seconds while inside an activity. When the activity is
+    cancelled the whole process tree is killed and `CancelledError` is raised; a timeout kills
+    the tree too and is reported as `timed_out`, not raised.
+    """
+    argv = [str(a) for a in argv]
+    if not argv:
+        raise ValueError("empty command")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    fields = {"command": argv, "cwd": str(cwd), "log_path": str(log_path)}
+
+    with _scratch_home() as home, _open_log(log_path) as log_file:
+        proc: subprocess.Popen[bytes] | None = None
+        try:
+            # Shielded: a cancellation arriving while the process starts is raised only once
+            # `proc` is known, so the except clause below can kill it.
+            env = command_env(env_extra, home)
+            boxed = argv
+            if sandbox is not None and sandbox.active:
+                _require_executable(argv[0], cwd, env)  # bwrap would hide "not found"
+                boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""))
+            with _shielded():
+                proc = _start(boxed, cwd, env, log_file)
+            log.info("command started", extra={**fields, "pid": proc.pid})
+            exit_code, stop = _wait(proc, log_file, timeout_s, heartbeat_every, max_log_bytes, argv)
+            if stop is not None:
+                _kill_tree(proc, kill_grace_s)
+                log_file.write(f"\n[honk: {stop.message}, process tree killed]\n".encode())
+            else:
+                _reap_leftovers(proc.pid)
+        except BaseException as exc:
+            if proc is None and isinstance(exc, OSError):
+                return _not_started(argv, cwd, exc, log_file, log_path, started)
+            # Cancellation (raised by us or injected into this thread by the SDK) or a bug:
+            # never leave the tree running behind us.
+            if proc is not None:
+                with _shielded():
+                    _kill_tree(proc, kill_grace_s)
+                    note = f"\n[honk: stopped ({type(exc).__name__}), process tree killed]\n"
+                    log_file.write(note.encode())
+            log.warning("command interrupted", extra={**fields, "error": repr(exc)})
+            raise
+
+    duration = round(time.monotonic() - started, 3)
+    timed_out = stop is not None and stop.timed_out
+    log.info(
+        "command finished",
+        extra={**fields, "exit_code": exit_code, "duration_s": duration, "timed_out": timed_out},
+    )
+    return CommandResult(
+        exit_code=exit_code,
+        duration_s=duration,
+        timed_out=timed_out,
+        log_path=log_path,
+        output_tail=trim_output(log_path, tail_limit),
+        error=stop.message if stop else None,
+    )
+
+
+def _require_executable(program: str, cwd: Path, env: Mapping[str, str]) -> None:
+    found = (cwd / program).exists() if "/" in program else shutil.which(program, path=env.get("PATH"))
+    if not found:
+        raise FileNotFoundError(2, "No such file or directory", program)
+
+
+def _start(
+    argv: list[str], cwd: Path, env: dict[str, str], log_file: BinaryIO
+) -> subprocess.Popen[bytes]:
+    # The child writes into the log file itself: nothing is buffered in this process.
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # own session and process group: the tree can be killed
+        close_fds=True,
+    )
+
+
+@dataclass(frozen=True)
+class _Stop:
+    """Why a still-running command has to be killed."""
+
+    message: str
+    timed_out: bool = False
+
+
+def _open_log(path: Path) -> BinaryIO:
+    # Append mode: the child and our own notes share one file offset without clobbering each
+    # other; truncation makes a retried attempt start a fresh log.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+    return open(fd, "ab", buffering=0)
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    log_file: BinaryIO,
+    timeout_s: float,
+    heartbeat_every: float,
+    max_log_bytes: int | None,
+    argv: list[str],
+) -> tuple[int | None, _Stop | None]:
+    """Wait for the process: (exit code, None), or (None, why it must be killed)."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    next_beat = started
+    while True:
+        try:
+            return proc.wait(timeout=_POLL_S), None
+        except subprocess.TimeoutExpired:
+            pass
+        now = time.monotonic()
+        if cancelled():
+            raise CancelledError(f"cancelled while running {argv[0]}")
+        if now >= deadline:
+            return None, _Stop(f"timed out after {timeout_s:g}s", timed_out=True)
+        if max_log_bytes is not None and os.fstat(log_file.fileno()).st_size > max_log_bytes:
+            return None, _Stop(f"output exceeded {max_log_bytes} bytes")
+        if now >= next_beat:
+            beat({"command": argv[0], "elapsed_s": round(now - started)})
+            next_beat = now + heartbeat_every
+
+
+def _not_started(
+    argv: list[str],
+    cwd: Path,
+    exc: OSError,
+    log_file: BinaryIO,
+    log_path: Path,
+    started: float,
+) -> CommandResult:
+    """A command that could not start is a clear failed result, not a crash."""
+    if isinstance(exc, FileNotFoundError) and not Path(cwd).is_dir():
+        code, message = EXIT_NOT_FOUND, f"working directory not found: {cwd}"
+    elif isinstance(exc, FileNotFoundError):
+        code, message = EXIT_NOT_FOUND, f"command not found: {argv[0]}"
+    else:  # permission denied, exec format error (a script without #!), ...
+        reason = exc.strerror or type(exc).__name__
+        code, message = EXIT_NOT_EXECUTABLE, f"command not executable: {argv[0]} ({reason})"
+    log_file.write((message + "\n").encode())
+    log.warning(message, extra={"command": argv, "cwd": str(cwd)})
+    return CommandResult(
+        exit_code=code,
+        duration_s=round(time.monotonic() - started, 3),
+        timed_out=False,
+        log_path=log_path,
+        output_tail=message,
+        error=message,
+    )
+
+
+@contextlib.contextmanager
+def _scratch_home() -> Iterator[Path]:
+    """A fresh HOME per command, so tools cannot read the worker's dotfiles (~/.netrc,
+    ~/.aws) nor carry state from one request to the next."""
+    home = Path(tempfile.mkdtemp(prefix="honk-home-"))
+    try:
+        yield home
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _shielded() -> contextlib.AbstractContextManager[None]:
+    # Inside a sync activity the SDK may raise CancelledError into this thread at any
+    # bytecode; the cleanup that kills the tree must not be interrupted half-way.
+    return activity.shield_thread_cancel_exception() if in_activity() else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- killing
+
+
+def _signal_group(pgid: int, sig: int) -> bool:
+    """Send `sig` to the group (0: only probe); False when no process is left in it."""
+    try:
+        os.killpg(pgid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # only possible if the pgid was reused by someone else's group
+        return False
+
+
+def _kill_tree(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM the whole process group, then SIGKILL what is still there after `grace_s`."""
+    pgid = proc.pid  # start_new_session: the leader's pid is the group id
+    if _signal_group(pgid, signal.SIGTERM):
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            # Reap the leader first: an un-reaped zombie still counts as a group member.
+            if proc.poll() is not None and not _signal_group(pgid, 0):
+                break
+            time.sleep(0.05)
+    # Whatever ignored SIGTERM (or was forked meanwhile) gets no second chance.
+    _signal_group(pgid, signal.SIGKILL)
+    proc.wait()
+
+
+def _reap_leftovers(pgid: int) -> None:
+    """Background processes a command left behind (a daemon a test started) die with it."""
+    if _signal_group(pgid, signal.SIGKILL):
+        log.info("killed processes left behind by a command", extra={"pgid": pgid})
+
+
+# --------------------------------------------------------------------------- trimming
+
+# Lines worth showing a coding agent: test failures, assertions, tracebacks, compiler errors.
+_INTERESTING = re.compile(
+    r"error:|Error|ERROR|FAILED|FAIL\b|failed|assert|Assert|Traceback|panicked|Exception"
+    r"|^E {2,}"  # pytest's assertion detail lines
+    r"|^\s*File \".*\", line \d+"  # Python traceback frames
+    r"|^\s*[\w./\\-]*\w\.\w+:\d+(?::\d+)?:"  # path/to/file.ext:line[:col]: (compilers, linters)
+)
+_ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_MAX_LINE = 400  # characters kept of one line; minified JS or base64 blobs are not helpful
+_TAIL_LINES = 200
+
+
+def trim_output(log_path: Path, limit: int = 4000) -> str:
+    """At most `limit` characters of `log_path` that matter for fixing a failure.
+
+    The log is read line by line (a multi-GB log costs a few hundred KB of memory): the
+    first error-looking lines are kept (the first error is usually the cause), plus the last
+    lines (where test runners print their summary), in log order, with markers such as
+    ``[… 12345 lines omitted …]`` where lines were left out.
+    """
+    try:
+        lines = _read_lines(log_path)
+        total, errors, tail = _select(lines, limit)
+    except FileNotFoundError:
+        return ""
+    return _assemble(total, errors, tail, limit)
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    """Lines of the log without newlines, each cut to `_MAX_LINE` characters, without ever
+    reading a whole (possibly gigantic) line into memory."""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.readline(_MAX_LINE * 4)
+            if not chunk:
+                return
+            if not chunk.endswith(b"\n"):
+                # Over-long line: keep its start, skip the rest in bounded reads.
+                while (more := f.readline(64 * 1024)) and not more.endswith(b"\n"):
+                    pass
+            yield _clean(chunk)
+
+
+def _clean(raw: bytes) -> str:
+    raw = _ANSI.sub(b"", raw.rstrip(b"\r\n"))
+    raw = raw.rsplit(b"\r", 1)[-1]  # progress bars redraw with \r: keep the final state
+    text = raw.decode("utf-8", errors="replace").rstrip()
+    if len(text) > _MAX_LINE:
+        text = text[:_MAX_LINE] + " […]"
+    return text
+
+
+def _select(
+    lines: Iterator[str], limit: int
+) -> tuple[int, list[tuple[int, str]], deque[tuple[int, str]]]:
+    """One pass: count lines, keep the first interesting ones (up to `limit` characters,
+    duplicates once) and the last `_TAIL_LINES` lines."""
+    errors: list[tuple[int, str]] = []
+    seen: set[str] = set()
+    budget = limit
+    tail: deque[tuple[int, str]] = deque(maxlen=_TAIL_LINES)
+    total = 0
+    for number, line in enumerate(lines):
+        total = number + 1
+        tail.append((number, line))
+        if budget > 0 and line not in seen and _INTERESTING.search(line):
+            seen.add(line)
+            errors.append((number, line))
+            budget -= len(line) + 1
+    return total, errors, tail
+
+
+def _assemble(
+    total: int, errors: list[tuple[int, str]], tail: deque[tuple[int, str]], limit: int
+) -> str:
+    # The tail gets up to half the room when there are errors to show, all of it otherwise.
+    tail_room = limit // 2 if errors else limit
+    kept_tail: list[tuple[int, str]] = []
+    used = 0
+    for number, line in reversed(tail):
+        if used + len(line) + 1 > tail_room and kept_tail:
+            break
+        kept_tail.append((number, line))
+        used += len(line) + 1
+    kept_tail.reverse()
+    first_tail = kept_tail[0][0] if kept_tail else total
+
+    chosen = dict(kept_tail)
+    # Earliest errors first, in the room the tail left (markers cost ~40 characters each).
+    room = limit - used
+    for number, line in errors:
+        if number >= first_tail:
+            break
+        cost = len(line) + 1 + 40
+        if cost > room:
+            break
+        chosen[number] = line
+        room -= cost
+
+    out: list[str] = []
+    previous = -1
+    for number in sorted(chosen):
+        if number > previous + 1:
+            out.append(_omitted(number - previous - 1))
+        out.append(chosen[number])
+        previous = number
+    if total > previous + 1:
+        out.append(_omitted(total - previous - 1))
+    text = "\n".join(out)
+    if len(text) > limit:  # only when a single line is longer than the whole limit
+        text = "[…]" + text[-(limit - 3):]
+    return text
+
+
+def _omitted(count: int) -> str:
+    return f"[… {count} line{'s' if count != 1 else ''} omitted …]"

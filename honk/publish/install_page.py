@@ -1,0 +1,248 @@
+"""The install page of a build, its QR code, and the iOS over-the-air manifest.
+
+The page is what the engineer opens from the chat thread on a phone: one self-contained
+HTML file (no scripts, no external assets; the QR code is inlined) with the app, version,
+commit, what changed, and one big button per platform:
+
+- Android: a direct link to the APK, served with `application/vnd.android.package-archive`;
+- iOS: an `itms-services://` link to a manifest.plist that names the IPA (iOS installs only
+  over HTTPS, and chat apps do not make itms-services links clickable: hence the page).
+
+Everything a person typed (instruction, summary) and everything read from an artifact is
+escaped: the page must not run what someone wrote in chat.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import plistlib
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+import segno
+
+from honk.builds.artifacts import APK_TYPE
+from honk.workflows.contract import ArtifactInfo, PublishTask
+
+_KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
+
+
+# --------------------------------------------------------------------------- QR code
+
+
+@dataclass(frozen=True)
+class QrCode:
+    png: bytes
+    svg: str
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+
+
+def qr_code(url: str) -> QrCode:
+    """A QR code of `url`. Error correction M survives a photo of a screen; a quiet zone of
+    four modules is what scanners expect; scale 8 keeps a phone camera happy at arm's length."""
+    code = segno.make(url, error="m", micro=False)
+    png = io.BytesIO()
+    code.save(png, kind="png", scale=8, border=4)
+    svg = io.BytesIO()
+    code.save(svg, kind="svg", scale=4, border=4, xmldecl=False, svgns=True,
+              title="QR code of the install page")
+    return QrCode(png=png.getvalue(), svg=svg.getvalue().decode())
+
+
+# --------------------------------------------------------------------------- iOS manifest
+
+
+def manifest_plist(ipa: ArtifactInfo, ipa_url: str, title: str) -> bytes:
+    """The manifest iOS downloads from an itms-services link. plistlib escapes the URL (its
+    query string of a presigned link is full of `&`) and every other value."""
+    if not ipa.bundle_id:
+        raise ValueError(f"{ipa.name}: no bundle id in its Info.plist; iOS cannot install it over the air")
+    manifest = {
+        "items": [{
+            "assets": [{"kind": "software-package", "url": ipa_url}],
+            "metadata": {
+                "bundle-identifier": ipa.bundle_id,
+                "bundle-version": ipa.version_name or ipa.version_code or "1.0",
+                "kind": "software",
+                "title": ipa.app_name or title,
+            },
+        }]
+    }
+    return plistlib.dumps(manifest, fmt=plistlib.FMT_XML, sort_keys=False)
+
+
+def itms_services_link(manifest_url: str) -> str:
+    """The link iOS understands; the manifest URL is fully percent-encoded inside it."""
+    return "itms-services://?action=download-manifest&url=" + quote(manifest_url, safe="")
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def app_title(task: PublishTask, artifacts: list[ArtifactInfo]) -> str:
+    named = [a for a in sorted(artifacts, key=_rank) if a.app_name]
+    return named[0].app_name if named and named[0].app_name else task.repo
+
+
+def app_version(task: PublishTask, artifacts: list[ArtifactInfo]) -> str:
+    """'1.0.42 (42)' from the main artifact, else the build number."""
+    for artifact in sorted(artifacts, key=_rank):
+        if version := _version_of(artifact):
+            return version
+    return f"build {task.build_number}"
+
+
+def _rank(artifact: ArtifactInfo) -> int:
+    return _KIND_ORDER.get(artifact.kind, 9)
+
+
+def install_page(
+    task: PublishTask,
+    artifacts: list[ArtifactInfo],
+    *,
+    page_url: str,
+    qr: QrCode,
+    expires_at: datetime | None = None,
+) -> str:
+    e = html.escape
+    name = app_title(task, artifacts)
+    version = app_version(task, artifacts)
+    ordered = sorted(artifacts, key=_rank)
+    buttons = "\n".join(b for a in ordered if (b := _install_button(a)))
+    details = "\n".join(_details(a) for a in ordered)
+    expiry = (f'<p class="muted" id="expires">Links work until '
+              f'{e(expires_at.strftime("%Y-%m-%d %H:%M UTC"))}.</p>' if expires_at else "")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="robots" content="noindex">
+<meta name="referrer" content="no-referrer">
+<title>{e(name)} {e(version)}</title>
+<style>
+:root {{ color-scheme: light dark; --accent: #1a73e8; --muted: #666; --card: #f4f5f7; }}
+@media (prefers-color-scheme: dark) {{ :root {{ --muted: #aaa; --card: #23262b; }} }}
+* {{ box-sizing: border-box; }}
+body {{ font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0 auto;
+  max-width: 36rem; padding: 1rem; line-height: 1.45; overflow-wrap: anywhere; }}
+header h1 {{ margin: .2rem 0 0; font-size: 1.6rem; }}
+.version {{ font-size: 1.1rem; font-weight: 600; margin: .1rem 0; }}
+.muted {{ color: var(--muted); font-size: .9rem; }}
+.text {{ white-space: pre-wrap; }}
+.install {{ display: block; width: 100%; margin: .6rem 0; padding: .9rem 1rem; border-radius: .6rem;
+  background: var(--accent); color: #fff; text-align: center; text-decoration: none;
+  font-weight: 600; font-size: 1.05rem; }}
+.install.secondary {{ background: var(--card); color: inherit; }}
+.note {{ font-size: .85rem; color: var(--muted); margin: -.2rem 0 .6rem; }}
+section {{ margin: 1.2rem 0; }}
+h2 {{ font-size: 1rem; margin: 0 0 .4rem; }}
+blockquote {{ margin: 0; padding-left: .8rem; border-left: 3px solid #ccc; color: var(--muted); }}
+figure {{ margin: 1.2rem 0; text-align: center; }}
+#qr {{ width: 12rem; max-width: 70vw; height: auto; image-rendering: pixelated; background: #fff;
+  border-radius: .4rem; }}
+details {{ background: var(--card); border-radius: .5rem; padding: .5rem .8rem; margin: .5rem 0; }}
+dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .2rem .8rem; margin: .5rem 0 0;
+  font-size: .85rem; }}
+dt {{ color: var(--muted); }}
+dd {{ margin: 0; }}
+code {{ font-size: .8rem; }}
+</style>
+</head>
+<body>
+<main>
+<header>
+<p class="muted">{e(task.repo)} · build #{task.build_number}</p>
+<h1 id="app-name">{e(name)}</h1>
+<p class="version" id="version">{e(version)}</p>
+<p class="muted">commit <code title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
+</header>
+<section id="install">
+{buttons or '<p class="muted">This build has no installable app; its files are listed below.</p>'}
+</section>
+<section>
+<h2>What changed</h2>
+<p class="text" id="summary">{e(task.summary or "(no summary)")}</p>
+</section>
+<section>
+<h2>Request</h2>
+<blockquote class="text">{e(task.instruction)}</blockquote>
+</section>
+<figure>
+<img id="qr" src="{qr.data_uri}" width="240" height="240" alt="QR code of this page">
+<figcaption class="muted">Scan to open this page on another phone</figcaption>
+</figure>
+<section id="files">
+<h2>Files</h2>
+{details}
+</section>
+{expiry}
+</main>
+</body>
+</html>
+"""
+
+
+def _install_button(artifact: ArtifactInfo) -> str:
+    e = html.escape
+    about = " · ".join(filter(None, [_version_of(artifact), human_size(artifact.size)]))
+    if artifact.kind == "apk" and artifact.url:
+        return (f'<a class="install android" href="{e(artifact.url)}" type="{APK_TYPE}" '
+                f'download="{e(artifact.name)}">Install on Android</a>\n<p class="note">{e(about)}</p>')
+    if artifact.kind == "ipa" and artifact.install_url:
+        if not (artifact.url or "").startswith("https://"):
+            about += " · iPhones install only from HTTPS links; this store serves HTTP"
+        return (f'<a class="install ios" href="{e(artifact.install_url)}">Install on iPhone</a>'
+                f'\n<p class="note">{e(about)}</p>')
+    if artifact.kind == "ota" and artifact.url:
+        runtime = f" for runtime {artifact.runtime_version}" if artifact.runtime_version else ""
+        platforms = ", ".join(artifact.platforms)
+        return (f'<a class="install secondary ota" href="{e(artifact.url)}" download>'
+                f'Download update bundle</a>\n<p class="note">Expo update{e(runtime)}'
+                f'{" · " + e(platforms) if platforms else ""}</p>')
+    return ""
+
+
+def _version_of(artifact: ArtifactInfo) -> str:
+    if artifact.version_name and artifact.version_code:
+        return f"{artifact.version_name} ({artifact.version_code})"
+    return artifact.version_name or artifact.version_code or ""
+
+
+def _details(artifact: ArtifactInfo) -> str:
+    e = html.escape
+    rows = [
+        ("Target", artifact.target),
+        ("Size", human_size(artifact.size)),
+        ("Package", artifact.package),
+        ("Bundle id", artifact.bundle_id),
+        ("Version", _version_of(artifact)),
+        ("Min OS", artifact.min_os),
+        ("Runtime", artifact.runtime_version),
+        ("Platforms", ", ".join(artifact.platforms)),
+        ("Signer", artifact.signer_sha256),
+        ("SHA-256", artifact.sha256),
+    ]
+    listed = "\n".join(f"<dt>{e(k)}</dt><dd>{_value(k, v)}</dd>" for k, v in rows if v)
+    link = (f'<a href="{e(artifact.url)}" type="{e(artifact.content_type or "")}" download>'
+            f"{e(artifact.name)}</a>" if artifact.url else e(artifact.name))
+    return f"<details><summary>{link} · {e(human_size(artifact.size))}</summary>\n<dl>\n{listed}\n</dl>\n</details>"
+
+
+def _value(label: str, value: str) -> str:
+    return f"<code>{html.escape(value)}</code>" if label in ("SHA-256", "Signer") else html.escape(value)
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
