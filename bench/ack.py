@@ -99,8 +99,13 @@ async def fire(url: str, count: int, rate: float, prefix: int) -> tuple[list[flo
 
     async def send(http: aiohttp.ClientSession, i: int) -> None:
         nonlocal failures
-        payload = mention("make the greeting friendlier", user=USER, channel=CHANNEL,
-                          ts=f"{base}.{prefix + i:06d}", event_id=f"EvBENCH{prefix + i:08d}")
+        payload = mention(
+            "make the greeting friendlier",
+            user=USER,
+            channel=CHANNEL,
+            ts=f"{base}.{prefix + i:06d}",
+            event_id=f"EvBENCH{prefix + i:08d}",
+        )
         body = json.dumps(payload).encode()
         headers = signed_headers(body)
         started = time.perf_counter()
@@ -129,8 +134,12 @@ async def count_started(settings) -> int:
 async def main(events: int, rate: float, warmup: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="honk-bench-ack-") as tmp_name, SlackFake() as fake:
         tmp = Path(tmp_name)
-        settings = load_settings(data_dir=tmp / "data", temporal_address=f"127.0.0.1:{free_port()}",
-                                 ui_port=free_port(), registry=tmp / "honk.toml")
+        settings = load_settings(
+            data_dir=tmp / "data",
+            temporal_address=f"127.0.0.1:{free_port()}",
+            ui_port=free_port(),
+            registry=tmp / "honk.toml",
+        )
         settings.registry.write_text(
             f'[repos.hello-android]\nremote = "{tmp / "remote.git"}"\nchannels = ["{CHANNEL}"]\n'
             f'approvers = ["{USER}"]\n'
@@ -138,14 +147,27 @@ async def main(events: int, rate: float, warmup: int) -> dict:
         server = DevServer(settings)
         server.start()
         port = free_port()
-        env = {**os.environ, "HONK_TEMPORAL_ADDRESS": settings.temporal_address, "HONK_DATA_DIR": str(settings.data_dir),
-               "HONK_REGISTRY": str(settings.registry), "HONK_SLACK_BOT_TOKEN": BOT_TOKEN,
-               "HONK_SLACK_SIGNING_SECRET": SIGNING_SECRET, "HONK_SLACK_APP_TOKEN": APP_TOKEN,
-               "HONK_SLACK_API_URL": fake.api_url, "HONK_LOG_LEVEL": "INFO"}
+        env = {
+            **os.environ,
+            "HONK_TEMPORAL_ADDRESS": settings.temporal_address,
+            "HONK_DATA_DIR": str(settings.data_dir),
+            "HONK_REGISTRY": str(settings.registry),
+            "HONK_SLACK_BOT_TOKEN": BOT_TOKEN,
+            "HONK_SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "HONK_SLACK_APP_TOKEN": APP_TOKEN,
+            "HONK_SLACK_API_URL": fake.api_url,
+            "HONK_LOG_LEVEL": "INFO",
+        }
         log_path = tmp / "chat.log"
         with log_path.open("wb") as log:
-            chat = subprocess.Popen([sys.executable, "-m", "honk.cli", "chat", "--host", "127.0.0.1", "--port", str(port)],
-                                    env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            chat = subprocess.Popen(
+                [sys.executable, "-m", "honk.cli", "chat", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             base = f"http://127.0.0.1:{port}"
             await wait_http(base + "/healthz")
@@ -172,12 +194,21 @@ async def main(events: int, rate: float, warmup: int) -> dict:
             server.stop()
     p99 = percentile(latencies, 99)
     return {
-        "events": events, "rate_per_s": rate, "warmup_events": warmup,
-        "ack_ms": {"p50": round(statistics.median(latencies), 2), "p90": round(percentile(latencies, 90), 2),
-                   "p99": round(p99, 2), "max": round(max(latencies), 2)},
-        "non_200": failures, "requests_started": started,
-        "all_started_after_s": round(all_started_after, 2), "p99_under_100ms": p99 < 100,
-        "chat_cpu_ms_per_event": round(cpu_per_event_ms, 2), "cpus": os.cpu_count(),
+        "events": events,
+        "rate_per_s": rate,
+        "warmup_events": warmup,
+        "ack_ms": {
+            "p50": round(statistics.median(latencies), 2),
+            "p90": round(percentile(latencies, 90), 2),
+            "p99": round(p99, 2),
+            "max": round(max(latencies), 2),
+        },
+        "non_200": failures,
+        "requests_started": started,
+        "all_started_after_s": round(all_started_after, 2),
+        "p99_under_100ms": p99 < 100,
+        "chat_cpu_ms_per_event": round(cpu_per_event_ms, 2),
+        "cpus": os.cpu_count(),
         "load_average_1m": round(load, 2),
         "chat_exit_code": chat.returncode,
     }

@@ -56,24 +56,34 @@ def write_artifact(path: Path, size_mb: int) -> str:
 def child(args: argparse.Namespace) -> None:
     """The publisher: import, note the baseline, publish, report."""
     from honk.builds.build import sha256_file
-    from honk.publish.publish import PublishActivities
     from honk.config.settings import load_settings
+    from honk.publish.publish import PublishActivities
     from honk.workflows.contract import ArtifactInfo, PublishTask
 
     settings = load_settings(
-        data_dir=args.data_dir, artifact_store="s3", s3_bucket=args.bucket,
-        s3_endpoint_url=args.endpoint, s3_region="us-east-1", s3_access_key_id="AKIABENCH",
-        s3_secret_access_key="bench-secret", s3_part_size_mb=args.part_size_mb,
+        data_dir=args.data_dir,
+        artifact_store="s3",
+        s3_bucket=args.bucket,
+        s3_endpoint_url=args.endpoint,
+        s3_region="us-east-1",
+        s3_access_key_id="AKIABENCH",
+        s3_secret_access_key="bench-secret",
+        s3_part_size_mb=args.part_size_mb,
         s3_concurrency=args.concurrency,
     )
     activities = PublishActivities(settings)
     path = Path(args.artifact)
     sha256, size = args.sha256, path.stat().st_size
-    artifact = ArtifactInfo(target="android", name=path.name, path=str(path), sha256=sha256,
-                            size=size, kind="apk")
-    task = PublishTask(request_id="honk-bench-publish", repo="bench", build_number=1,
-                       commit="0" * 40, instruction="benchmark", summary="a large build",
-                       artifacts=[artifact])
+    artifact = ArtifactInfo(target="android", name=path.name, path=str(path), sha256=sha256, size=size, kind="apk")
+    task = PublishTask(
+        request_id="honk-bench-publish",
+        repo="bench",
+        build_number=1,
+        commit="0" * 40,
+        instruction="benchmark",
+        summary="a large build",
+        artifacts=[artifact],
+    )
     baseline = rss_peak_mb()
     started = time.monotonic()
     published = activities.publish(task)
@@ -83,14 +93,18 @@ def child(args: argparse.Namespace) -> None:
     sha256_file(path)
     verify_s = time.monotonic() - verify_started
     head = activities.store.client.head_object(Bucket=args.bucket, Key=f"honk-bench-publish/1/{path.name}")
-    print(json.dumps({
-        "baseline_rss_mb": round(baseline, 1),
-        "peak_rss_mb": round(rss_peak_mb(), 1),
-        "publish_s": round(elapsed, 2),
-        "upload_s": round(max(elapsed - verify_s, 1e-6), 2),
-        "parts": int(head["ETag"].strip('"').rsplit("-", 1)[-1]) if "-" in head["ETag"] else 1,
-        "url": published.artifacts[0].url,
-    }))
+    print(
+        json.dumps(
+            {
+                "baseline_rss_mb": round(baseline, 1),
+                "peak_rss_mb": round(rss_peak_mb(), 1),
+                "publish_s": round(elapsed, 2),
+                "upload_s": round(max(elapsed - verify_s, 1e-6), 2),
+                "parts": int(head["ETag"].strip('"').rsplit("-", 1)[-1]) if "-" in head["ETag"] else 1,
+                "url": published.artifacts[0].url,
+            }
+        )
+    )
 
 
 def parent(args: argparse.Namespace) -> int:
@@ -104,11 +118,29 @@ def parent(args: argparse.Namespace) -> int:
         try:
             settings = server.settings(work / "data")
             done = subprocess.run(
-                [sys.executable, __file__, "--child", "--artifact", str(artifact),
-                 "--sha256", sha256, "--endpoint", server.endpoint, "--bucket", settings.s3_bucket,
-                 "--data-dir", str(work / "data"), "--part-size-mb", str(args.part_size_mb),
-                 "--concurrency", str(args.concurrency)],
-                check=False, capture_output=True, text=True, timeout=1800,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--artifact",
+                    str(artifact),
+                    "--sha256",
+                    sha256,
+                    "--endpoint",
+                    server.endpoint,
+                    "--bucket",
+                    settings.s3_bucket,
+                    "--data-dir",
+                    str(work / "data"),
+                    "--part-size-mb",
+                    str(args.part_size_mb),
+                    "--concurrency",
+                    str(args.concurrency),
+                ],
+                check=False,
+                capture_output=True,
+                text=True,
+                timeout=1800,
             )
             if done.returncode != 0:
                 sys.stderr.write(done.stderr[-4000:])

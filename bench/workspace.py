@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
 
-from honk.workspace import Workspaces
 from honk.config.settings import Settings
 from honk.workflows.contract import WorkspaceRef
+from honk.workspace import Workspaces
 
 FORMAT_VERSION = 1  # bump when the generated content changes, to rebuild cached repositories
 FILES_PER_DIR = 100
@@ -40,7 +40,9 @@ FILLER = b"The quick brown fox jumps over the lazy dog. " * 5  # ~225 bytes a fi
 def _path(index: int) -> bytes:
     # ~200 directories of 100 files, two levels deep, like a real source tree.
     return b"src/m%03d/d%02d/file%06d.txt" % (
-        index // (FILES_PER_DIR * 10), (index // FILES_PER_DIR) % 10, index,
+        index // (FILES_PER_DIR * 10),
+        (index // FILES_PER_DIR) % 10,
+        index,
     )
 
 
@@ -102,8 +104,7 @@ def measure(repo: Path, work_dir: Path, runs: int) -> tuple[list[float], list[fl
     workspaces = Workspaces(settings)
 
     def ref(name: str) -> WorkspaceRef:
-        return WorkspaceRef(request_id=name, repo="bench", remote=url, base_branch="main",
-                            work_branch=f"honk/{name}")
+        return WorkspaceRef(request_id=name, repo="bench", remote=url, base_branch="main", work_branch=f"honk/{name}")
 
     def clone(dest: Path) -> None:
         subprocess.run(["git", "clone", "--quiet", url, str(dest)], check=True)
@@ -138,16 +139,21 @@ def main(argv: list[str] | None = None) -> int:
     repo = build_repo(args.cache_dir, args.files, args.commits)
     fresh, warm = measure(repo, args.cache_dir / "run", args.runs)
     fresh_median, warm_median = statistics.median(fresh), statistics.median(warm)
-    print(json.dumps({
-        "files": args.files,
-        "commits": args.commits,
-        "fresh_clone_median_s": round(fresh_median, 3),
-        "warm_workspace_median_s": round(warm_median, 3),
-        "ratio": round(fresh_median / warm_median, 1),
-        "runs": args.runs,
-        "fresh_clone_s": [round(t, 3) for t in fresh],
-        "warm_workspace_s": [round(t, 3) for t in warm],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "files": args.files,
+                "commits": args.commits,
+                "fresh_clone_median_s": round(fresh_median, 3),
+                "warm_workspace_median_s": round(warm_median, 3),
+                "ratio": round(fresh_median / warm_median, 1),
+                "runs": args.runs,
+                "fresh_clone_s": [round(t, 3) for t in fresh],
+                "warm_workspace_s": [round(t, 3) for t in warm],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -20,12 +20,12 @@ from slack_sdk.errors import SlackApiError
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
 
+from honk import changes, telemetry
+from honk.changes import RequestError
 from honk.chat import blocks
 from honk.chat.guard import Guard
 from honk.chat.parse import read_command, unknown_repo, usage
 from honk.chat.service import ChatService, Place
-from honk import changes, telemetry
-from honk.changes import RequestError
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
@@ -143,21 +143,29 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
                 await respond(f"{unknown_repo(command.repo, registry)}\n{typed}")
                 return
             if not command.instruction:
-                await respond(f"What should change in *{escape(repo.name)}*? `{name} {escape(repo.name)} "
-                              f"<what to change>`\n{typed}")
+                await respond(
+                    f"What should change in *{escape(repo.name)}*? `{name} {escape(repo.name)} "
+                    f"<what to change>`\n{typed}"
+                )
                 return
             if not repo.may_request(user):
-                await respond(f"You may not request changes to *{escape(repo.name)}*: you are not among its "
-                              f"requesters in Honk's registry.\n{typed}")
+                await respond(
+                    f"You may not request changes to *{escape(repo.name)}*: you are not among its "
+                    f"requesters in Honk's registry.\n{typed}"
+                )
                 return
             text, root_blocks = blocks.request_root(user, repo.name, command.instruction)
             try:
                 root = await service.slack.chat_postMessage(channel=channel, text=text, blocks=root_blocks)
             except SlackApiError as exc:
-                log.warning("cannot post the request's root message",
-                            extra={"channel": channel, "error": exc.response.get("error")})
-                await respond(f"I can't post in this channel ({exc.response.get('error')}). Invite me with "
-                              f"`/invite @honk`, or send me a direct message.\n{typed}")
+                log.warning(
+                    "cannot post the request's root message",
+                    extra={"channel": channel, "error": exc.response.get("error")},
+                )
+                await respond(
+                    f"I can't post in this channel ({exc.response.get('error')}). Invite me with "
+                    f"`/invite @honk`, or send me a direct message.\n{typed}"
+                )
                 return
             await service.start(Place(team, channel, root["ts"]), user, repo, command.instruction, registry)
 
@@ -191,12 +199,15 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
         if place is None:
             return
         try:
-            await service.slack.views_open(trigger_id=body["trigger_id"],
-                                           view=blocks.changes_modal(value["request_id"], place.channel, place.thread_ts))
+            await service.slack.views_open(
+                trigger_id=body["trigger_id"],
+                view=blocks.changes_modal(value["request_id"], place.channel, place.thread_ts),
+            )
         except SlackApiError as exc:
             log.warning("could not open the modal", extra={"error": exc.response.get("error")})
-            await service.whisper(place, user, "I could not open the form; reply in this thread with what "
-                                               "should change instead.")
+            await service.whisper(
+                place, user, "I could not open the form; reply in this thread with what should change instead."
+            )
 
     @app.view(VIEW_CHANGES)
     @background

@@ -43,7 +43,9 @@ def changes_modal(request_id: str, channel: str, thread_ts: str) -> dict[str, An
                 "block_id": CHANGES_BLOCK,
                 "label": {"type": "plain_text", "text": "What should change?"},
                 "element": {
-                    "type": "plain_text_input", "action_id": CHANGES_INPUT, "multiline": True,
+                    "type": "plain_text_input",
+                    "action_id": CHANGES_INPUT,
+                    "multiline": True,
                     "max_length": 3000,
                     "placeholder": {"type": "plain_text", "text": "e.g. make the button blue"},
                 },
@@ -55,8 +57,13 @@ def changes_modal(request_id: str, channel: str, thread_ts: str) -> dict[str, An
 def decided(message: dict[str, Any], action: str, user: str) -> list[dict[str, Any]]:
     """The needs-approval message after a button did its work: the buttons give way to a
     line saying who did what, so nobody presses them again."""
-    kept = [b for b in message.get("blocks") or [] if b.get("block_id") != DECISION_BLOCK and b.get("type") != "actions"]
-    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": f"{DONE_WORDS.get(action, action)} by <@{user}>"}]}
+    kept = [
+        b for b in message.get("blocks") or [] if b.get("block_id") != DECISION_BLOCK and b.get("type") != "actions"
+    ]
+    note = {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": f"{DONE_WORDS.get(action, action)} by <@{user}>"}],
+    }
     return [*kept, note]
 
 
@@ -64,17 +71,26 @@ def request_root(user: str, repo: str, instruction: str) -> tuple[str, list[dict
     """The channel message a `/honk <repo> ...` request hangs its thread on."""
     text = f"<@{user}> asked Honk to change {repo}: {escape(instruction)}"
     quoted = "\n".join("> " + line for line in escape(instruction).splitlines()) or "> (empty)"
-    return text, [{"type": "section", "text": {"type": "mrkdwn",
-                                               "text": f"<@{user}> asked Honk to change *{escape(repo)}*:\n{quoted}"}}]
+    return text, [
+        {
+            "type": "section",
+            "text": {"type": "mrkdwn", "text": f"<@{user}> asked Honk to change *{escape(repo)}*:\n{quoted}"},
+        }
+    ]
 
 
 def status_text(status: RequestStatus) -> str:
     links = status.links
-    lines = [f"*{escape(status.request_id)}* · {escape(status.repo)} · *{status.stage.value}* "
-             f"(round {status.round}, attempt {status.attempt})",
-             f"> {escape(status.instruction[:300])}"]
-    for label, value in (("Install page", links.install_page), ("Work branch", links.work_branch),
-                         ("Merged commit", links.merged_commit)):
+    lines = [
+        f"*{escape(status.request_id)}* · {escape(status.repo)} · *{status.stage.value}* "
+        f"(round {status.round}, attempt {status.attempt})",
+        f"> {escape(status.instruction[:300])}",
+    ]
+    for label, value in (
+        ("Install page", links.install_page),
+        ("Work branch", links.work_branch),
+        ("Merged commit", links.merged_commit),
+    ):
         if value:
             lines.append(f"• {label}: {escape(value)}")
     if status.pending_feedback:
@@ -92,6 +108,8 @@ def list_text(rows: list[Listed], scope: str) -> str:
     lines = [f"Requests {scope}:"]
     for row in rows:
         started = f"{row.started:%Y-%m-%d %H:%M}" if row.started else ""
-        lines.append(f"• `{escape(row.request_id)}` · {escape(row.repo)} · *{escape(row.stage or row.status)}* · "
-                     f"{person(row.requester)} · {started}")
+        lines.append(
+            f"• `{escape(row.request_id)}` · {escape(row.repo)} · *{escape(row.stage or row.status)}* · "
+            f"{person(row.requester)} · {started}"
+        )
     return "\n".join(lines)

@@ -61,14 +61,16 @@ class Guard:
         self.signatures = Recent()
         self.events = Recent()
 
-    async def check(self, req: AsyncBoltRequest, resp: BoltResponse,
-                    next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:  # noqa: A002
+    async def check(
+        self, req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:  # noqa: A002
         if req.mode == "http":
             signature = (req.headers.get("x-slack-signature") or [""])[0]
             if signature and not self.signatures.first_time(signature):
                 log.warning("replayed request rejected", extra=_where(req))
-                return BoltResponse(status=401, body='{"error":"replayed request"}',
-                                    headers={"content-type": "application/json"})
+                return BoltResponse(
+                    status=401, body='{"error":"replayed request"}', headers={"content-type": "application/json"}
+                )
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
         if event_id and not self.events.first_time(str(event_id)):
             retry = (req.headers.get("x-slack-retry-num") or [None])[0]

@@ -28,7 +28,9 @@ _CHANNEL_LINK = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^>]*))?>")
 _SPECIAL = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto|ftp)://?[^|>]+)(?:\|([^>]*))?>")
 _LEADING_REPO = re.compile(r"^in\s+(?P<name>[^\s:,]+)\s*(?P<sep>[:,\n])?\s*(?P<rest>.*)$", re.DOTALL | re.IGNORECASE)
-_TRAILING_REPO = re.compile(r"^(?P<rest>.*?)[\s,]+in\s+(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)[.!]?\s*$", re.DOTALL | re.IGNORECASE)
+_TRAILING_REPO = re.compile(
+    r"^(?P<rest>.*?)[\s,]+in\s+(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]*?)[.!]?\s*$", re.DOTALL | re.IGNORECASE
+)
 
 APPROVE_WORDS = {"approve", "approved", "approve and merge", "approve & merge", "lgtm", "ship it", "merge"}
 CANCEL_WORDS = {"cancel", "stop", "abort"}
@@ -70,7 +72,9 @@ def plain_text(text: str, bot_user: str | None = None) -> str:
     text = _USER_MENTION.sub(lambda m: f"<@{m.group(1)}>", text)  # kept: the agent may need who
     text = _CHANNEL_LINK.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
     text = _SPECIAL.sub(lambda m: f"@{m.group(2) or m.group(1)}", text)
-    text = _LINK.sub(lambda m: m.group(1) if not m.group(2) or m.group(2) == m.group(1) else f"{m.group(2)} ({m.group(1)})", text)
+    text = _LINK.sub(
+        lambda m: m.group(1) if not m.group(2) or m.group(2) == m.group(1) else f"{m.group(2)} ({m.group(1)})", text
+    )
     text = html.unescape(text)
     return re.sub(r"[ \t]+", " ", text).strip()
 
@@ -91,8 +95,11 @@ def read_request(text: str, *, bot_user: str | None, registry: Registry, channel
     trailing = _TRAILING_REPO.match(words)
     if leading and leading.group("name").strip(".") in registry.repos:
         repo, instruction = registry.repos[leading.group("name").strip(".")], leading.group("rest")
-    elif (leading and REPO_NAME.match(leading.group("name"))
-          and (leading.group("sep") or (channel_repo is None and len(registry.repos) != 1))):
+    elif (
+        leading
+        and REPO_NAME.match(leading.group("name"))
+        and (leading.group("sep") or (channel_repo is None and len(registry.repos) != 1))
+    ):
         raise ParseError(_unknown_repo(leading.group("name"), registry))
     elif trailing and trailing.group("name") in registry.repos:
         repo, instruction = registry.repos[trailing.group("name")], trailing.group("rest")
@@ -112,8 +119,10 @@ def read_request(text: str, *, bot_user: str | None, registry: Registry, channel
             "`@honk make the login button bigger`."
         )
     if len(instruction) > MAX_INSTRUCTION:
-        raise ParseError(f"That instruction is {len(instruction)} characters; the limit is {MAX_INSTRUCTION}. "
-                         "Shorten it, or link to a document.")
+        raise ParseError(
+            f"That instruction is {len(instruction)} characters; the limit is {MAX_INSTRUCTION}. "
+            "Shorten it, or link to a document."
+        )
     return Ask(repo=repo, instruction=instruction)
 
 

@@ -30,9 +30,9 @@ from temporalio.client import Client
 
 from honk.chat.app import create_app
 from honk.chat.service import ChatService
-from honk.redact import RedactingFilter, remember_secrets, secret_values
 from honk.config.registry import Registry, load_registry
 from honk.config.settings import Settings, SettingsError
+from honk.redact import RedactingFilter, remember_secrets, secret_values
 from honk.slack.client import web_client
 
 log = logging.getLogger("honk.chat")
@@ -42,6 +42,7 @@ SLACK_PATHS = ("/slack/events", "/slack/commands", "/slack/interactivity")
 
 def require_slack_settings(settings: Settings, *, socket_mode: bool) -> None:
     """Fail at start, naming every missing variable."""
+
     def unset(value: Any) -> bool:
         return value is None or not value.get_secret_value()
 
@@ -69,8 +70,14 @@ class Chat:
     """The service, its Bolt app and (for HTTP mode) its FastAPI app, wired together.
     Tests build one with their own Temporal client, registry and Slack base URL."""
 
-    def __init__(self, settings: Settings, temporal: Client, *, registry: Registry | None = None,
-                 slack: AsyncWebClient | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        temporal: Client,
+        *,
+        registry: Registry | None = None,
+        slack: AsyncWebClient | None = None,
+    ) -> None:
         self.settings = settings
         self.service = ChatService(settings, temporal, slack or web_client(settings), registry)
         secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
@@ -79,7 +86,12 @@ class Chat:
 
     def http_server(self, host: str, port: int) -> uvicorn.Server:
         config = uvicorn.Config(
-            self.api, host=host, port=port, lifespan="on", log_config=None, access_log=False,
+            self.api,
+            host=host,
+            port=port,
+            lifespan="on",
+            log_config=None,
+            access_log=False,
             timeout_graceful_shutdown=25,
         )
         return _Server(config)
@@ -101,8 +113,7 @@ class Chat:
         if token is None or not token.get_secret_value():
             raise SettingsError("HONK_SLACK_APP_TOKEN is not set (an app-level token, xapp-...)")
         await self.service.connect_slack()
-        handler = AsyncSocketModeHandler(self.bolt, app_token=token.get_secret_value(),
-                                         web_client=self.service.slack)
+        handler = AsyncSocketModeHandler(self.bolt, app_token=token.get_secret_value(), web_client=self.service.slack)
         await handler.connect_async()
         log.info("chat connected over socket mode")
         try:
@@ -151,8 +162,7 @@ def create_api(bolt: AsyncApp, service: ChatService) -> FastAPI:
     return api
 
 
-async def run_chat(settings: Settings, *, socket_mode: bool, host: str | None = None,
-                   port: int | None = None) -> None:
+async def run_chat(settings: Settings, *, socket_mode: bool, host: str | None = None, port: int | None = None) -> None:
     """`honk chat`: connect to Temporal, then serve until SIGINT/SIGTERM."""
     from honk.workers.temporal import connect
 

@@ -20,10 +20,10 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from honk.chat import blocks
-from honk.chat.parse import ParseError, read_reply, read_request
 from honk import changes
 from honk.changes import RequestError, find_request, slack_request_id
+from honk.chat import blocks
+from honk.chat.parse import ParseError, read_reply, read_request
 from honk.config.registry import Registry, RegistryError, RepoEntry, load_registry
 from honk.config.settings import Settings, SettingsError
 from honk.slack.client import escape
@@ -76,8 +76,9 @@ class RegistrySource:
 
 
 class ChatService:
-    def __init__(self, settings: Settings, temporal: Client, slack: AsyncWebClient,
-                 registry: Registry | None = None) -> None:
+    def __init__(
+        self, settings: Settings, temporal: Client, slack: AsyncWebClient, registry: Registry | None = None
+    ) -> None:
         self.settings = settings
         self.temporal = temporal
         self.slack = slack
@@ -131,20 +132,30 @@ class ChatService:
             return
         await self.start(place, user, ask.repo, ask.instruction, registry)
 
-    async def start(self, place: Place, user: str, repo: RepoEntry, instruction: str,
-                    registry: Registry | None = None) -> bool:
+    async def start(
+        self, place: Place, user: str, repo: RepoEntry, instruction: str, registry: Registry | None = None
+    ) -> bool:
         """Start the request of `place`; a second start of the same thread is a no-op."""
         registry = registry or self.registries.get()
         if not repo.may_request(user):
             log.info("requester refused", extra={**place.fields(), "user": user, "repo": repo.name})
-            await self.reply(place, f"<@{user}> you may not request changes to *{escape(repo.name)}*: you are "
-                                    "not among its requesters in Honk's registry. Ask whoever runs Honk to add you.")
+            await self.reply(
+                place,
+                f"<@{user}> you may not request changes to *{escape(repo.name)}*: you are "
+                "not among its requesters in Honk's registry. Ask whoever runs Honk to add you.",
+            )
             return False
         origin = Origin(kind="slack", team=place.team, channel=place.channel, thread_ts=place.thread_ts, user=user)
         try:
             handle = await changes.start_request(
-                self.temporal, self.settings, registry, repo=repo.name, instruction=instruction,
-                requester=user, origin=origin, request_id=place.request_id,
+                self.temporal,
+                self.settings,
+                registry,
+                repo=repo.name,
+                instruction=instruction,
+                requester=user,
+                origin=origin,
+                request_id=place.request_id,
             )
         except WorkflowAlreadyStartedError:
             # Slack delivered the event again (or a second replica got it): one request per thread.
@@ -155,8 +166,11 @@ class ChatService:
             return False
         except RPCError as exc:
             log.error("could not start request", extra={**place.fields(), "error": exc.message})
-            await self.reply(place, f"<@{user}> I could not start this request: Honk's workflow service is "
-                                    "not answering. Your message is still here; mention me again in a minute.")
+            await self.reply(
+                place,
+                f"<@{user}> I could not start this request: Honk's workflow service is "
+                "not answering. Your message is still here; mention me again in a minute.",
+            )
             return False
         log.info("request started", extra={**place.fields(), "request_id": handle.id, "repo": repo.name, "user": user})
         await self.react(place.channel, place.thread_ts, "eyes")
@@ -176,9 +190,13 @@ class ChatService:
         if info is None:
             return False
         if info.status != WorkflowExecutionStatus.RUNNING:
-            stage = (info.typed_search_attributes.get(SA_STAGE) if info.typed_search_attributes else None)
-            await self.whisper(place, user, f"This request has already ended ({stage or info.status.name}). "
-                                            "To change more, start a new request with a new message.")
+            stage = info.typed_search_attributes.get(SA_STAGE) if info.typed_search_attributes else None
+            await self.whisper(
+                place,
+                user,
+                f"This request has already ended ({stage or info.status.name}). "
+                "To change more, start a new request with a new message.",
+            )
             return True
         steer = read_reply(text, bot_user=self.bot_user)
         if steer is None:
@@ -200,8 +218,16 @@ class ChatService:
             log.error("decision failed", extra={**place.fields(), "action": action, "error": exc.message})
             await self.whisper(place, user, "Honk's workflow service is not answering; try again in a minute.")
             return False
-        log.info("decision accepted", extra={**place.fields(), "user": user, "action": action,
-                                             "request_id": request_id, "stage": outcome.stage.value})
+        log.info(
+            "decision accepted",
+            extra={
+                **place.fields(),
+                "user": user,
+                "action": action,
+                "request_id": request_id,
+                "stage": outcome.stage.value,
+            },
+        )
         await self.reply(place, _accepted(action, user, outcome.stage, outcome.message))
         return True
 
@@ -215,8 +241,12 @@ class ChatService:
         except (RequestError, RPCError):
             return True
         if status.links.install_page and status.links.install_page != install_page:
-            await self.whisper(place, user, "That button belongs to an older build. Use the buttons on the "
-                                            "latest *Ready for review* message in this thread.")
+            await self.whisper(
+                place,
+                user,
+                "That button belongs to an older build. Use the buttons on the "
+                "latest *Ready for review* message in this thread.",
+            )
             return False
         return True
 
@@ -225,8 +255,12 @@ class ChatService:
     async def reply(self, place: Place, text: str, blocks_: list[dict[str, Any]] | None = None) -> str | None:
         try:
             response = await self.slack.chat_postMessage(
-                channel=place.channel, thread_ts=place.thread_ts, text=text, blocks=blocks_,
-                unfurl_links=False, unfurl_media=False,
+                channel=place.channel,
+                thread_ts=place.thread_ts,
+                text=text,
+                blocks=blocks_,
+                unfurl_links=False,
+                unfurl_media=False,
             )
             return response.get("ts")
         except SlackApiError as exc:
@@ -236,8 +270,7 @@ class ChatService:
     async def whisper(self, place: Place, user: str, text: str) -> None:
         """An ephemeral message: only `user` sees it, in the thread."""
         try:
-            await self.slack.chat_postEphemeral(channel=place.channel, user=user, text=text,
-                                                thread_ts=place.thread_ts)
+            await self.slack.chat_postEphemeral(channel=place.channel, user=user, text=text, thread_ts=place.thread_ts)
         except SlackApiError as exc:
             log.error("slack ephemeral failed", extra={**place.fields(), "error": exc.response.get("error")})
 
@@ -249,8 +282,12 @@ class ChatService:
 
     async def replace_buttons(self, channel: str, message: dict[str, Any], action: str, user: str) -> None:
         try:
-            await self.slack.chat_update(channel=channel, ts=message["ts"], text=message.get("text") or "Honk",
-                                         blocks=blocks.decided(message, action, user))
+            await self.slack.chat_update(
+                channel=channel,
+                ts=message["ts"],
+                text=message.get("text") or "Honk",
+                blocks=blocks.decided(message, action, user),
+            )
         except (SlackApiError, KeyError) as exc:
             log.warning("could not update the decision message", extra={"channel": channel, "error": str(exc)})
 

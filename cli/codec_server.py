@@ -47,7 +47,9 @@ def _cors_headers(request: web.Request, origins: Sequence[str]) -> dict[str, str
     }
 
 
-def make_app(codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_token: str | None = None) -> web.Application:
+def make_app(
+    codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_token: str | None = None
+) -> web.Application:
     origins = [o.rstrip("/") for o in cors_origins]
 
     @web.middleware
@@ -59,8 +61,9 @@ def make_app(codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_t
         if auth_token and request.path != "/healthz":
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {auth_token}".encode()):
-                return web.json_response({"error": "missing or wrong Authorization bearer token"},
-                                         status=401, headers=cors)
+                return web.json_response(
+                    {"error": "missing or wrong Authorization bearer token"}, status=401, headers=cors
+                )
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -75,17 +78,19 @@ def make_app(codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_t
         try:
             payloads = json_format.Parse(await request.text(), Payloads(), ignore_unknown_fields=True)
         except (json_format.ParseError, UnicodeDecodeError, ValueError) as exc:
-            return web.json_response({"error": f"expected {{\"payloads\": [...]}}: {exc}"[:300]}, status=400)
+            return web.json_response({"error": f'expected {{"payloads": [...]}}: {exc}'[:300]}, status=400)
         try:
             done = await (codec.decode(payloads.payloads) if decode else codec.encode(payloads.payloads))
         except DecryptionError as exc:
-            log.warning("codec server could not decode", extra={"error": str(exc),
-                                                                 "namespace": request.headers.get("X-Namespace")})
+            log.warning(
+                "codec server could not decode",
+                extra={"error": str(exc), "namespace": request.headers.get("X-Namespace")},
+            )
             return web.json_response({"error": str(exc)}, status=400)
         # Empty `data` is still sent: the UI reads it from every payload.
-        body = json.dumps({"payloads": [
-            {**json_format.MessageToDict(p), "data": base64.b64encode(p.data).decode()} for p in done
-        ]})
+        body = json.dumps(
+            {"payloads": [{**json_format.MessageToDict(p), "data": base64.b64encode(p.data).decode()} for p in done]}
+        )
         return web.Response(text=body, content_type="application/json")
 
     async def decode(request: web.Request) -> web.Response:
@@ -95,8 +100,7 @@ def make_app(codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_t
         return await transform(request, decode=False)
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text=json.dumps({"ok": True, "keys": len(codec.key_ids)}),
-                            content_type="application/json")
+        return web.Response(text=json.dumps({"ok": True, "keys": len(codec.key_ids)}), content_type="application/json")
 
     app = web.Application(middlewares=[cors_and_auth], client_max_size=MAX_BODY)
     app.router.add_post("/decode", decode)
@@ -111,8 +115,15 @@ def make_app(codec: EncryptionCodec, *, cors_origins: Sequence[str] = (), auth_t
 class CodecServer:
     """The codec server on the running event loop (for `honk dev` and tests)."""
 
-    def __init__(self, codec: EncryptionCodec, host: str, port: int, *,
-                 cors_origins: Sequence[str] = (), auth_token: str | None = None) -> None:
+    def __init__(
+        self,
+        codec: EncryptionCodec,
+        host: str,
+        port: int,
+        *,
+        cors_origins: Sequence[str] = (),
+        auth_token: str | None = None,
+    ) -> None:
         self.app = make_app(codec, cors_origins=cors_origins, auth_token=auth_token)
         self.host, self.port = host, port
         self._runner: web.AppRunner | None = None
@@ -142,11 +153,13 @@ def from_settings(settings, *, port: int | None = None, host: str | None = None)
     from honk.config.settings import SettingsError
 
     if not settings.encryption_keys:
-        raise SettingsError("HONK_ENCRYPTION_KEYS: not set; the codec server needs the keys "
-                            "(create one with `honk encryption-key`)")
+        raise SettingsError(
+            "HONK_ENCRYPTION_KEYS: not set; the codec server needs the keys (create one with `honk encryption-key`)"
+        )
     return CodecServer(
         EncryptionCodec.from_value(settings.encryption_keys.get_secret_value()),
-        host or settings.codec_host, settings.codec_port if port is None else port,
+        host or settings.codec_host,
+        settings.codec_port if port is None else port,
         cors_origins=settings.codec_origins,
         auth_token=settings.codec_auth_token.get_secret_value() if settings.codec_auth_token else None,
     )

@@ -41,8 +41,12 @@ def create_remote(source: Path, remote: Path) -> Path:
         shutil.copytree(source, work, ignore=shutil.ignore_patterns("build", "__pycache__"))
         repo = git.Repo.init(work, initial_branch="main")
         repo.git.add(A=True)
-        repo.git.commit("-m", "Sample app", author="Honk Demo <demo@honk.invalid>",
-                        env={"GIT_COMMITTER_NAME": "Honk Demo", "GIT_COMMITTER_EMAIL": "demo@honk.invalid"})
+        repo.git.commit(
+            "-m",
+            "Sample app",
+            author="Honk Demo <demo@honk.invalid>",
+            env={"GIT_COMMITTER_NAME": "Honk Demo", "GIT_COMMITTER_EMAIL": "demo@honk.invalid"},
+        )
         git.Repo.clone_from(str(work), str(remote), bare=True)
     return remote
 
@@ -74,8 +78,12 @@ async def run_demo(settings: Settings) -> int:
     async with EmbeddedStack(settings) as stack:
         console.print(f"Temporal UI: {stack.server.ui_url}   artifacts: {stack.store.url}")
         handle = await start_request(
-            stack.client, stack.settings, registry, repo=DEMO_REPO,
-            instruction=DEMO_INSTRUCTION, requester=settings.user,
+            stack.client,
+            stack.settings,
+            registry,
+            repo=DEMO_REPO,
+            instruction=DEMO_INSTRUCTION,
+            requester=settings.user,
         )
         console.print(f"Request [bold]{handle.id}[/]: {DEMO_INSTRUCTION}\n")
         shown = 0
@@ -88,14 +96,18 @@ async def run_demo(settings: Settings) -> int:
             final = status
             if status.stage == Stage.AWAITING_APPROVAL and not approved:
                 console.print(f"\n  Install page: [link]{status.links.install_page}[/]")
-                console.print(f"  Approving as {DEMO_APPROVER} with the `{SIGNAL_APPROVE}` signal, as "
-                              f"`temporal workflow signal --name approve --input '{{\"by\":\"{DEMO_APPROVER}\"}}'` would.\n")
+                console.print(
+                    f"  Approving as {DEMO_APPROVER} with the `{SIGNAL_APPROVE}` signal, as "
+                    f'`temporal workflow signal --name approve --input \'{{"by":"{DEMO_APPROVER}"}}\'` would.\n'
+                )
                 await handle.signal(SIGNAL_APPROVE, {"by": DEMO_APPROVER, "comment": "Looks good on my phone"})
                 approved = True
 
     if final is None or final.stage != Stage.MERGED:
-        console.print(f"[bold red]Not merged[/]: {final.stage.value if final else 'no status'}"
-                      + (f" — {final.last_error}" if final and final.last_error else ""))
+        console.print(
+            f"[bold red]Not merged[/]: {final.stage.value if final else 'no status'}"
+            + (f" — {final.last_error}" if final and final.last_error else "")
+        )
         return 1
     message = git.Repo(remote).git.log("-1", "--format=%B", final.links.merged_commit)
     missing = [t for t in TRAILERS if t not in message]

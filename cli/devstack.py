@@ -20,7 +20,6 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import SecretStr
 
-from honk.publish import links as signed_links
 from honk.builds.artifacts import content_type_for
 from honk.cli.scripted_model import (
     DEFAULT_SCRIPT,
@@ -29,6 +28,7 @@ from honk.cli.scripted_model import (
     ScriptedModelServer,
 )
 from honk.config.settings import Settings
+from honk.publish import links as signed_links
 from honk.workflows.contract import SEARCH_ATTRIBUTES
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,21 @@ class DevServer:
 
     def argv(self) -> list[str]:
         argv = [
-            str(temporal_cli()), "server", "start-dev",
-            "--ip", self.host if self.host != "localhost" else "127.0.0.1",
-            "--port", str(self.port),
-            "--ui-port", str(self.settings.ui_port),
-            "--db-filename", str(self.settings.data_dir / "temporal.db"),
-            "--namespace", self.settings.temporal_namespace,
-            "--log-level", "warn",
+            str(temporal_cli()),
+            "server",
+            "start-dev",
+            "--ip",
+            self.host if self.host != "localhost" else "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--ui-port",
+            str(self.settings.ui_port),
+            "--db-filename",
+            str(self.settings.data_dir / "temporal.db"),
+            "--namespace",
+            self.settings.temporal_namespace,
+            "--log-level",
+            "warn",
         ]
         for key in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", f"{key.name}=Keyword"]
@@ -93,7 +101,10 @@ class DevServer:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            self.argv(), stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv(),
+            stdout=logfile,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C reaches us; we stop the server in order
         )
         deadline = time.monotonic() + timeout
@@ -106,7 +117,9 @@ class DevServer:
                 return True
             time.sleep(0.2)
         self.stop()
-        raise DevStackError(f"the Temporal dev server did not listen on {self.port} within {timeout:.0f}s; see {self.log_path}")
+        raise DevStackError(
+            f"the Temporal dev server did not listen on {self.port} within {timeout:.0f}s; see {self.log_path}"
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -157,15 +170,18 @@ class _StoreHandler(http.server.SimpleHTTPRequestHandler):
         self.send_header("Referrer-Policy", "no-referrer")
         if key.endswith(".html"):
             # The page shows text typed in chat: even if escaping failed, nothing may run.
-            self.send_header("Content-Security-Policy",
-                             "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'")
+            self.send_header(
+                "Content-Security-Policy", "default-src 'none'; img-src data: 'self'; style-src 'unsafe-inline'"
+            )
         self.end_headers()
         return file
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         # The path carries the link's signature: log the key only.
-        log.debug("store request", extra={"path": urllib.parse.urlsplit(self.path).path,
-                                          "status": args[1] if len(args) > 1 else None})
+        log.debug(
+            "store request",
+            extra={"path": urllib.parse.urlsplit(self.path).path, "status": args[1] if len(args) > 1 else None},
+        )
 
 
 class StoreServer:
@@ -176,9 +192,14 @@ class StoreServer:
         if not signing_key:
             raise ValueError("the store server needs the link signing key")
         directory.mkdir(parents=True, exist_ok=True)
-        handler = type("StoreHandler", (_StoreHandler,), {
-            "store_root": directory, "signing_key": signing_key,
-        })
+        handler = type(
+            "StoreHandler",
+            (_StoreHandler,),
+            {
+                "store_root": directory,
+                "signing_key": signing_key,
+            },
+        )
         self.httpd = http.server.ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
@@ -223,8 +244,11 @@ class EmbeddedStack:
         # Without an API key the agent talks to the scripted model, through the same client.
         self.model_server = offline_model_server(settings) if settings.offline_model else None
         if self.model_server:
-            updates.update(anthropic_base_url=self.model_server.url, model=MODEL_NAME,
-                           anthropic_api_key=SecretStr("scripted-offline"))
+            updates.update(
+                anthropic_base_url=self.model_server.url,
+                model=MODEL_NAME,
+                anthropic_api_key=SecretStr("scripted-offline"),
+            )
         self.settings = settings.model_copy(update=updates)
         self.with_worker = with_worker
         self.client = None
@@ -265,8 +289,10 @@ class EmbeddedStack:
         try:
             self.codec = await server.start()
         except OSError as exc:
-            raise DevStackError(f"HONK_CODEC_PORT: the codec server cannot listen on "
-                                f"{self.settings.codec_host}:{self.settings.codec_port}: {exc.strerror}") from None
+            raise DevStackError(
+                f"HONK_CODEC_PORT: the codec server cannot listen on "
+                f"{self.settings.codec_host}:{self.settings.codec_port}: {exc.strerror}"
+            ) from None
         if not self.settings.codec_url:  # e.g. an ephemeral port: tell the UI where it ended up
             self.server.codec_endpoint = self.codec.url
 
@@ -301,8 +327,11 @@ async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
             f"  Worker       {'task queue ' + settings.task_queue if with_worker else 'not started (--no-worker)'}\n"
             f"  Model        {stack.model_label}\n"
             + (f"  Encryption   on; the UI decodes through {stack.server.codec_endpoint}\n" if stack.codec else "")
-            + (f"  Metrics      http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
-               if settings.metrics_port else "")
+            + (
+                f"  Metrics      http://{settings.metrics_host}:{settings.metrics_port}/metrics\n"
+                if settings.metrics_port
+                else ""
+            )
             + "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
         )
         if not with_worker:

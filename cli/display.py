@@ -9,16 +9,20 @@ from rich.table import Table
 from honk.workflows.contract import RequestStatus, Stage, TimelineEntry
 
 STAGE_STYLE = {
-    Stage.MERGED: "bold green", Stage.FAILED: "bold red", Stage.CANCELLED: "yellow",
-    Stage.EXPIRED: "yellow", Stage.AWAITING_APPROVAL: "bold cyan",
+    Stage.MERGED: "bold green",
+    Stage.FAILED: "bold red",
+    Stage.CANCELLED: "yellow",
+    Stage.EXPIRED: "yellow",
+    Stage.AWAITING_APPROVAL: "bold cyan",
 }
 
 
 def timeline_line(entry: TimelineEntry) -> str:
     style = "red" if entry.kind in ("refused", "error") else ""
     message = escape(entry.message)  # messages are user and agent text, never markup
-    return (f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] "
-            + (f"[{style}]{message}[/]" if style else message))
+    return f"[dim]{entry.at:%H:%M:%S}[/] [bold]{entry.stage.value:<17}[/] " + (
+        f"[{style}]{message}[/]" if style else message
+    )
 
 
 def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) -> None:
@@ -36,8 +40,11 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
         if value:
             table.add_row(label.replace("_", " "), str(value))
     u = status.usage
-    table.add_row("tokens", f"{u.input_tokens} in, {u.output_tokens} out, "
-                  f"{u.cache_read_tokens} cache read, {u.cache_write_tokens} cache write · ${u.cost_usd:.4f}")
+    table.add_row(
+        "tokens",
+        f"{u.input_tokens} in, {u.output_tokens} out, "
+        f"{u.cache_read_tokens} cache read, {u.cache_write_tokens} cache write · ${u.cost_usd:.4f}",
+    )
     if status.pending_feedback:
         table.add_row("queued feedback", escape("\n".join(f"{f.by}: {f.text}" for f in status.pending_feedback)))
     if status.last_error:
@@ -47,5 +54,3 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
         out.print()
         for entry in status.timeline[-timeline:]:
             out.print(timeline_line(entry), highlight=False)
-
-

@@ -8,7 +8,7 @@ import gc
 import json
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -32,7 +32,8 @@ from honk.workflows.contract import Stage
 
 app = typer.Typer(
     help="Honk: a chat message becomes a merged, tested, built and installed change.",
-    no_args_is_help=True, add_completion=False,
+    no_args_is_help=True,
+    add_completion=False,
 )
 out = Console()
 err = Console(stderr=True)
@@ -75,7 +76,7 @@ def print_json(data: Any) -> None:
 async def request(
     instruction: str = typer.Argument(..., help="what should change, in plain words"),
     repo: str = typer.Option(..., "--repo", "-r", help="repository name from the registry"),
-    by: Optional[str] = typer.Option(None, help="requester (default: HONK_USER or $USER)"),
+    by: str | None = typer.Option(None, help="requester (default: HONK_USER or $USER)"),
     wait: bool = typer.Option(False, "--wait", help="follow progress until a decision is needed or it ends"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> int:
@@ -83,8 +84,7 @@ async def request(
     s = settings()
     registry = load_registry(s.registry, s.data_dir)
     client = await connect(s)
-    handle = await start_request(client, s, registry, repo=repo, instruction=instruction,
-                                 requester=by or s.user)
+    handle = await start_request(client, s, registry, repo=repo, instruction=instruction, requester=by or s.user)
     if not wait:
         if as_json:
             print_json({"request_id": handle.id, "stage": Stage.RECEIVED.value})
@@ -110,12 +110,14 @@ async def _follow(client, request_id: str, *, as_json: bool, until_waiting: bool
     if as_json:
         print_json(last.model_dump(mode="json"))
     elif last.stage == Stage.AWAITING_APPROVAL:
-        out.print(f"\nWaiting for approval. Install: {last.links.install_page or '-'}\n"
-                  f"Approve with `honk approve {request_id}`.")
+        out.print(
+            f"\nWaiting for approval. Install: {last.links.install_page or '-'}\n"
+            f"Approve with `honk approve {request_id}`."
+        )
     return 0 if last.stage in (Stage.MERGED, Stage.AWAITING_APPROVAL) else 1
 
 
-async def _decide(request_id: str, action: str, by: Optional[str], text: str, as_json: bool) -> int:
+async def _decide(request_id: str, action: str, by: str | None, text: str, as_json: bool) -> int:
     s = settings()
     client = await connect(s)
     outcome = await decide(client, request_id, action, by or s.user, text)
@@ -131,7 +133,7 @@ async def _decide(request_id: str, action: str, by: Optional[str], text: str, as
 async def approve(
     request_id: str = typer.Argument(..., metavar="ID"),
     comment: str = typer.Option("", "--comment", "-m"),
-    by: Optional[str] = typer.Option(None, help="approver (default: HONK_USER or $USER)"),
+    by: str | None = typer.Option(None, help="approver (default: HONK_USER or $USER)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
     """Approve a request that waits for approval; Honk merges it."""
@@ -143,7 +145,7 @@ async def approve(
 async def revise(
     request_id: str = typer.Argument(..., metavar="ID"),
     text: str = typer.Argument(..., help="what should change"),
-    by: Optional[str] = typer.Option(None),
+    by: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
     """Request changes: the agent takes another round (queued if it is working now)."""
@@ -155,7 +157,7 @@ async def revise(
 async def cancel(
     request_id: str = typer.Argument(..., metavar="ID"),
     reason: str = typer.Option("", "--reason"),
-    by: Optional[str] = typer.Option(None),
+    by: str | None = typer.Option(None),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
     """Cancel a request at any stage before merging; its work branch is removed."""
@@ -181,8 +183,8 @@ async def status(
 @app.command("list")
 @command
 async def list_(
-    stage: Optional[str] = typer.Option(None, help="e.g. AWAITING_APPROVAL"),
-    repo: Optional[str] = typer.Option(None),
+    stage: str | None = typer.Option(None, help="e.g. AWAITING_APPROVAL"),
+    repo: str | None = typer.Option(None),
     limit: int = typer.Option(50, min=1, max=1000),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
@@ -194,8 +196,9 @@ async def list_(
         return 0
     table = Table("request", "repository", "stage", "requester", "started")
     for row in rows:
-        table.add_row(row.request_id, row.repo, row.stage, row.requester,
-                      f"{row.started:%Y-%m-%d %H:%M}" if row.started else "")
+        table.add_row(
+            row.request_id, row.repo, row.stage, row.requester, f"{row.started:%Y-%m-%d %H:%M}" if row.started else ""
+        )
     out.print(table if rows else "No requests match.")
     return 0
 
@@ -242,8 +245,8 @@ async def dev(
 @app.command("codec-server")
 @command
 async def codec_server(
-    host: Optional[str] = typer.Option(None, help="address to listen on (default: HONK_CODEC_HOST)"),
-    port: Optional[int] = typer.Option(None, min=0, max=65535, help="port (default: HONK_CODEC_PORT)"),
+    host: str | None = typer.Option(None, help="address to listen on (default: HONK_CODEC_HOST)"),
+    port: int | None = typer.Option(None, min=0, max=65535, help="port (default: HONK_CODEC_PORT)"),
 ) -> int:
     """Serve Temporal's remote codec protocol (/encode, /decode) with HONK_ENCRYPTION_KEYS,
     so the Temporal UI and CLI show decrypted payloads. Point the UI at it with its codec
@@ -261,9 +264,11 @@ async def codec_server(
         await server.start()
     except OSError as exc:
         raise SettingsError(f"HONK_CODEC_PORT: cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
-    err.print(f"Codec server on {server.url} (/decode, /encode) for UI origins "
-              f"{', '.join(s.codec_origins)}{'; bearer token required' if s.codec_auth_token else ''}",
-              highlight=False)
+    err.print(
+        f"Codec server on {server.url} (/decode, /encode) for UI origins "
+        f"{', '.join(s.codec_origins)}{'; bearer token required' if s.codec_auth_token else ''}",
+        highlight=False,
+    )
     stop = _asyncio.Event()
     loop = _asyncio.get_running_loop()
     for sig in (_signal.SIGINT, _signal.SIGTERM):
@@ -277,7 +282,7 @@ async def codec_server(
 
 @app.command("encryption-key")
 def encryption_key(
-    key_id: Optional[str] = typer.Argument(None, help="key id (default: a random one)"),
+    key_id: str | None = typer.Argument(None, help="key id (default: a random one)"),
 ) -> None:
     """Print a new AES-256 key as `key-id:base64` for HONK_ENCRYPTION_KEYS (put it first to
     rotate; keep the older keys after it to read older histories)."""
@@ -307,7 +312,9 @@ async def _is_running(client, request_id: str) -> bool:
 @app.command()
 @command
 async def janitor(
-    older_than: str = typer.Option("3d", "--older-than", help="age before something counts as orphaned: 90m, 12h, 3d, 1w"),
+    older_than: str = typer.Option(
+        "3d", "--older-than", help="age before something counts as orphaned: 90m, 12h, 3d, 1w"
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
@@ -334,10 +341,11 @@ async def janitor(
     verb = "Would remove" if dry_run else "Removed"
     for item in report.removed:
         age_h = item.age_s / 3600
-        out.print(f"{verb} {item.kind} {item.name} ({item.request_id or '-'}, {age_h:.1f} h old)",
-                  highlight=False)
-    out.print(f"{verb} {len(report.removed)}; kept {report.kept_running} of running requests, "
-              f"{report.kept_recent} recent.", highlight=False)
+        out.print(f"{verb} {item.kind} {item.name} ({item.request_id or '-'}, {age_h:.1f} h old)", highlight=False)
+    out.print(
+        f"{verb} {len(report.removed)}; kept {report.kept_running} of running requests, {report.kept_recent} recent.",
+        highlight=False,
+    )
     for problem in report.errors:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     return 1 if report.errors else 0
@@ -347,8 +355,8 @@ async def janitor(
 @command
 async def chat(
     socket: bool = typer.Option(False, "--socket", help="Socket Mode (no public URL needed; HONK_SLACK_APP_TOKEN)"),
-    host: Optional[str] = typer.Option(None, help="HTTP mode: address to listen on (default: HONK_CHAT_HOST)"),
-    port: Optional[int] = typer.Option(None, min=1, max=65535, help="HTTP mode: port (default: HONK_CHAT_PORT)"),
+    host: str | None = typer.Option(None, help="HTTP mode: address to listen on (default: HONK_CHAT_HOST)"),
+    port: int | None = typer.Option(None, min=1, max=65535, help="HTTP mode: port (default: HONK_CHAT_PORT)"),
 ) -> int:
     """Run the Slack chat service: HTTP mode (POST /slack/events, /slack/commands,
     /slack/interactivity; GET /healthz) or Socket Mode with --socket."""

@@ -116,8 +116,11 @@ class ScriptedModel:
             return self._message(body, content, "tool_use")
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         claude_code = claude_code_tools(body)
-        turns = (self._claude_code_turns(reply, claude_code, _working_directory(messages))
-                 if claude_code is not None else self._turns(reply))
+        turns = (
+            self._claude_code_turns(reply, claude_code, _working_directory(messages))
+            if claude_code is not None
+            else self._turns(reply)
+        )
         if turn >= len(turns) and reply and reply.get("repeat_last_turn"):
             turn = len(turns) - 1
         if turn >= len(turns):
@@ -128,8 +131,9 @@ class ScriptedModel:
         if step.get("text"):
             content.append({"type": "text", "text": step["text"]})
         for call in step.get("tools", []):
-            content.append({"type": "tool_use", "id": self._id("toolu"), "name": call["name"],
-                            "input": call.get("input", {})})
+            content.append(
+                {"type": "tool_use", "id": self._id("toolu"), "name": call["name"], "input": call.get("input", {})}
+            )
         return self._message(body, content, "tool_use" if step.get("tools") else "end_turn")
 
     @staticmethod
@@ -141,8 +145,12 @@ class ScriptedModel:
         calls = []
         for edit in reply.get("edits", []):
             if "replace" in edit:
-                calls.append({"name": "edit_file", "input": {
-                    "path": edit["path"], "old_text": edit["replace"], "new_text": edit["with"]}})
+                calls.append(
+                    {
+                        "name": "edit_file",
+                        "input": {"path": edit["path"], "old_text": edit["replace"], "new_text": edit["with"]},
+                    }
+                )
             elif "write" in edit:
                 calls.append({"name": "write_file", "input": {"path": edit["path"], "content": edit["write"]}})
             elif edit.get("delete"):
@@ -155,7 +163,9 @@ class ScriptedModel:
         ]
 
     @staticmethod
-    def _claude_code_turns(reply: dict[str, Any] | None, names: dict[str, str], cwd: str | None) -> list[dict[str, Any]]:
+    def _claude_code_turns(
+        reply: dict[str, Any] | None, names: dict[str, str], cwd: str | None
+    ) -> list[dict[str, Any]]:
         """The `edits` shorthand with Claude Code's tools; explicit `turns` are played as given."""
         if reply is None:
             return []
@@ -171,10 +181,20 @@ class ScriptedModel:
                 read = {"name": names["read"], "input": {"file_path": where(edit["path"])}}
                 if read not in reads:
                     reads.append(read)
-                calls.append({"name": names["edit"], "input": {
-                    "file_path": where(edit["path"]), "old_string": edit["replace"], "new_string": edit["with"]}})
+                calls.append(
+                    {
+                        "name": names["edit"],
+                        "input": {
+                            "file_path": where(edit["path"]),
+                            "old_string": edit["replace"],
+                            "new_string": edit["with"],
+                        },
+                    }
+                )
             elif "write" in edit:
-                calls.append({"name": names["write"], "input": {"file_path": where(edit["path"]), "content": edit["write"]}})
+                calls.append(
+                    {"name": names["write"], "input": {"file_path": where(edit["path"]), "content": edit["write"]}}
+                )
             elif edit.get("delete") and "delete_file" in names:
                 calls.append({"name": names["delete_file"], "input": {"path": edit["path"]}})
         summary = reply.get("summary", "Done.")
@@ -190,8 +210,14 @@ class ScriptedModel:
         usage = self._usage(body)
         usage["output_tokens"] = _tokens(content)
         return {
-            "id": self._id("msg"), "type": "message", "role": "assistant", "model": MODEL_NAME,
-            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage,
+            "id": self._id("msg"),
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL_NAME,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": usage,
         }
 
     def _usage(self, body: dict[str, Any]) -> dict[str, int]:
@@ -219,25 +245,54 @@ class ScriptedModel:
 
 def sse_events(message: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """The Messages API streaming events for a complete message."""
-    start = {**message, "content": [], "stop_reason": None,
-             "usage": {**message["usage"], "output_tokens": 1}}
+    start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 1}}
     events: list[tuple[str, dict[str, Any]]] = [("message_start", {"type": "message_start", "message": start})]
     for index, block in enumerate(message["content"]):
         if block["type"] == "text":
-            events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": {"type": "text", "text": ""}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "text_delta", "text": block["text"]}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "text_delta", "text": block["text"]},
+                    },
+                )
+            )
         else:
-            events.append(("content_block_start", {"type": "content_block_start", "index": index,
-                                                   "content_block": {**block, "input": {}}}))
-            events.append(("content_block_delta", {"type": "content_block_delta", "index": index,
-                                                   "delta": {"type": "input_json_delta",
-                                                             "partial_json": json.dumps(block["input"])}}))
+            events.append(
+                (
+                    "content_block_start",
+                    {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}},
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
+                    },
+                )
+            )
         events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
-    events.append(("message_delta", {"type": "message_delta",
-                                     "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
-                                     "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": message["stop_reason"], "stop_sequence": None},
+                "usage": {"output_tokens": message["usage"]["output_tokens"]},
+            },
+        )
+    )
     events.append(("message_stop", {"type": "message_stop"}))
     return events
 
@@ -271,15 +326,17 @@ class MessagesHandler(http.server.BaseHTTPRequestHandler):
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
-            return self.send_json(400, {"type": "error", "error": {"type": "invalid_request_error",
-                                                                   "message": "body is not JSON"}})
+            return self.send_json(
+                400, {"type": "error", "error": {"type": "invalid_request_error", "message": "body is not JSON"}}
+            )
         if self.before_reply(body):
-            return
+            return None
         message = self.server.model.respond(body)
         if body.get("stream"):
             self.send_sse(message)
         else:
             self.send_json(200, message)
+        return None
 
     def before_reply(self, body: dict[str, Any]) -> bool:
         """Hook for tests: answer the request here (an error, a delay) and return True."""
@@ -302,9 +359,7 @@ class MessagesHandler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def send_sse(self, message: dict[str, Any]) -> None:
-        chunks = b"".join(
-            f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in sse_events(message)
-        )
+        chunks = b"".join(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in sse_events(message))
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
@@ -316,8 +371,13 @@ class MessagesHandler(http.server.BaseHTTPRequestHandler):
 class ScriptedModelServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, model: ScriptedModel, host: str = "127.0.0.1", port: int = 0,
-                 handler: type[MessagesHandler] = MessagesHandler) -> None:
+    def __init__(
+        self,
+        model: ScriptedModel,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        handler: type[MessagesHandler] = MessagesHandler,
+    ) -> None:
         super().__init__((host, port), handler)
         self.model = model
         self.url = f"http://{host}:{self.server_address[1]}"

@@ -11,10 +11,12 @@ from datetime import datetime, timedelta
 
 from temporalio.client import (
     Client,
-    WorkflowExecutionStatus as Status,
     WorkflowHandle,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.client import (
+    WorkflowExecutionStatus as Status,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -77,13 +79,25 @@ def slack_request_id(team: str, channel: str, thread_ts: str) -> str:
     return f"honk-slack-{team}-{channel}-{thread_ts}"
 
 
-@telemetry.traced("request.start", attrs=lambda *a, **k: {
-    "repo": k.get("repo"), "requester": k.get("requester"),
-    "origin": k["origin"].kind if k.get("origin") is not None else "cli"},
-    result=lambda handle: {"request_id": handle.id})
+@telemetry.traced(
+    "request.start",
+    attrs=lambda *a, **k: {
+        "repo": k.get("repo"),
+        "requester": k.get("requester"),
+        "origin": k["origin"].kind if k.get("origin") is not None else "cli",
+    },
+    result=lambda handle: {"request_id": handle.id},
+)
 async def start_request(
-    client: Client, settings: Settings, registry: Registry, *, repo: str, instruction: str,
-    requester: str, origin: Origin | None = None, request_id: str | None = None,
+    client: Client,
+    settings: Settings,
+    registry: Registry,
+    *,
+    repo: str,
+    instruction: str,
+    requester: str,
+    origin: Origin | None = None,
+    request_id: str | None = None,
     options: RequestOptions | None = None,
     id_conflict_policy: WorkflowIDConflictPolicy = WorkflowIDConflictPolicy.FAIL,
 ) -> WorkflowHandle:
@@ -101,8 +115,13 @@ async def start_request(
     options = options or RequestOptions()
     options = options.model_copy(update={"merge_strategy": entry.merge_strategy})
     request = ChangeRequest(
-        repo=entry.name, remote=entry.remote, instruction=instruction, requester=requester,
-        approvers=entry.approvers, origin=origin or Origin(), base_branch=entry.base_branch,
+        repo=entry.name,
+        remote=entry.remote,
+        instruction=instruction,
+        requester=requester,
+        approvers=entry.approvers,
+        origin=origin or Origin(),
+        base_branch=entry.base_branch,
         options=options,
     )
     handle = await client.start_workflow(
@@ -113,16 +132,23 @@ async def start_request(
         result_type=RequestStatus,
         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         id_conflict_policy=id_conflict_policy,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(SA_REPO, entry.name),
-            SearchAttributePair(SA_STAGE, Stage.RECEIVED.value),
-            SearchAttributePair(SA_REQUESTER, requester),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(SA_REPO, entry.name),
+                SearchAttributePair(SA_STAGE, Stage.RECEIVED.value),
+                SearchAttributePair(SA_REQUESTER, requester),
+            ]
+        ),
         static_summary=instruction[:400],
         static_details=f"Repository **{entry.name}** · requested by {requester}",
     )
-    telemetry.count(client, "honk_requests_started", "Requests started, by repository and origin",
-                    repo=entry.name, origin=request.origin.kind)
+    telemetry.count(
+        client,
+        "honk_requests_started",
+        "Requests started, by repository and origin",
+        repo=entry.name,
+        origin=request.origin.kind,
+    )
     return handle
 
 
@@ -150,8 +176,7 @@ async def get_status(client: Client, request_id: str, *, query_timeout: float = 
     if info.status == Status.COMPLETED:
         return await handle.result()
     try:
-        return await handle.query(QUERY_STATUS, result_type=RequestStatus,
-                                  rpc_timeout=timedelta(seconds=query_timeout))
+        return await handle.query(QUERY_STATUS, result_type=RequestStatus, rpc_timeout=timedelta(seconds=query_timeout))
     except RPCError as exc:
         if info.status == Status.RUNNING:
             raise RequestError(
@@ -176,7 +201,9 @@ async def decide(
     payload = DecisionUpdate(action=action, by=by, text=text)  # type: ignore[arg-type]
     try:
         return await handle.execute_update(
-            UPDATE_DECIDE, payload, result_type=DecisionOutcome,
+            UPDATE_DECIDE,
+            payload,
+            result_type=DecisionOutcome,
             rpc_timeout=timedelta(seconds=answer_within),
         )
     except WorkflowUpdateFailedError as exc:
@@ -185,9 +212,10 @@ async def decide(
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
         await handle.signal(action, {"by": by, "text": text})
         return DecisionOutcome(
-            accepted=True, stage=Stage.RECEIVED,
+            accepted=True,
+            stage=Stage.RECEIVED,
             message="no worker answered in time; the decision was queued as a signal and will be "
-                    "applied (or refused and recorded) when a worker runs",
+            "applied (or refused and recorded) when a worker runs",
         )
 
 
@@ -207,11 +235,16 @@ async def list_requests(
     rows: list[Listed] = []
     async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
         sa = wf.typed_search_attributes
-        rows.append(Listed(
-            request_id=wf.id, repo=sa.get(SA_REPO) or "", stage=sa.get(SA_STAGE) or "",
-            requester=sa.get(SA_REQUESTER) or "", started=wf.start_time,
-            status=wf.status.name if wf.status else "",
-        ))
+        rows.append(
+            Listed(
+                request_id=wf.id,
+                repo=sa.get(SA_REPO) or "",
+                stage=sa.get(SA_STAGE) or "",
+                requester=sa.get(SA_REQUESTER) or "",
+                started=wf.start_time,
+                status=wf.status.name if wf.status else "",
+            )
+        )
     return rows
 
 
@@ -234,4 +267,3 @@ async def follow(client: Client, request_id: str, *, every: float = 0.5) -> Asyn
         if current.stage.terminal:
             return
         await asyncio.sleep(every)
-

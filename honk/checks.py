@@ -16,13 +16,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from honk.commands import run_command
-from honk.liveness import cancelled, heartbeating
-from honk.sandbox import Sandbox
-from honk.redact import redact
 from honk.config.repository import CheckSpec, RepoConfigError, load_repo_config
-from honk.workspace import Workspaces, safe_name
 from honk.config.settings import Settings
+from honk.liveness import cancelled, heartbeating
+from honk.redact import redact
+from honk.sandbox import Sandbox
 from honk.workflows.contract import ACTIVITY_CHECKS, CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
+from honk.workspace import Workspaces, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ class CheckActivities:
             except RepoConfigError as exc:
                 raise config_error(exc) from None
 
-            runs = run_checks_in(self.settings, root, config.checks, ref.request_id,
-                                 f"attempt{task.attempt}")
+            runs = run_checks_in(self.settings, root, config.checks, ref.request_id, f"attempt{task.attempt}")
 
         outcome = ChecksOutcome(
             passed=all(run.passed for run in runs),
@@ -116,13 +115,15 @@ def run_checks_in(
             tail_limit=OUTPUT_LIMIT,
             sandbox=Sandbox.from_settings(settings),
         )
-        runs.append(CheckRun(
-            name=spec.name,
-            command=list(spec.run),
-            exit_code=result.exit_code,
-            duration_s=result.duration_s,
-            output=redact(result.output_tail),
-            log_path=str(log_path),
-            timed_out=result.timed_out,
-        ))
+        runs.append(
+            CheckRun(
+                name=spec.name,
+                command=list(spec.run),
+                exit_code=result.exit_code,
+                duration_s=result.duration_s,
+                output=redact(result.output_tail),
+                log_path=str(log_path),
+                timed_out=result.timed_out,
+            )
+        )
     return runs

@@ -128,8 +128,7 @@ class EncryptionCodec(PayloadCodec):
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise DecryptionError(
-                f"payload encrypted with key id {kid!r}, which is not in {VARIABLE} "
-                f"(known: {', '.join(self._ciphers)})"
+                f"payload encrypted with key id {kid!r}, which is not in {VARIABLE} (known: {', '.join(self._ciphers)})"
             )
         data = payload.data
         if len(data) <= NONCE_BYTES:
@@ -151,7 +150,7 @@ def iter_payloads(message) -> Iterable[Payload]:
             continue
         if field.message_type.GetOptions().map_entry:
             items = value.values()
-        elif (field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED):
+        elif field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED:
             items = value
         else:
             items = [value]

@@ -27,8 +27,8 @@ from typing import BinaryIO
 from temporalio import activity
 from temporalio.exceptions import CancelledError
 
-from honk.liveness import beat, cancelled, in_activity
 from honk import telemetry
+from honk.liveness import beat, cancelled, in_activity
 from honk.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -91,8 +91,12 @@ def command_env(env_extra: Mapping[str, str] | None, home: Path) -> dict[str, st
 
 
 @telemetry.traced(
-    "command", attrs=lambda argv, cwd, **k: {"program": os.path.basename(str(argv[0])) if argv else "",
-                                             "timeout_s": k.get("timeout_s"), "log": Path(k["log_path"]).name},
+    "command",
+    attrs=lambda argv, cwd, **k: {
+        "program": os.path.basename(str(argv[0])) if argv else "",
+        "timeout_s": k.get("timeout_s"),
+        "log": Path(k["log_path"]).name,
+    },
     result=lambda r: {"exit_code": r.exit_code, "timed_out": r.timed_out, "duration_s": r.duration_s},
 )
 def run_command(
@@ -175,9 +179,7 @@ def _require_executable(program: str, cwd: Path, env: Mapping[str, str]) -> None
         raise FileNotFoundError(2, "No such file or directory", program)
 
 
-def _start(
-    argv: list[str], cwd: Path, env: dict[str, str], log_file: BinaryIO
-) -> subprocess.Popen[bytes]:
+def _start(argv: list[str], cwd: Path, env: dict[str, str], log_file: BinaryIO) -> subprocess.Popen[bytes]:
     # The child writes into the log file itself: nothing is buffered in this process.
     return subprocess.Popen(
         argv,
@@ -369,9 +371,7 @@ def _clean(raw: bytes) -> str:
     return text
 
 
-def _select(
-    lines: Iterator[str], limit: int
-) -> tuple[int, list[tuple[int, str]], deque[tuple[int, str]]]:
+def _select(lines: Iterator[str], limit: int) -> tuple[int, list[tuple[int, str]], deque[tuple[int, str]]]:
     """One pass: count lines, keep the first interesting ones (up to `limit` characters,
     duplicates once) and the last `_TAIL_LINES` lines."""
     errors: list[tuple[int, str]] = []
@@ -389,9 +389,7 @@ def _select(
     return total, errors, tail
 
 
-def _assemble(
-    total: int, errors: list[tuple[int, str]], tail: deque[tuple[int, str]], limit: int
-) -> str:
+def _assemble(total: int, errors: list[tuple[int, str]], tail: deque[tuple[int, str]], limit: int) -> str:
     # The tail gets up to half the room when there are errors to show, all of it otherwise.
     tail_room = limit // 2 if errors else limit
     kept_tail: list[tuple[int, str]] = []
@@ -427,7 +425,7 @@ def _assemble(
         out.append(_omitted(total - previous - 1))
     text = "\n".join(out)
     if len(text) > limit:  # only when a single line is longer than the whole limit
-        text = "[…]" + text[-(limit - 3):]
+        text = "[…]" + text[-(limit - 3) :]
     return text
 
 

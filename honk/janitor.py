@@ -29,6 +29,9 @@ from typing import Any
 
 import git
 
+from honk.config.registry import Registry, RepoEntry
+from honk.config.settings import Settings
+from honk.workflows.contract import WorkspaceRef
 from honk.workspace import (
     GitCredentials,
     GitError,
@@ -42,9 +45,6 @@ from honk.workspace import (
     safe_name,
 )
 from honk.workspace import _rmtree as delete_tree
-from honk.config.registry import Registry, RepoEntry
-from honk.config.settings import Settings
-from honk.workflows.contract import WorkspaceRef
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +154,17 @@ def sweep(
             _sweep_branches(workspaces, entry, running, cutoff, now, report)
         except Exception as exc:  # noqa: BLE001 - one bad remote must not stop the others
             report.errors.append(f"{entry.name}: {redact(str(exc))}")
-            log.warning("janitor: repository skipped",
-                        extra={"repo": entry.name, "error": redact(str(exc))})
-    log.info("janitor done", extra={
-        "dry_run": dry_run, "removed": len(report.removed), "kept_running": report.kept_running,
-        "kept_recent": report.kept_recent, "errors": len(report.errors),
-    })
+            log.warning("janitor: repository skipped", extra={"repo": entry.name, "error": redact(str(exc))})
+    log.info(
+        "janitor done",
+        extra={
+            "dry_run": dry_run,
+            "removed": len(report.removed),
+            "kept_running": report.kept_running,
+            "kept_recent": report.kept_recent,
+            "errors": len(report.errors),
+        },
+    )
     return report
 
 
@@ -180,7 +185,10 @@ def _cached(is_running: IsRunning, report: Report) -> Callable[[str], bool]:
 
 
 def _sweep_workspaces(
-    workspaces: Workspaces, running: Callable[[str], bool], cutoff: float, now: float,
+    workspaces: Workspaces,
+    running: Callable[[str], bool],
+    cutoff: float,
+    now: float,
     report: Report,
 ) -> None:
     root = workspaces.settings.workspaces_dir
@@ -233,15 +241,25 @@ def _leftover(path: Path, cutoff: float, now: float, report: Report) -> None:
 
 
 def _sweep_branches(
-    workspaces: Workspaces, entry: RepoEntry, running: Callable[[str], bool], cutoff: float,
-    now: float, report: Report,
+    workspaces: Workspaces,
+    entry: RepoEntry,
+    running: Callable[[str], bool],
+    cutoff: float,
+    now: float,
+    report: Report,
 ) -> None:
     # A stand-in request: it only names the repository for the mirror and the credentials.
-    ref = WorkspaceRef(request_id="janitor", repo=entry.name, remote=entry.remote,
-                       base_branch=entry.base_branch, work_branch=f"{BRANCH_PREFIX}janitor")
+    ref = WorkspaceRef(
+        request_id="janitor",
+        repo=entry.name,
+        remote=entry.remote,
+        base_branch=entry.base_branch,
+        work_branch=f"{BRANCH_PREFIX}janitor",
+    )
     url, credentials = workspaces.remote_url(ref), workspaces.credentials_for(ref)
-    out = run_git(git.Git(), "ls-remote", "--heads", url, f"refs/heads/{BRANCH_PREFIX}*",
-                  network=True, credentials=credentials)
+    out = run_git(
+        git.Git(), "ls-remote", "--heads", url, f"refs/heads/{BRANCH_PREFIX}*", network=True, credentials=credentials
+    )
     candidates = []
     for line in out.splitlines():
         sha, _, name = line.partition("\t")
@@ -276,8 +294,10 @@ def _sweep_branches(
             except GitError as exc:  # moved since we looked (lease), or the remote said no
                 report.errors.append(f"{entry.name}:{branch}: {exc}")
                 continue
-            log.info("janitor deleted branch",
-                     extra={"repo": entry.name, "branch": branch, "sha": sha, "request_id": request_id})
+            log.info(
+                "janitor deleted branch",
+                extra={"repo": entry.name, "branch": branch, "sha": sha, "request_id": request_id},
+            )
         report.removed.append(removal)
 
 
@@ -286,4 +306,3 @@ def _commit_time(mirror: Path, sha: str) -> float | None:
         if rev(repo, sha) is None:
             return None
         return float(run_git(repo, "show", "-s", "--format=%ct", sha))
-

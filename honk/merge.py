@@ -18,6 +18,8 @@ from temporalio.exceptions import ApplicationError
 from honk import liveness
 from honk.checks import config_error, run_checks_in
 from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.settings import Settings
+from honk.workflows.contract import ACTIVITY_MERGE, ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
 from honk.workspace import (
     GitCredentials,
     GitError,
@@ -28,8 +30,6 @@ from honk.workspace import (
     rev,
     run_git,
 )
-from honk.config.settings import Settings
-from honk.workflows.contract import ACTIVITY_MERGE, ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,14 @@ TRAILER_SEARCH_DEPTH = 500  # commits of the base searched for our own trailer
 
 # Push failures that mean "someone else updated the base first": fetch and redo. The first
 # are git's own non-fast-forward refusals, the rest a server losing a concurrent ref update.
-_BASE_MOVED = ("[rejected]", "non-fast-forward", "fetch first",
-               "cannot lock ref", "failed to update ref", "incorrect old value")
+_BASE_MOVED = (
+    "[rejected]",
+    "non-fast-forward",
+    "fetch first",
+    "cannot lock ref",
+    "failed to update ref",
+    "incorrect old value",
+)
 CONFLICT_EXCERPT = 3000  # characters of conflicting hunks sent back to the agent
 
 
@@ -57,18 +63,20 @@ class MergeActivities:
                 if attempt > 1:
                     self.workspaces.fetch(ref)
                 with open_repo(path) as repo:
-                    outcome = _attempt(repo, task, verify=lambda: self._verify(path, task, attempt),
-                                       credentials=self.workspaces.credentials_for(ref))
+                    outcome = _attempt(
+                        repo,
+                        task,
+                        verify=lambda attempt=attempt: self._verify(path, task, attempt),
+                        credentials=self.workspaces.credentials_for(ref),
+                    )
                 if outcome is not None:
                     return outcome
-                log.info("base moved during merge; redoing",
-                         extra={"request_id": ref.request_id, "attempt": attempt})
+                log.info("base moved during merge; redoing", extra={"request_id": ref.request_id, "attempt": attempt})
         # Retryable: a busy base is not a reason to fail the request.
         raise ApplicationError(
             f"{ref.base_branch!r} moved {MAX_PUSH_ATTEMPTS} times while merging; will retry",
             type="BaseMoving",
         )
-
 
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
         """The base moved since the checks ran: the combined tree must pass them too."""
@@ -76,19 +84,20 @@ class MergeActivities:
             specs = load_repo_config(root).checks
         except RepoConfigError as exc:
             raise config_error(exc) from None
-        runs = run_checks_in(self.settings, root, specs, task.workspace.request_id,
-                             f"merge{attempt}")
+        runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
         report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
         if not report.passed:
             raise ApplicationError(
                 f"checks failed on {task.workspace.base_branch!r} combined with the change, so "
                 f"nothing was pushed:\n{report.failure_report()}",
-                type="CombinedChecksFailed", non_retryable=True,
+                type="CombinedChecksFailed",
+                non_retryable=True,
             )
 
 
-def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None,
-             credentials: GitCredentials | None = None) -> MergeOutcome | None:
+def _attempt(
+    repo: git.Repo, task: MergeTask, verify=lambda: None, credentials: GitCredentials | None = None
+) -> MergeOutcome | None:
     """One try against the base as last fetched; None when the push lost a race."""
     ref = task.workspace
     base_ref = f"refs/remotes/origin/{ref.base_branch}"
@@ -105,7 +114,8 @@ def _attempt(repo: git.Repo, task: MergeTask, verify=lambda: None,
     if merge_base is None:
         raise ApplicationError(
             f"{ref.work_branch!r} and {ref.base_branch!r} share no history",
-            type="MergeConflict", non_retryable=True,
+            type="MergeConflict",
+            non_retryable=True,
         )
     if merge_base == work_sha:  # everything on the work branch is already in the base
         raise _nothing_to_merge(ref)
@@ -146,9 +156,9 @@ def _require_tested(repo: git.Repo, ref: WorkspaceRef, tested_sha: str) -> str:
     if work_sha != tested_sha:
         found = work_sha or "missing"
         raise ApplicationError(
-            f"refusing to merge untested code: remote {ref.work_branch!r} is at {found}, "
-            f"checks passed on {tested_sha}",
-            type="UntestedChange", non_retryable=True,
+            f"refusing to merge untested code: remote {ref.work_branch!r} is at {found}, checks passed on {tested_sha}",
+            type="UntestedChange",
+            non_retryable=True,
         )
     return work_sha
 
@@ -165,7 +175,8 @@ def _merge_base(repo: git.Repo, a: str, b: str) -> str | None:
 def _nothing_to_merge(ref: WorkspaceRef) -> ApplicationError:
     return ApplicationError(
         f"{ref.work_branch!r} has no changes against {ref.base_branch!r}",
-        type="NothingToMerge", non_retryable=True,
+        type="NothingToMerge",
+        non_retryable=True,
     )
 
 
@@ -185,11 +196,13 @@ def trailers(task: MergeTask) -> str:
     def one_line(value: str) -> str:  # a newline would end the trailer block
         return " ".join(value.split()) or "unknown"
 
-    return "\n".join((
-        f"Honk-Request: {one_line(task.workspace.request_id)}",
-        f"Requested-by: {one_line(task.requested_by)}",
-        f"Approved-by: {one_line(task.approved_by)}",
-    ))
+    return "\n".join(
+        (
+            f"Honk-Request: {one_line(task.workspace.request_id)}",
+            f"Requested-by: {one_line(task.requested_by)}",
+            f"Approved-by: {one_line(task.approved_by)}",
+        )
+    )
 
 
 def _squash(repo: git.Repo, task: MergeTask, base_sha: str, work_sha: str) -> str:
@@ -207,8 +220,7 @@ def _merge_commit(repo: git.Repo, task: MergeTask, base_sha: str, work_sha: str)
     """A --no-ff merge commit: base first parent, work branch second."""
     run_git(repo, "checkout", "--quiet", "--force", "--detach", base_sha)
     with _conflicts_abort(repo, task.workspace, abort=("merge", "--abort")):
-        run_git(repo, "merge", "--quiet", "--no-ff", "--no-edit", "--no-verify",
-                "-m", merge_message(task), work_sha)
+        run_git(repo, "merge", "--quiet", "--no-ff", "--no-edit", "--no-verify", "-m", merge_message(task), work_sha)
     return run_git(repo, "rev-parse", "HEAD")
 
 
@@ -220,8 +232,9 @@ def _rebase(repo: git.Repo, task: MergeTask, base_sha: str, work_sha: str) -> st
     if run_git(repo, "rev-parse", "HEAD") == base_sha:  # every commit was already upstream
         raise _nothing_to_merge(task.workspace)
     message = run_git(repo, "log", "-1", "--format=%B", "HEAD").rstrip()
-    run_git(repo, "commit", "--quiet", "--amend", "--no-verify", "--allow-empty",
-            "-m", f"{message}\n\n{trailers(task)}\n")
+    run_git(
+        repo, "commit", "--quiet", "--amend", "--no-verify", "--allow-empty", "-m", f"{message}\n\n{trailers(task)}\n"
+    )
     return run_git(repo, "rev-parse", "HEAD")
 
 
@@ -243,8 +256,10 @@ def _conflicts_abort(repo: git.Repo, ref: WorkspaceRef, abort: tuple[str, ...]) 
             raise
         raise ApplicationError(
             f"merging {ref.work_branch!r} into {ref.base_branch!r} conflicts in: "
-            + ", ".join(conflicted) + (f"\n\nConflicting hunks:\n{hunks}" if hunks else ""),
-            type="MergeConflict", non_retryable=True,
+            + ", ".join(conflicted)
+            + (f"\n\nConflicting hunks:\n{hunks}" if hunks else ""),
+            type="MergeConflict",
+            non_retryable=True,
         ) from None
 
 
@@ -292,8 +307,15 @@ def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str, credentials: GitCred
     """Fast-forward the remote base to `sha` (never forced). False when the base moved."""
     try:
         with liveness.heartbeating("git push", ref.base_branch):
-            run_git(repo, "push", "--quiet", "origin", f"{sha}:refs/heads/{ref.base_branch}",
-                    network=True, credentials=credentials)
+            run_git(
+                repo,
+                "push",
+                "--quiet",
+                "origin",
+                f"{sha}:refs/heads/{ref.base_branch}",
+                network=True,
+                credentials=credentials,
+            )
         return True
     except GitError as exc:
         stderr = exc.stderr.lower()
@@ -303,7 +325,8 @@ def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str, credentials: GitCred
             # A server-side policy (protected branch, hook) said no: retrying cannot help.
             raise ApplicationError(
                 f"remote refused the push to {ref.base_branch!r}: {exc.stderr.strip()}",
-                type="PushRejected", non_retryable=True,
+                type="PushRejected",
+                non_retryable=True,
             ) from None
         if is_permanent_remote_error(exc):
             raise remote_error(ref, f"cannot push: {exc.stderr}") from None

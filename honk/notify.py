@@ -49,10 +49,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from honk.workspace import safe_name
-from honk.redact import redact
 from honk.config.registry import RegistryError, load_registry
 from honk.config.settings import Settings
+from honk.redact import redact
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
@@ -65,6 +64,7 @@ from honk.slack.client import (
     web_client,
 )
 from honk.workflows.contract import ACTIVITY_NOTIFY, Notice, Stage
+from honk.workspace import safe_name
 
 log = logging.getLogger("honk.notify")
 slack_log = logging.getLogger("honk.notify.slack")
@@ -153,20 +153,48 @@ class SentMessages:
 
 # Slack errors that will not go away by trying again.
 PERMANENT_ERRORS = {
-    "channel_not_found", "not_in_channel", "is_archived", "invalid_auth", "not_authed",
-    "account_inactive", "token_revoked", "token_expired", "no_permission", "missing_scope",
-    "invalid_blocks", "invalid_arguments", "msg_too_long", "restricted_action", "ekm_access_denied",
+    "channel_not_found",
+    "not_in_channel",
+    "is_archived",
+    "invalid_auth",
+    "not_authed",
+    "account_inactive",
+    "token_revoked",
+    "token_expired",
+    "no_permission",
+    "missing_scope",
+    "invalid_blocks",
+    "invalid_arguments",
+    "msg_too_long",
+    "restricted_action",
+    "ekm_access_denied",
 }
 
 STAGE_EMOJI = {
-    Stage.RECEIVED: ":inbox_tray:", Stage.PREPARING: ":file_folder:", Stage.EDITING: ":pencil2:",
-    Stage.CHECKING: ":mag:", Stage.BUILDING: ":hammer_and_wrench:", Stage.PUBLISHING: ":outbox_tray:",
-    Stage.AWAITING_APPROVAL: ":eyes:", Stage.MERGING: ":twisted_rightwards_arrows:",
-    Stage.MERGED: ":white_check_mark:", Stage.FAILED: ":x:", Stage.CANCELLED: ":no_entry_sign:",
+    Stage.RECEIVED: ":inbox_tray:",
+    Stage.PREPARING: ":file_folder:",
+    Stage.EDITING: ":pencil2:",
+    Stage.CHECKING: ":mag:",
+    Stage.BUILDING: ":hammer_and_wrench:",
+    Stage.PUBLISHING: ":outbox_tray:",
+    Stage.AWAITING_APPROVAL: ":eyes:",
+    Stage.MERGING: ":twisted_rightwards_arrows:",
+    Stage.MERGED: ":white_check_mark:",
+    Stage.FAILED: ":x:",
+    Stage.CANCELLED: ":no_entry_sign:",
     Stage.EXPIRED: ":hourglass:",
 }
-HAPPY_PATH = [Stage.RECEIVED, Stage.PREPARING, Stage.EDITING, Stage.CHECKING, Stage.BUILDING,
-              Stage.PUBLISHING, Stage.AWAITING_APPROVAL, Stage.MERGING, Stage.MERGED]
+HAPPY_PATH = [
+    Stage.RECEIVED,
+    Stage.PREPARING,
+    Stage.EDITING,
+    Stage.CHECKING,
+    Stage.BUILDING,
+    Stage.PUBLISHING,
+    Stage.AWAITING_APPROVAL,
+    Stage.MERGING,
+    Stage.MERGED,
+]
 SHORT_NAMES = {Stage.AWAITING_APPROVAL: "Review", Stage.MERGING: "Merge"}
 CLOSING = {"merged": "merged", "failed": "failed", "cancelled": "cancelled", "expired": "expired"}
 
@@ -192,8 +220,9 @@ class SlackNotifier:
                 await deliver(notice, attempt)
         except SlackApiError as exc:
             raise _failure(exc, notice) from None
-        slack_log.info("slack notified", extra={"request_id": notice.request_id, "event": notice.event,
-                                                "attempt": attempt.number})
+        slack_log.info(
+            "slack notified", extra={"request_id": notice.request_id, "event": notice.event, "attempt": attempt.number}
+        )
 
     # ------------------------------------------------------------------ per event
 
@@ -204,9 +233,19 @@ class SlackNotifier:
             lines.append(f"Direct download: {_link(build, 'the build')}")
         body = [_section("\n".join(lines))]
         if page and _is_web(page):
-            body.append({"type": "actions", "elements": [
-                {"type": "button", "text": {"type": "plain_text", "text": "Open the install page"},
-                 "url": page, "action_id": "honk_open_install"}]})
+            body.append(
+                {
+                    "type": "actions",
+                    "elements": [
+                        {
+                            "type": "button",
+                            "text": {"type": "plain_text", "text": "Open the install page"},
+                            "url": page,
+                            "action_id": "honk_open_install",
+                        }
+                    ],
+                }
+            )
         await self._post_once(notice, attempt, "build", f"Build ready: {page or notice.text}", body)
         qr = self._qr_png(notice)
         if qr is not None:
@@ -220,25 +259,51 @@ class SlackNotifier:
         value = button_value(request_id=notice.request_id, install_page=notice.links.install_page)
         body = [
             _section(f":eyes: {who}{escape(notice.text)}"),
-            {"type": "actions", "block_id": DECISION_BLOCK, "elements": [
-                {"type": "button", "action_id": ACTION_APPROVE, "style": "primary", "value": value,
-                 "text": {"type": "plain_text", "text": "Approve & merge"}},
-                {"type": "button", "action_id": ACTION_REQUEST_CHANGES, "value": value,
-                 "text": {"type": "plain_text", "text": "Request changes"}},
-                {"type": "button", "action_id": ACTION_CANCEL, "style": "danger", "value": value,
-                 "text": {"type": "plain_text", "text": "Cancel"},
-                 "confirm": {"title": {"type": "plain_text", "text": "Cancel this request?"},
-                             "text": {"type": "mrkdwn", "text": "The work branch is deleted and nothing is merged."},
-                             "confirm": {"type": "plain_text", "text": "Cancel request"},
-                             "deny": {"type": "plain_text", "text": "Keep it"}, "style": "danger"}},
-            ]},
+            {
+                "type": "actions",
+                "block_id": DECISION_BLOCK,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACTION_APPROVE,
+                        "style": "primary",
+                        "value": value,
+                        "text": {"type": "plain_text", "text": "Approve & merge"},
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ACTION_REQUEST_CHANGES,
+                        "value": value,
+                        "text": {"type": "plain_text", "text": "Request changes"},
+                    },
+                    {
+                        "type": "button",
+                        "action_id": ACTION_CANCEL,
+                        "style": "danger",
+                        "value": value,
+                        "text": {"type": "plain_text", "text": "Cancel"},
+                        "confirm": {
+                            "title": {"type": "plain_text", "text": "Cancel this request?"},
+                            "text": {"type": "mrkdwn", "text": "The work branch is deleted and nothing is merged."},
+                            "confirm": {"type": "plain_text", "text": "Cancel request"},
+                            "deny": {"type": "plain_text", "text": "Keep it"},
+                            "style": "danger",
+                        },
+                    },
+                ],
+            },
         ]
         ts = await self._post_once(notice, attempt, "approval", f"Ready for review: {notice.text}", body)
         self.sent.put(notice.request_id, "approval", ts)
 
     async def _on_reminder(self, notice: Notice, attempt: Attempt) -> None:
-        await self._post_once(notice, attempt, "reminder", notice.text,
-                              [_section(f":alarm_clock: {_mention(notice.origin.user)}{escape(notice.text)}")])
+        await self._post_once(
+            notice,
+            attempt,
+            "reminder",
+            notice.text,
+            [_section(f":alarm_clock: {_mention(notice.origin.user)}{escape(notice.text)}")],
+        )
 
     async def _on_merged(self, notice: Notice, attempt: Attempt) -> None:
         sha = notice.links.merged_commit
@@ -251,20 +316,29 @@ class SlackNotifier:
 
     async def _on_failed(self, notice: Notice, attempt: Attempt) -> None:
         reason = notice.text.removeprefix("Failed: ")
-        text = (f":x: {_mention(notice.origin.user)}*This request failed.*\n```{escape(reason[:2500])}```\n"
-                f"*What to do:* start a new request with a new message — more detail about what should change "
-                f"usually helps. Details: `honk status {escape(notice.request_id)}` or the Temporal UI.")
+        text = (
+            f":x: {_mention(notice.origin.user)}*This request failed.*\n```{escape(reason[:2500])}```\n"
+            f"*What to do:* start a new request with a new message — more detail about what should change "
+            f"usually helps. Details: `honk status {escape(notice.request_id)}` or the Temporal UI."
+        )
         await self._post_once(notice, attempt, "failed", f"Failed: {reason[:300]}", [_section(text)])
         await self._close_approval(notice, "failed")
 
     async def _on_cancelled(self, notice: Notice, attempt: Attempt) -> None:
-        await self._post_once(notice, attempt, "cancelled", notice.text,
-                              [_section(f":no_entry_sign: {escape(notice.text)}. The work branch was removed.")])
+        await self._post_once(
+            notice,
+            attempt,
+            "cancelled",
+            notice.text,
+            [_section(f":no_entry_sign: {escape(notice.text)}. The work branch was removed.")],
+        )
         await self._close_approval(notice, "cancelled")
 
     async def _on_expired(self, notice: Notice, attempt: Attempt) -> None:
-        text = (f":hourglass: {_mention(notice.origin.user)}{escape(notice.text)}\n"
-                "To try again, start a new request with a new message.")
+        text = (
+            f":hourglass: {_mention(notice.origin.user)}{escape(notice.text)}\n"
+            "To try again, start a new request with a new message."
+        )
         await self._post_once(notice, attempt, "expired", notice.text, [_section(text)])
         await self._close_approval(notice, "expired")
 
@@ -280,7 +354,8 @@ class SlackNotifier:
         if origin.user:
             try:
                 response = await self.client.chat_postEphemeral(
-                    channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts, text=text)
+                    channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts, text=text
+                )
                 self.sent.put(notice.request_id, name, response.get("message_ts") or "sent")
                 return
             except SlackApiError as exc:
@@ -307,15 +382,21 @@ class SlackNotifier:
                     raise
                 slack_log.warning("status message gone; posting a new one", extra={"request_id": request_id})
         response = await self.client.chat_postMessage(
-            channel=origin.channel, thread_ts=origin.thread_ts, text=text, blocks=body,
-            metadata=_metadata(notice, "status", "status"), unfurl_links=False, unfurl_media=False,
+            channel=origin.channel,
+            thread_ts=origin.thread_ts,
+            text=text,
+            blocks=body,
+            metadata=_metadata(notice, "status", "status"),
+            unfurl_links=False,
+            unfurl_media=False,
         )
         self.sent.put(request_id, "status", response["ts"])
 
     # ------------------------------------------------------------------ exactly once
 
-    async def _post_once(self, notice: Notice, attempt: Attempt, part: str, text: str,
-                         body: list[dict[str, Any]]) -> str:
+    async def _post_once(
+        self, notice: Notice, attempt: Attempt, part: str, text: str, body: list[dict[str, Any]]
+    ) -> str:
         """Post a thread reply unless an earlier attempt of this notification did; its ts."""
         name = f"{attempt.key}.{part}"
         ts = self.sent.get(notice.request_id, name)
@@ -323,8 +404,13 @@ class SlackNotifier:
             ts = await self._find(notice, lambda p, m: p.get("key") == name)
         if ts is None:
             response = await self.client.chat_postMessage(
-                channel=notice.origin.channel, thread_ts=notice.origin.thread_ts, text=text[:3000],
-                blocks=body, metadata=_metadata(notice, part, name), unfurl_links=False, unfurl_media=False,
+                channel=notice.origin.channel,
+                thread_ts=notice.origin.thread_ts,
+                text=text[:3000],
+                blocks=body,
+                metadata=_metadata(notice, part, name),
+                unfurl_links=False,
+                unfurl_media=False,
             )
             ts = response["ts"]
         self.sent.put(notice.request_id, name, ts)
@@ -338,13 +424,18 @@ class SlackNotifier:
             return
         filename = f"honk-install-{hashlib.sha256(name.encode()).hexdigest()[:12]}.png"
         if attempt.number > 1 and await self._find(
-            notice, lambda p, m: any(f.get("name") == filename for f in m.get("files") or []), any_message=True,
+            notice,
+            lambda p, m: any(f.get("name") == filename for f in m.get("files") or []),
+            any_message=True,
         ):
             self.sent.put(notice.request_id, name, filename)
             return
         response = await self.client.files_upload_v2(
-            channel=notice.origin.channel, thread_ts=notice.origin.thread_ts, content=data,
-            filename=filename, title=title,
+            channel=notice.origin.channel,
+            thread_ts=notice.origin.thread_ts,
+            content=data,
+            filename=filename,
+            title=title,
         )
         file_id = (response.get("file") or {}).get("id") or filename
         self.sent.put(notice.request_id, name, file_id)
@@ -356,8 +447,8 @@ class SlackNotifier:
         for _ in range(10):  # 2,000 messages: far more than one request's thread holds
             try:
                 page = await self.client.conversations_replies(
-                    channel=origin.channel, ts=origin.thread_ts, include_all_metadata=True, limit=200,
-                    cursor=cursor)
+                    channel=origin.channel, ts=origin.thread_ts, include_all_metadata=True, limit=200, cursor=cursor
+                )
             except SlackApiError as exc:
                 if _error(exc) == "thread_not_found":
                     return None
@@ -377,13 +468,19 @@ class SlackNotifier:
         """Take the buttons off the needs-approval message: the decision is made."""
         ts = ts or self.sent.get(notice.request_id, "approval")
         if ts is None:
-            ts = await self._find(notice, lambda p, m: p.get("kind") == "approval" and any(
-                b.get("type") == "actions" for b in m.get("blocks") or []))
+            ts = await self._find(
+                notice,
+                lambda p, m: (
+                    p.get("kind") == "approval" and any(b.get("type") == "actions" for b in m.get("blocks") or [])
+                ),
+            )
         if ts is None:
             return
         try:
             await self.client.chat_update(
-                channel=notice.origin.channel, ts=ts, text=f"Review closed: {outcome}",
+                channel=notice.origin.channel,
+                ts=ts,
+                text=f"Review closed: {outcome}",
                 blocks=[_section(f"~Ready for review~ — closed: *{escape(outcome)}*.")],
             )
         except SlackApiError as exc:
@@ -440,8 +537,10 @@ class ChatNotifier:
                 await self.slack.send(notice)  # first: a failure here retries before the log line
             elif not self._warned:
                 self._warned = True
-                slack_log.warning("a request came from Slack but HONK_SLACK_BOT_TOKEN is not set; "
-                                  "notices go to the log only", extra={"request_id": notice.request_id})
+                slack_log.warning(
+                    "a request came from Slack but HONK_SLACK_BOT_TOKEN is not set; notices go to the log only",
+                    extra={"request_id": notice.request_id},
+                )
         await self.log.send(notice)
 
 
@@ -483,8 +582,7 @@ def _link(url: str, label: str) -> str:
 
 
 def _metadata(notice: Notice, kind: str, key: str) -> dict[str, Any]:
-    return {"event_type": METADATA_EVENT,
-            "event_payload": {"request_id": notice.request_id, "kind": kind, "key": key}}
+    return {"event_type": METADATA_EVENT, "event_payload": {"request_id": notice.request_id, "kind": kind, "key": key}}
 
 
 def _progress(stage: Stage) -> str:
@@ -531,8 +629,11 @@ def _failure(exc: SlackApiError, notice: Notice) -> ApplicationError:
     wait = retry_after(exc)
     if wait is not None:
         slack_log.warning("slack rate limit; retrying later", extra={**fields, "retry_after_s": wait})
-        return ApplicationError(f"Slack rate limit; retrying after {wait:.0f}s", type="SlackRateLimited",
-                                next_retry_delay=timedelta(seconds=max(wait, 1)))
+        return ApplicationError(
+            f"Slack rate limit; retrying after {wait:.0f}s",
+            type="SlackRateLimited",
+            next_retry_delay=timedelta(seconds=max(wait, 1)),
+        )
     error = _error(exc) or f"HTTP {getattr(exc.response, 'status_code', '?')}"
     if error in PERMANENT_ERRORS:
         slack_log.error("slack refused the notice", extra={**fields, "error": error})

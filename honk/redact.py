@@ -15,15 +15,15 @@ MASK = "[REDACTED]"
 MIN_SECRET = 6  # shorter configured values would mask ordinary words
 
 SHAPES: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{8,}"), MASK),                      # Slack tokens
-    (re.compile(r"\bxapp-\d-[A-Za-z0-9-]{8,}"), MASK),                           # Slack app tokens
-    (re.compile(r"\bsk-ant-[A-Za-z0-9_-]{8,}"), MASK),                           # Anthropic keys
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),                        # AWS key ids
+    (re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{8,}"), MASK),  # Slack tokens
+    (re.compile(r"\bxapp-\d-[A-Za-z0-9-]{8,}"), MASK),  # Slack app tokens
+    (re.compile(r"\bsk-ant-[A-Za-z0-9_-]{8,}"), MASK),  # Anthropic keys
+    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),  # AWS key ids
     (re.compile(r"(?i)(aws_secret_access_key\W{0,3}[=:]\W{0,3})[A-Za-z0-9/+=]{40}"), rf"\1{MASK}"),
-    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), MASK),                       # GitHub tokens
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"), MASK),  # GitHub tokens
     (re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}\b"), MASK),
-    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"), rf"\1{MASK}"),     # Authorization headers
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^/@\s]+@"), rf"\1{MASK}@"),   # URL passwords
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"), rf"\1{MASK}"),  # Authorization headers
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/@\s:]*:)[^/@\s]+@"), rf"\1{MASK}@"),  # URL passwords
 ]
 
 
@@ -81,7 +81,16 @@ class RedactingFilter(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         for key, value in list(vars(record).items()):
-            if isinstance(value, str) and key not in ("msg", "name", "levelname", "pathname", "filename",
-                                                      "module", "funcName", "processName", "threadName"):
+            if isinstance(value, str) and key not in (
+                "msg",
+                "name",
+                "levelname",
+                "pathname",
+                "filename",
+                "module",
+                "funcName",
+                "processName",
+                "threadName",
+            ):
                 setattr(record, key, redact(value))
         return True

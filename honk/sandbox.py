@@ -35,7 +35,8 @@ def bwrap_works() -> bool:
     try:
         probe = subprocess.run(
             [binary, "--unshare-all", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--", "true"],
-            capture_output=True, timeout=20,
+            capture_output=True,
+            timeout=20,
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
@@ -81,8 +82,18 @@ class Sandbox:
         if not self.active:
             return argv
         box = [
-            shutil.which("bwrap") or "bwrap", "--die-with-parent", "--unshare-all",
-            "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
+            shutil.which("bwrap") or "bwrap",
+            "--die-with-parent",
+            "--unshare-all",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
         ]
         # The fresh /tmp must not hide the tools themselves (a virtualenv or PATH entry that
         # happens to live under /tmp): show those read-only.
@@ -104,8 +115,10 @@ class Sandbox:
 def _tool_dirs(search_path: str) -> list[Path]:
     """Interpreter and PATH directories under /tmp, outermost first, without duplicates."""
     candidates = [Path(sys.prefix), Path(sys.base_prefix), *(Path(p) for p in search_path.split(os.pathsep) if p)]
-    under_tmp = sorted({p.resolve() for p in candidates if p.is_absolute() and p.exists()
-                        and p.resolve().is_relative_to("/tmp")}, key=lambda p: len(p.parts))
+    under_tmp = sorted(
+        {p.resolve() for p in candidates if p.is_absolute() and p.exists() and p.resolve().is_relative_to("/tmp")},
+        key=lambda p: len(p.parts),
+    )
     kept: list[Path] = []
     for path in under_tmp:
         if not any(path.is_relative_to(k) for k in kept):

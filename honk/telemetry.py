@@ -129,7 +129,10 @@ def span(name: str, *, kind: SpanKind = SpanKind.INTERNAL, **attrs: Any) -> Iter
     """
     tracer = trace.get_tracer(TRACER_NAME)
     with tracer.start_as_current_span(
-        name, kind=kind, attributes=_attributes(attrs), record_exception=False,
+        name,
+        kind=kind,
+        attributes=_attributes(attrs),
+        record_exception=False,
         set_status_on_exception=False,
     ) as current:
         try:
@@ -192,6 +195,7 @@ def traced(
 
     def decorate(fn: F) -> F:
         if inspect.iscoroutinefunction(fn):
+
             @functools.wraps(fn)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 span_name, extra = describe(args, kwargs)
@@ -247,19 +251,19 @@ def runtime(settings: Any, service: str = "honk") -> Runtime | None:
         if existing is not None:
             return existing
         try:
-            created = Runtime(telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(
-                    bind_address=address,
-                    counters_total_suffix=True,
-                    durations_as_seconds=True,
-                    histogram_bucket_overrides=HISTOGRAM_BUCKETS,
-                ),
-                global_tags={"service": service},
-            ))
+            created = Runtime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(
+                        bind_address=address,
+                        counters_total_suffix=True,
+                        durations_as_seconds=True,
+                        histogram_bucket_overrides=HISTOGRAM_BUCKETS,
+                    ),
+                    global_tags={"service": service},
+                )
+            )
         except Exception as exc:  # the core reports a busy port as a RuntimeError
-            raise MetricsUnavailable(
-                f"HONK_METRICS_PORT: cannot serve metrics on {address}: {exc}"
-            ) from None
+            raise MetricsUnavailable(f"HONK_METRICS_PORT: cannot serve metrics on {address}: {exc}") from None
         _runtimes[address] = created
         log.info("serving metrics", extra={"url": f"http://{address}/metrics"})
         return created
@@ -280,6 +284,7 @@ def count(client: Any, name: str, description: str, amount: int = 1, **labels: A
     """Add to a Honk counter from client-side code; metrics never break the caller."""
     try:
         meter(client).create_counter(name, description).add(
-            amount, {k: str(v) for k, v in labels.items() if v is not None})
+            amount, {k: str(v) for k, v in labels.items() if v is not None}
+        )
     except Exception:  # noqa: BLE001
         log.debug("could not record metric", extra={"metric": name}, exc_info=True)

@@ -49,12 +49,11 @@ import git
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from honk import liveness
+from honk import liveness, telemetry
 from honk.config.repository import RepoConfigError, load_repo_config
-from honk import telemetry
+from honk.config.settings import Settings
 from honk.redact import redact as redact_secrets
 from honk.redact import remember_secrets
-from honk.config.settings import Settings
 from honk.workflows.contract import (
     ACTIVITY_CLEANUP,
     ACTIVITY_PREPARE,
@@ -119,6 +118,7 @@ def redact(text: str) -> str:
 
 
 # --------------------------------------------------------------------------- credentials
+
 
 def register_secret(value: str | None) -> None:
     """Make `redact` (and every log line) hide `value` and its URL-encoded form from now on."""
@@ -188,8 +188,7 @@ class GitCredentials:
         username = os.environ.get("HONK_GIT_USERNAME")
         if not username:
             return None
-        return cls(username, os.environ.get("HONK_GIT_PASSWORD") or None,
-                   os.environ.get("HONK_GIT_HOST") or None)
+        return cls(username, os.environ.get("HONK_GIT_PASSWORD") or None, os.environ.get("HONK_GIT_HOST") or None)
 
     def env(self) -> dict[str, str]:
         """What a network git command needs in its environment to authenticate with these."""
@@ -258,8 +257,10 @@ def _text(value: Any) -> str:
     return str(value or "")
 
 
-@telemetry.traced(lambda target, command, *a, **k: f"git {command}",
-                 attrs=lambda target, command, *a, network=False, **k: {"git.command": command, "network": network})
+@telemetry.traced(
+    lambda target, command, *a, **k: f"git {command}",
+    attrs=lambda target, command, *a, network=False, **k: {"git.command": command, "network": network},
+)
 def run_git(
     target: git.Repo | git.Git,
     command: str,
@@ -309,8 +310,7 @@ def open_repo(path: Path) -> Iterator[git.Repo]:
 
 def remote_error(ref: WorkspaceRef, problem: str) -> ApplicationError:
     return ApplicationError(
-        f"remote {redact(ref.remote)} (base branch {ref.base_branch!r}, work branch "
-        f"{ref.work_branch!r}): {problem}",
+        f"remote {redact(ref.remote)} (base branch {ref.base_branch!r}, work branch {ref.work_branch!r}): {problem}",
         type="RemoteError",
         non_retryable=True,
     )
@@ -425,7 +425,10 @@ def file_lock(path: Path, what: str = "lock", *, blocking: bool = True) -> Itera
 
 
 def delete_remote_branch(
-    remote: str, branch: str, credentials: GitCredentials | None = None, *,
+    remote: str,
+    branch: str,
+    credentials: GitCredentials | None = None,
+    *,
     expect_sha: str | None = None,
 ) -> None:
     """Delete `refs/heads/<branch>` on `remote` (a URL without credentials); harmless when
@@ -439,8 +442,16 @@ def delete_remote_branch(
         with open_repo(Path(scratch)) as repo:
             try:
                 with liveness.heartbeating("git push --delete", branch):
-                    run_git(repo, "push", "--quiet", *lease, remote, f":refs/heads/{branch}",
-                            network=True, credentials=credentials)
+                    run_git(
+                        repo,
+                        "push",
+                        "--quiet",
+                        *lease,
+                        remote,
+                        f":refs/heads/{branch}",
+                        network=True,
+                        credentials=credentials,
+                    )
             except GitError as exc:
                 if "remote ref does not exist" in exc.stderr:
                     return
@@ -467,9 +478,7 @@ class Workspaces:
     configuration.
     """
 
-    def __init__(
-        self, settings: Settings, credentials: Mapping[str, GitCredentials] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, credentials: Mapping[str, GitCredentials] | None = None) -> None:
         self.settings = settings
         self.default_credentials = GitCredentials.from_settings(settings)
         self.known_credentials = dict(credentials or {})
@@ -564,9 +573,15 @@ class Workspaces:
                 try:
                     with liveness.heartbeating("git fetch", ref.repo):
                         run_git(
-                            repo, "fetch", "--prune", "--quiet", self.remote_url(ref),
-                            "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*",
-                            network=True, credentials=self.credentials_for(ref),
+                            repo,
+                            "fetch",
+                            "--prune",
+                            "--quiet",
+                            self.remote_url(ref),
+                            "+refs/heads/*:refs/heads/*",
+                            "+refs/tags/*:refs/tags/*",
+                            network=True,
+                            credentials=self.credentials_for(ref),
                         )
                 except GitError as exc:
                     if is_permanent_remote_error(exc):
@@ -589,8 +604,12 @@ class Workspaces:
         with open_repo(tmp) as repo:
             # Workspaces borrow this object store (clone --shared): objects must never be
             # pruned from under them, so no automatic gc/maintenance here.
-            for key, value in (("gc.auto", "0"), ("maintenance.auto", "false"),
-                               ("gc.pruneExpire", "never"), ("core.logAllRefUpdates", "false")):
+            for key, value in (
+                ("gc.auto", "0"),
+                ("maintenance.auto", "false"),
+                ("gc.pruneExpire", "never"),
+                ("core.logAllRefUpdates", "false"),
+            ):
                 run_git(repo, "config", key, value)
         os.rename(tmp, mirror)
 
@@ -615,8 +634,7 @@ class Workspaces:
             tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
             try:
                 # --shared borrows the mirror's objects: no copy, near-instant on any size.
-                run_git(git.Git(), "clone", "--quiet", "--shared", "--no-checkout",
-                        str(mirror), str(tmp))
+                run_git(git.Git(), "clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(tmp))
                 os.rename(tmp, path)
             finally:
                 _rmtree(tmp)
@@ -644,9 +662,17 @@ class Workspaces:
         objects (they are shared), instead of a second round trip to the remote."""
         # No FETCH_HEAD and no auto-maintenance child: nothing uses them here, and on the
         # warm path every process counts.
-        run_git(repo, "fetch", "--prune", "--quiet", "--no-write-fetch-head",
-                "--no-auto-maintenance", str(mirror),
-                "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*")
+        run_git(
+            repo,
+            "fetch",
+            "--prune",
+            "--quiet",
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+            str(mirror),
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        )
 
     @staticmethod
     def _reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False) -> str:
@@ -659,8 +685,7 @@ class Workspaces:
         git_dir = Path(repo.git_dir)
         if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
             run_git(repo, "rebase", "--quit")  # a crash mid-merge left a rebase behind
-        run_git(repo, "checkout", "--quiet", "--force", "--no-track", "-B", ref.work_branch, start,
-                "--")
+        run_git(repo, "checkout", "--quiet", "--force", "--no-track", "-B", ref.work_branch, start, "--")
         if not fresh:
             run_git(repo, "reset", "--quiet", "--hard", start)  # also drops MERGE_HEAD & co
         run_git(repo, "clean", "-ffdxq")
@@ -674,8 +699,7 @@ class Workspaces:
             run_git(repo, "add", "--all")
             if not run_git(repo, "status", "--porcelain"):
                 return None
-            run_git(repo, "commit", "--quiet", "--no-verify", "-m",
-                    message.strip() or "Honk: update workspace")
+            run_git(repo, "commit", "--quiet", "--no-verify", "-m", message.strip() or "Honk: update workspace")
             sha = run_git(repo, "rev-parse", "HEAD")
         log.info("committed", extra=_log_extra(ref, head_sha=sha))
         return sha
@@ -694,9 +718,16 @@ class Workspaces:
             lease = rev(repo, f"refs/remotes/origin/{ref.work_branch}") or ""
             try:
                 with liveness.heartbeating("git push", ref.work_branch):
-                    run_git(repo, "push", "--quiet", f"--force-with-lease={work}:{lease}",
-                            "origin", f"{work}:{work}", network=True,
-                            credentials=self.credentials_for(ref))
+                    run_git(
+                        repo,
+                        "push",
+                        "--quiet",
+                        f"--force-with-lease={work}:{lease}",
+                        "origin",
+                        f"{work}:{work}",
+                        network=True,
+                        credentials=self.credentials_for(ref),
+                    )
             except GitError as exc:
                 if is_permanent_remote_error(exc):
                     raise remote_error(ref, f"cannot push: {exc.stderr}") from None
@@ -721,7 +752,11 @@ class Workspaces:
         as both paths)."""
         with self.locked(ref), open_repo(self.path(ref)) as repo:
             out = run_git(
-                repo, "diff", "--name-only", "--no-renames", "-z",
+                repo,
+                "diff",
+                "--name-only",
+                "--no-renames",
+                "-z",
                 f"refs/remotes/origin/{ref.base_branch}...refs/heads/{ref.work_branch}",
                 strip=False,
             )
@@ -740,8 +775,7 @@ class Workspaces:
             path = self.path(ref)
             if path.exists() or path.is_symlink():
                 pooled = self._recycle(ref, path)
-        log.info("workspace removed",
-                 extra=_log_extra(ref, remote_deleted=delete_remote_branch, pooled=pooled))
+        log.info("workspace removed", extra=_log_extra(ref, remote_deleted=delete_remote_branch, pooled=pooled))
 
     def _delete_remote_branch(self, ref: WorkspaceRef) -> None:
         try:
@@ -818,8 +852,7 @@ class Workspaces:
                     staging = None
                     return True
         except (GitError, git.GitError, OSError) as exc:
-            log.warning("could not recycle workspace; deleting it",
-                        extra=_log_extra(ref, error=redact(str(exc))))
+            log.warning("could not recycle workspace; deleting it", extra=_log_extra(ref, error=redact(str(exc))))
         finally:
             if staging is not None:
                 _rmtree(staging)
@@ -839,8 +872,7 @@ class Workspaces:
         """
         fresh = slot.parent / f".git-{uuid.uuid4().hex[:12]}"
         try:
-            run_git(git.Git(), "clone", "--quiet", "--shared", "--no-checkout",
-                    str(mirror), str(fresh))
+            run_git(git.Git(), "clone", "--quiet", "--shared", "--no-checkout", str(mirror), str(fresh))
             _rmtree(slot / ".git")
             os.rename(fresh / ".git", slot / ".git")
         finally:

@@ -15,8 +15,14 @@ from honk.cli.scripted_model import MessagesHandler, ScriptedModel, ScriptedMode
 
 API_KEY = "sk-ant-test-4f9c2e7d1b"
 
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               429: "rate_limit_error", 500: "api_error", 529: "overloaded_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
 
 
 @dataclass
@@ -64,8 +70,11 @@ class _Handler(MessagesHandler):
             return False
         extra = {"retry-after": str(fault.retry_after)} if fault and fault.retry_after is not None else {}
         message = "invalid x-api-key" if status == 401 else f"injected {status}"
-        self.send_json(status, {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"),
-                                                            "message": message}}, extra)
+        self.send_json(
+            status,
+            {"type": "error", "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message}},
+            extra,
+        )
         return True
 
 

@@ -28,7 +28,10 @@ class MotoServer:
         out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [str(MOTO_SERVER), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -45,17 +48,21 @@ class MotoServer:
     def settings(self, data_dir: Path, **overrides: object) -> Settings:
         """Honk settings for a fresh bucket on this server (created here)."""
         bucket = f"honk-{uuid.uuid4().hex[:10]}"
-        settings = load_settings(**{
-            "data_dir": data_dir, "artifact_store": "s3", "s3_bucket": bucket,
-            "s3_endpoint_url": self.endpoint, "s3_region": "eu-west-1",
-            "s3_access_key_id": "AKIAHONKTEST", "s3_secret_access_key": "honk-test-secret",
-            **overrides,
-        })
+        settings = load_settings(
+            **{
+                "data_dir": data_dir,
+                "artifact_store": "s3",
+                "s3_bucket": bucket,
+                "s3_endpoint_url": self.endpoint,
+                "s3_region": "eu-west-1",
+                "s3_access_key_id": "AKIAHONKTEST",
+                "s3_secret_access_key": "honk-test-secret",
+                **overrides,
+            }
+        )
         from honk.publish.store import s3_client
 
-        s3_client(settings).create_bucket(
-            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
-        )
+        s3_client(settings).create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         return settings
 
     def stop(self) -> None:

@@ -32,19 +32,35 @@ class PhoneBrowser:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         argv = [
-            CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-dev-shm-usage", "--hide-scrollbars",
-            f"--user-data-dir={self.profile}", f"--window-size={PHONE['width']},{PHONE['height']}",
-            "--remote-debugging-pipe", "about:blank",
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            f"--user-data-dir={self.profile}",
+            f"--window-size={PHONE['width']},{PHONE['height']}",
+            "--remote-debugging-pipe",
+            "about:blank",
         ]
         devnull = os.open(os.devnull, os.O_WRONLY)
-        self.pid = os.posix_spawn(CHROMIUM, argv, {**os.environ, "HOME": self.profile}, file_actions=[
-            (os.POSIX_SPAWN_DUP2, to_child_r, 3),
-            (os.POSIX_SPAWN_DUP2, from_child_w, 4),
-            (os.POSIX_SPAWN_DUP2, devnull, 1),
-            (os.POSIX_SPAWN_DUP2, devnull, 2),
-        ], setsid=True)
+        self.pid = os.posix_spawn(
+            CHROMIUM,
+            argv,
+            {**os.environ, "HOME": self.profile},
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, to_child_r, 3),
+                (os.POSIX_SPAWN_DUP2, from_child_w, 4),
+                (os.POSIX_SPAWN_DUP2, devnull, 1),
+                (os.POSIX_SPAWN_DUP2, devnull, 2),
+            ],
+            setsid=True,
+        )
         for fd in (to_child_r, from_child_w, devnull):
             os.close(fd)
         self._buffer = b""
@@ -100,26 +116,31 @@ class PhoneBrowser:
     def _attach(self) -> str:
         targets = self.call("Target.getTargets", session=None)["targetInfos"]
         pages = [t for t in targets if t["type"] == "page"]
-        target_id = pages[0]["targetId"] if pages else self.call(
-            "Target.createTarget", {"url": "about:blank"}, session=None)["targetId"]
-        return self.call("Target.attachToTarget", {"targetId": target_id, "flatten": True},
-                         session=None)["sessionId"]
+        target_id = (
+            pages[0]["targetId"]
+            if pages
+            else self.call("Target.createTarget", {"url": "about:blank"}, session=None)["targetId"]
+        )
+        return self.call("Target.attachToTarget", {"targetId": target_id, "flatten": True}, session=None)["sessionId"]
 
     # ----------------------------------------------------------------- what tests use
 
     def open(self, url: str) -> None:
         self.call("Emulation.setDeviceMetricsOverride", PHONE)
-        self.call("Emulation.setUserAgentOverride", {
-            "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
-                         "(KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36"})
+        self.call(
+            "Emulation.setUserAgentOverride",
+            {
+                "userAgent": "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 "
+                "(KHTML, like Gecko) Chrome/130.0 Mobile Safari/537.36"
+            },
+        )
         self.call("Page.enable")
         self.events.clear()
         self.call("Page.navigate", {"url": url})
         self.wait_event("Page.loadEventFired")
 
     def evaluate(self, expression: str) -> Any:
-        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                                "awaitPromise": True})
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True})
         if "exceptionDetails" in result:
             raise BrowserError(f"script failed: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -128,8 +149,10 @@ class PhoneBrowser:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
             size = self.call("Page.getLayoutMetrics")["cssContentSize"]
-            params |= {"captureBeyondViewport": True, "clip": {
-                "x": 0, "y": 0, "width": PHONE["width"], "height": size["height"], "scale": 1}}
+            params |= {
+                "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": PHONE["width"], "height": size["height"], "scale": 1},
+            }
         data = self.call("Page.captureScreenshot", params)["data"]
         path.write_bytes(base64.b64decode(data))
         return path

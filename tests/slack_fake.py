@@ -137,8 +137,9 @@ class SlackFake:
 
     # ------------------------------------------------------------------ test controls
 
-    def fail(self, method: str, status: int = 500, *, times: int = 1, retry_after: int | None = None,
-             apply: bool = False) -> None:
+    def fail(
+        self, method: str, status: int = 500, *, times: int = 1, retry_after: int | None = None, apply: bool = False
+    ) -> None:
         """The next `times` calls of `method` answer `status` (429 carries Retry-After)."""
         with self._lock:
             self._faults.append(Fault(method, status, times, retry_after, apply))
@@ -150,8 +151,11 @@ class SlackFake:
     def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
         """Messages in a thread (the root if the fake has it, then replies), oldest first."""
         with self._lock:
-            found = [m for m in self.messages if m["channel"] == channel
-                     and (m["ts"] == thread_ts or m.get("thread_ts") == thread_ts)]
+            found = [
+                m
+                for m in self.messages
+                if m["channel"] == channel and (m["ts"] == thread_ts or m.get("thread_ts") == thread_ts)
+            ]
         return sorted(found, key=lambda m: float(m["ts"]))
 
     def message(self, channel: str, ts: str) -> dict[str, Any] | None:
@@ -162,8 +166,16 @@ class SlackFake:
         """A message a person wrote (Slack would also send its event); returns its ts."""
         with self._lock:
             ts = self._next_ts()
-            self.messages.append({"type": "message", "channel": channel, "ts": ts, "user": user,
-                                  "text": text, **({"thread_ts": thread_ts} if thread_ts else {})})
+            self.messages.append(
+                {
+                    "type": "message",
+                    "channel": channel,
+                    "ts": ts,
+                    "user": user,
+                    "text": text,
+                    **({"thread_ts": thread_ts} if thread_ts else {}),
+                }
+            )
         return ts
 
     # ------------------------------------------------------------------ Socket Mode
@@ -174,9 +186,14 @@ class SlackFake:
     def send_envelope(self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0) -> str:
         """Push an envelope to the connected Socket Mode client; returns its envelope_id."""
         envelope_id = uuid.uuid4().hex
-        envelope = {"envelope_id": envelope_id, "type": kind, "payload": payload,
-                    "accepts_response_payload": kind != "events_api",
-                    "retry_attempt": retry_attempt, "retry_reason": "timeout" if retry_attempt else ""}
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+        }
 
         async def push() -> None:
             if not self._sockets:
@@ -194,9 +211,16 @@ class SlackFake:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self._sockets.append(ws)
-        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1,
-                                      "connection_info": {"app_id": APP_ID},
-                                      "debug_info": {"host": "fake"}}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": 1,
+                    "connection_info": {"app_id": APP_ID},
+                    "debug_info": {"host": "fake"},
+                }
+            )
+        )
         self._socket_connected.set()
         try:
             async for msg in ws:
@@ -243,8 +267,9 @@ class SlackFake:
         token = auth.removeprefix("Bearer ").strip() if auth.startswith("Bearer ") else args.get("token")
         fault = self._take_fault(method)
         if fault is not None and not fault.apply:
-            return self._record(method, args, request, fault.status, {"ok": False, "error": "fault"},
-                                retry_after=fault.retry_after)
+            return self._record(
+                method, args, request, fault.status, {"ok": False, "error": "fault"}, retry_after=fault.retry_after
+            )
         expected = self.app_token if method in _APP_TOKEN_METHODS else self.bot_token
         if token != expected:
             return self._record(method, args, request, 200, {"ok": False, "error": "invalid_auth"})
@@ -254,12 +279,20 @@ class SlackFake:
         with self._lock:
             body = handler(args)
         if fault is not None:  # the work is done; the answer is "lost"
-            return self._record(method, args, request, fault.status, {"ok": False, "error": "fault"},
-                                retry_after=fault.retry_after)
+            return self._record(
+                method, args, request, fault.status, {"ok": False, "error": "fault"}, retry_after=fault.retry_after
+            )
         return self._record(method, args, request, 200, body)
 
-    def _record(self, method: str, args: dict[str, Any], request: web.Request, status: int,
-                body: dict[str, Any], retry_after: int | None = None) -> web.Response:
+    def _record(
+        self,
+        method: str,
+        args: dict[str, Any],
+        request: web.Request,
+        status: int,
+        body: dict[str, Any],
+        retry_after: int | None = None,
+    ) -> web.Response:
         with self._lock:
             self.calls.append(Call(method, args, status, request.content_type, response=body))
         headers = {"Retry-After": str(retry_after)} if status == 429 else {}
@@ -275,8 +308,7 @@ class SlackFake:
             if entry is None:
                 return web.Response(status=404, text="unknown upload")
             entry["data"] = data
-            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)}, 200,
-                                   request.content_type))
+            self.calls.append(Call("upload", {"file_id": file_id, "bytes": len(data)}, 200, request.content_type))
         return web.Response(text=f"OK - {len(data)}")
 
     async def _response_url(self, request: web.Request) -> web.Response:
@@ -292,17 +324,31 @@ class SlackFake:
         return f"{self._ts_base}.{next(self._ts):06d}"
 
     def _m_auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
-        return {"ok": True, "url": "https://honk-test.slack.com/", "team": "Honk Test", "user": "honk",
-                "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
+        return {
+            "ok": True,
+            "url": "https://honk-test.slack.com/",
+            "team": "Honk Test",
+            "user": "honk",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("channel"):
             return {"ok": False, "error": "channel_not_found"}
         if not (args.get("text") or args.get("blocks")):
             return {"ok": False, "error": "no_text"}
-        message = {"type": "message", "channel": args["channel"], "ts": self._next_ts(),
-                   "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("text", ""),
-                   "blocks": args.get("blocks") or []}
+        message = {
+            "type": "message",
+            "channel": args["channel"],
+            "ts": self._next_ts(),
+            "user": BOT_USER,
+            "bot_id": BOT_ID,
+            "text": args.get("text", ""),
+            "blocks": args.get("blocks") or [],
+        }
         if args.get("thread_ts"):
             message["thread_ts"] = args["thread_ts"]
         if args.get("metadata"):
@@ -311,8 +357,9 @@ class SlackFake:
         return {"ok": True, "channel": args["channel"], "ts": message["ts"], "message": message}
 
     def _m_chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
-        message = next((m for m in self.messages if m["channel"] == args.get("channel")
-                        and m["ts"] == args.get("ts")), None)
+        message = next(
+            (m for m in self.messages if m["channel"] == args.get("channel") and m["ts"] == args.get("ts")), None
+        )
         if message is None:
             return {"ok": False, "error": "message_not_found"}
         message.setdefault("edits", 0)
@@ -340,16 +387,26 @@ class SlackFake:
 
     def _m_conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
         root = args.get("ts")
-        found = sorted((m for m in self.messages if m["channel"] == args.get("channel")
-                        and (m["ts"] == root or m.get("thread_ts") == root)), key=lambda m: float(m["ts"]))
+        found = sorted(
+            (
+                m
+                for m in self.messages
+                if m["channel"] == args.get("channel") and (m["ts"] == root or m.get("thread_ts") == root)
+            ),
+            key=lambda m: float(m["ts"]),
+        )
         with_metadata = str(args.get("include_all_metadata", "")).lower() in ("1", "true")
         start = int(args.get("cursor") or 0)
         limit = int(args.get("limit") or 100)
-        page = found[start:start + limit]
+        page = found[start : start + limit]
         more = start + limit < len(found)
         out = [{k: v for k, v in m.items() if k != "metadata" or with_metadata} for m in page]
-        return {"ok": True, "messages": out, "has_more": more,
-                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+        return {
+            "ok": True,
+            "messages": out,
+            "has_more": more,
+            "response_metadata": {"next_cursor": str(start + limit) if more else ""},
+        }
 
     def _m_files_getUploadURLExternal(self, args: dict[str, Any]) -> dict[str, Any]:
         if not args.get("filename") or not str(args.get("length", "")).isdigit():
@@ -368,13 +425,26 @@ class SlackFake:
             if entry is None or entry["data"] is None or len(entry["data"]) != entry["length"]:
                 return {"ok": False, "error": "file_not_found"}
             entry["title"] = item.get("title") or entry["name"]
-            shared.append({"id": item["id"], "name": entry["name"], "title": entry["title"],
-                           "mimetype": "image/png" if entry["name"].endswith(".png") else "application/octet-stream",
-                           "size": entry["length"]})
+            shared.append(
+                {
+                    "id": item["id"],
+                    "name": entry["name"],
+                    "title": entry["title"],
+                    "mimetype": "image/png" if entry["name"].endswith(".png") else "application/octet-stream",
+                    "size": entry["length"],
+                }
+            )
         if args.get("channel_id"):
-            message = {"type": "message", "channel": args["channel_id"], "ts": self._next_ts(),
-                       "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("initial_comment", ""),
-                       "files": shared, "upload": True}
+            message = {
+                "type": "message",
+                "channel": args["channel_id"],
+                "ts": self._next_ts(),
+                "user": BOT_USER,
+                "bot_id": BOT_ID,
+                "text": args.get("initial_comment", ""),
+                "files": shared,
+                "upload": True,
+            }
             if args.get("thread_ts"):
                 message["thread_ts"] = args["thread_ts"]
             self.messages.append(message)
@@ -387,8 +457,14 @@ class SlackFake:
 # --------------------------------------------------------------------------- Slack's side
 
 
-def signed_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int | None = None,
-                   content_type: str = "application/json", retry: int | None = None) -> dict[str, str]:
+def signed_headers(
+    body: bytes,
+    *,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    content_type: str = "application/json",
+    retry: int | None = None,
+) -> dict[str, str]:
     """Headers Slack would send with `body`: timestamp and v0 HMAC signature."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     headers = {
@@ -404,63 +480,133 @@ def signed_headers(body: bytes, *, secret: str = SIGNING_SECRET, timestamp: int 
 
 def event_callback(event: dict[str, Any], *, team: str = TEAM, event_id: str | None = None) -> dict[str, Any]:
     return {
-        "token": "unused-verification-token", "team_id": team, "api_app_id": APP_ID,
-        "event": {"event_ts": event.get("ts", ""), **event}, "type": "event_callback",
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}", "event_time": int(time.time()),
+        "token": "unused-verification-token",
+        "team_id": team,
+        "api_app_id": APP_ID,
+        "event": {"event_ts": event.get("ts", ""), **event},
+        "type": "event_callback",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_time": int(time.time()),
         "authorizations": [{"team_id": team, "user_id": BOT_USER, "is_bot": True}],
     }
 
 
-def mention(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None,
-            team: str = TEAM, event_id: str | None = None) -> dict[str, Any]:
-    event = {"type": "app_mention", "user": user, "text": f"<@{BOT_USER}> {text}", "ts": ts,
-             "channel": channel, "team": team}
+def mention(
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    ts: str,
+    thread_ts: str | None = None,
+    team: str = TEAM,
+    event_id: str | None = None,
+) -> dict[str, Any]:
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": channel,
+        "team": team,
+    }
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event_callback(event, team=team, event_id=event_id)
 
 
-def message_event(text: str, *, user: str, channel: str, ts: str, thread_ts: str | None = None,
-                  channel_type: str = "channel", team: str = TEAM) -> dict[str, Any]:
-    event = {"type": "message", "user": user, "text": text, "ts": ts, "channel": channel,
-             "channel_type": channel_type, "team": team}
+def message_event(
+    text: str,
+    *,
+    user: str,
+    channel: str,
+    ts: str,
+    thread_ts: str | None = None,
+    channel_type: str = "channel",
+    team: str = TEAM,
+) -> dict[str, Any]:
+    event = {
+        "type": "message",
+        "user": user,
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "channel_type": channel_type,
+        "team": team,
+    }
     if thread_ts:
         event["thread_ts"] = thread_ts
     return event_callback(event, team=team)
 
 
-def block_action(action_id: str, value: str, *, user: str, channel: str, message: dict[str, Any],
-                 response_url: str, team: str = TEAM) -> dict[str, Any]:
+def block_action(
+    action_id: str, value: str, *, user: str, channel: str, message: dict[str, Any], response_url: str, team: str = TEAM
+) -> dict[str, Any]:
     return {
-        "type": "block_actions", "team": {"id": team, "domain": "honk-test"},
+        "type": "block_actions",
+        "team": {"id": team, "domain": "honk-test"},
         "user": {"id": user, "username": user.lower(), "team_id": team},
-        "api_app_id": APP_ID, "token": "unused", "trigger_id": f"trig.{uuid.uuid4().hex[:8]}",
-        "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel,
-                      "is_ephemeral": False, "thread_ts": message.get("thread_ts")},
+        "api_app_id": APP_ID,
+        "token": "unused",
+        "trigger_id": f"trig.{uuid.uuid4().hex[:8]}",
+        "container": {
+            "type": "message",
+            "message_ts": message["ts"],
+            "channel_id": channel,
+            "is_ephemeral": False,
+            "thread_ts": message.get("thread_ts"),
+        },
         "channel": {"id": channel, "name": "mobile"},
-        "message": message, "response_url": response_url,
-        "actions": [{"action_id": action_id, "block_id": "honk_decision", "value": value,
-                     "type": "button", "action_ts": f"{time.time():.6f}"}],
+        "message": message,
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "honk_decision",
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
     }
 
 
-def view_submission(callback_id: str, private_metadata: str, values: dict[str, Any], *, user: str,
-                    team: str = TEAM) -> dict[str, Any]:
+def view_submission(
+    callback_id: str, private_metadata: str, values: dict[str, Any], *, user: str, team: str = TEAM
+) -> dict[str, Any]:
     return {
-        "type": "view_submission", "team": {"id": team, "domain": "honk-test"},
-        "user": {"id": user, "username": user.lower(), "team_id": team}, "api_app_id": APP_ID,
-        "token": "unused", "trigger_id": f"trig.{uuid.uuid4().hex[:8]}",
-        "view": {"id": "V000001", "type": "modal", "callback_id": callback_id,
-                 "private_metadata": private_metadata, "state": {"values": values}},
+        "type": "view_submission",
+        "team": {"id": team, "domain": "honk-test"},
+        "user": {"id": user, "username": user.lower(), "team_id": team},
+        "api_app_id": APP_ID,
+        "token": "unused",
+        "trigger_id": f"trig.{uuid.uuid4().hex[:8]}",
+        "view": {
+            "id": "V000001",
+            "type": "modal",
+            "callback_id": callback_id,
+            "private_metadata": private_metadata,
+            "state": {"values": values},
+        },
     }
 
 
-def slash_command(text: str, *, user: str, channel: str, response_url: str, command: str = "/honk",
-                  team: str = TEAM) -> dict[str, str]:
-    return {"token": "unused", "team_id": team, "team_domain": "honk-test", "channel_id": channel,
-            "channel_name": "mobile", "user_id": user, "user_name": user.lower(), "command": command,
-            "text": text, "api_app_id": APP_ID, "response_url": response_url,
-            "trigger_id": f"trig.{uuid.uuid4().hex[:8]}"}
+def slash_command(
+    text: str, *, user: str, channel: str, response_url: str, command: str = "/honk", team: str = TEAM
+) -> dict[str, str]:
+    return {
+        "token": "unused",
+        "team_id": team,
+        "team_domain": "honk-test",
+        "channel_id": channel,
+        "channel_name": "mobile",
+        "user_id": user,
+        "user_name": user.lower(),
+        "command": command,
+        "text": text,
+        "api_app_id": APP_ID,
+        "response_url": response_url,
+        "trigger_id": f"trig.{uuid.uuid4().hex[:8]}",
+    }
 
 
 def form_body(fields: dict[str, str]) -> bytes:

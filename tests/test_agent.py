@@ -8,13 +8,13 @@ from pathlib import Path
 
 import git
 import pytest
+from anthropic_fake import API_KEY, FakeAnthropic, Fault
+from honkstack import Stack
 from temporalio.exceptions import ApplicationError
 
 from honk.agent.activity import AgentActivities
 from honk.agent.tools import WorkspaceTools
-from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honk.config.settings import load_settings
-from honkstack import Stack
 from honk.workflows.contract import AgentTask, Stage, WorkspaceRef
 
 CALC_BUG = "def add(a, b):\n    return a - b\n"
@@ -25,13 +25,17 @@ TEST_CALC = (
 )
 HONK_TOML = '[[checks]]\nname = "unit"\nrun = ["python3", "-m", "unittest", "-q"]\ntimeout_seconds = 60\n'
 
-FIX_CALC = {"when": "crash in add", "summary": "Fixed add().", "turns": [
-    {"text": "Let me look.", "tools": [{"name": "read_file", "input": {"path": "calc.py"}}]},
-    {"tools": [{"name": "run_checks", "input": {}}]},
-    {"tools": [{"name": "edit_file", "input": {"path": "calc.py", "old_text": "a - b", "new_text": "a + b"}}]},
-    {"tools": [{"name": "run_checks", "input": {}}]},
-    {"tools": [{"name": "finish", "input": {"summary": "add() subtracted; it adds now. The unit check passes."}}]},
-]}
+FIX_CALC = {
+    "when": "crash in add",
+    "summary": "Fixed add().",
+    "turns": [
+        {"text": "Let me look.", "tools": [{"name": "read_file", "input": {"path": "calc.py"}}]},
+        {"tools": [{"name": "run_checks", "input": {}}]},
+        {"tools": [{"name": "edit_file", "input": {"path": "calc.py", "old_text": "a - b", "new_text": "a + b"}}]},
+        {"tools": [{"name": "run_checks", "input": {}}]},
+        {"tools": [{"name": "finish", "input": {"summary": "add() subtracted; it adds now. The unit check passes."}}]},
+    ],
+}
 
 
 def calc_repo(path: Path, extra: dict[str, str] | None = None) -> Path:
@@ -44,16 +48,25 @@ def calc_repo(path: Path, extra: dict[str, str] | None = None) -> Path:
         (work / name).write_text(text)
     repo = git.Repo.init(work, initial_branch="main")
     repo.git.add(A=True)
-    repo.git.commit("-m", "calc", author="T <t@example.com>",
-                    env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    repo.git.commit(
+        "-m",
+        "calc",
+        author="T <t@example.com>",
+        env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"},
+    )
     remote = path / "calc.git"
     git.Repo.clone_from(str(work), str(remote), bare=True)
     return remote
 
 
 def ref_for(remote: Path, request_id: str = "honk-calc-1") -> WorkspaceRef:
-    return WorkspaceRef(request_id=request_id, repo="calc", remote=str(remote), base_branch="main",
-                        work_branch=f"honk/{request_id.removeprefix('honk-')}")
+    return WorkspaceRef(
+        request_id=request_id,
+        repo="calc",
+        remote=str(remote),
+        base_branch="main",
+        work_branch=f"honk/{request_id.removeprefix('honk-')}",
+    )
 
 
 def task_for(ref: WorkspaceRef, instruction: str, **kw) -> AgentTask:
@@ -68,8 +81,13 @@ def agent(tmp_path):
     def make(script: dict, **settings) -> tuple[AgentActivities, FakeAnthropic]:
         fake = FakeAnthropic(script).start()
         fakes.append(fake)
-        s = load_settings(data_dir=tmp_path / "data", anthropic_base_url=fake.url,
-                          anthropic_api_key=settings.pop("key", API_KEY), model="scripted-model", **settings)
+        s = load_settings(
+            data_dir=tmp_path / "data",
+            anthropic_base_url=fake.url,
+            anthropic_api_key=settings.pop("key", API_KEY),
+            model="scripted-model",
+            **settings,
+        )
         return AgentActivities(s), fake
 
     yield make
@@ -110,10 +128,18 @@ async def test_agent_repairs_failing_test_and_workflow_shows_usage(dev_env, tmp_
 
 
 async def test_turn_budget_stops_a_model_that_never_finishes(dev_env, tmp_path, task_queue):
-    script = {"replies": [{"when": "endless", "repeat_last_turn": True, "turns": [
-        {"tools": [{"name": "write_file", "input": {"path": "notes.txt", "content": "still thinking\n"}}]},
-        {"tools": [{"name": "read_file", "input": {"path": "notes.txt"}}]},
-    ]}]}
+    script = {
+        "replies": [
+            {
+                "when": "endless",
+                "repeat_last_turn": True,
+                "turns": [
+                    {"tools": [{"name": "write_file", "input": {"path": "notes.txt", "content": "still thinking\n"}}]},
+                    {"tools": [{"name": "read_file", "input": {"path": "notes.txt"}}]},
+                ],
+            }
+        ]
+    }
     stack = Stack(dev_env, tmp_path, task_queue, script=script)
     stack.settings = stack.settings.model_copy(update={"agent_max_turns": 4})
     stack.start_worker()
@@ -138,11 +164,24 @@ async def test_turn_budget_stops_a_model_that_never_finishes(dev_env, tmp_path, 
 
 def test_judge_vetoes_a_deleted_test_and_the_agent_gets_the_reason(agent, tmp_path):
     remote = calc_repo(tmp_path)
-    script = {"replies": [
-        {"when": "speed up", "feedback": "deletes the test file", "summary": "Restored the test; fixed add instead.",
-         "edits": [{"path": "test_calc.py", "write": TEST_CALC}, {"path": "calc.py", "replace": "a - b", "with": "a + b"}]},
-        {"when": "speed up", "summary": "Removed the slow test.", "edits": [{"path": "test_calc.py", "delete": True}]},
-    ]}
+    script = {
+        "replies": [
+            {
+                "when": "speed up",
+                "feedback": "deletes the test file",
+                "summary": "Restored the test; fixed add instead.",
+                "edits": [
+                    {"path": "test_calc.py", "write": TEST_CALC},
+                    {"path": "calc.py", "replace": "a - b", "with": "a + b"},
+                ],
+            },
+            {
+                "when": "speed up",
+                "summary": "Removed the slow test.",
+                "edits": [{"path": "test_calc.py", "delete": True}],
+            },
+        ]
+    }
     activities, fake = agent(script)
     outcome = activities.run_agent(task_for(ref_for(remote), "Speed up the test suite"))
     assert outcome.status == "finished", outcome.summary
@@ -154,7 +193,9 @@ def test_judge_vetoes_a_deleted_test_and_the_agent_gets_the_reason(agent, tmp_pa
 
 def test_judge_veto_twice_reports_vetoed(agent, tmp_path):
     remote = calc_repo(tmp_path)
-    script = {"replies": [{"when": "speed up", "summary": "Removed it.", "edits": [{"path": "test_calc.py", "delete": True}]}]}
+    script = {
+        "replies": [{"when": "speed up", "summary": "Removed it.", "edits": [{"path": "test_calc.py", "delete": True}]}]
+    }
     activities, _ = agent(script)
     outcome = activities.run_agent(task_for(ref_for(remote), "Speed up the test suite"))
     assert outcome.status == "vetoed" and "deletes the test file" in outcome.summary
@@ -162,9 +203,16 @@ def test_judge_veto_twice_reports_vetoed(agent, tmp_path):
 
 def test_judge_model_verdict_is_used_when_rules_pass(agent, tmp_path):
     remote = calc_repo(tmp_path)
-    script = {"replies": [{"when": "crash in add", "summary": "Rewrote everything.",
-                           "edits": [{"path": "calc.py", "replace": "a - b", "with": "a + b"}],
-                           "verdict": {"approve": False, "reason": "It rewrites unrelated code."}}]}
+    script = {
+        "replies": [
+            {
+                "when": "crash in add",
+                "summary": "Rewrote everything.",
+                "edits": [{"path": "calc.py", "replace": "a - b", "with": "a + b"}],
+                "verdict": {"approve": False, "reason": "It rewrites unrelated code."},
+            }
+        ]
+    }
     activities, fake = agent(script)
     outcome = activities.run_agent(task_for(ref_for(remote), "Fix the crash in add"))
     assert outcome.status == "vetoed" and "It rewrites unrelated code." in outcome.summary
@@ -215,13 +263,15 @@ def test_auth_header_styles_are_both_accepted(agent, tmp_path):
 
     _, fake = agent({"replies": []})
     reply = anthropic.Anthropic(api_key=API_KEY, base_url=fake.url).messages.create(
-        model="scripted-model", max_tokens=10, messages=[{"role": "user", "content": "<request>\nhi\n</request>"}])
+        model="scripted-model", max_tokens=10, messages=[{"role": "user", "content": "<request>\nhi\n</request>"}]
+    )
     assert reply.model == "scripted-model"
     body = json.dumps({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).encode()
 
     def post(headers: dict[str, str]) -> int:
-        request = urllib.request.Request(f"{fake.url}/v1/messages", data=body, method="POST",
-                                         headers={"content-type": "application/json", **headers})
+        request = urllib.request.Request(
+            f"{fake.url}/v1/messages", data=body, method="POST", headers={"content-type": "application/json", **headers}
+        )
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status
@@ -238,17 +288,20 @@ def test_auth_header_styles_are_both_accepted(agent, tmp_path):
 # --------------------------------------------------------------------------- confinement
 
 
-@pytest.mark.parametrize("call", [
-    ("read_file", {"path": "../outside.txt"}),
-    ("read_file", {"path": "/etc/passwd"}),
-    ("read_file", {"path": "escape/outside.txt"}),
-    ("write_file", {"path": "escape/new.txt", "content": "x"}),
-    ("write_file", {"path": ".git/config", "content": "[core]"}),
-    ("edit_file", {"path": ".git/HEAD", "old_text": "ref", "new_text": "x"}),
-    ("write_file", {"path": "sub/../../outside.txt", "content": "x"}),
-    ("delete_file", {"path": "gitlink/config"}),
-    ("list_files", {"path": ".."}),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        ("read_file", {"path": "../outside.txt"}),
+        ("read_file", {"path": "/etc/passwd"}),
+        ("read_file", {"path": "escape/outside.txt"}),
+        ("write_file", {"path": "escape/new.txt", "content": "x"}),
+        ("write_file", {"path": ".git/config", "content": "[core]"}),
+        ("edit_file", {"path": ".git/HEAD", "old_text": "ref", "new_text": "x"}),
+        ("write_file", {"path": "sub/../../outside.txt", "content": "x"}),
+        ("delete_file", {"path": "gitlink/config"}),
+        ("list_files", {"path": ".."}),
+    ],
+)
 def test_every_escape_is_refused_as_a_tool_error(tmp_path, call):
     root = tmp_path / "ws"
     (root / ".git").mkdir(parents=True)
@@ -272,11 +325,25 @@ def test_every_escape_is_refused_as_a_tool_error(tmp_path, call):
 
 def test_escape_attempt_through_the_model_is_reported_back(agent, tmp_path):
     remote = calc_repo(tmp_path)
-    script = {"replies": [{"when": "peek", "turns": [
-        {"tools": [{"name": "read_file", "input": {"path": "../../../../etc/passwd"}},
-                   {"name": "write_file", "input": {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\n"}}]},
-        {"tools": [{"name": "finish", "input": {"summary": "Gave up."}}]},
-    ]}]}
+    script = {
+        "replies": [
+            {
+                "when": "peek",
+                "turns": [
+                    {
+                        "tools": [
+                            {"name": "read_file", "input": {"path": "../../../../etc/passwd"}},
+                            {
+                                "name": "write_file",
+                                "input": {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\n"},
+                            },
+                        ]
+                    },
+                    {"tools": [{"name": "finish", "input": {"summary": "Gave up."}}]},
+                ],
+            }
+        ]
+    }
     activities, fake = agent(script, judge=False)
     outcome = activities.run_agent(task_for(ref_for(remote), "peek"))
     results = fake.tool_results()
@@ -289,14 +356,23 @@ def test_escape_attempt_through_the_model_is_reported_back(agent, tmp_path):
 
 
 def test_cached_prefix_and_trimmed_check_output(agent, tmp_path):
-    noisy = ('[[checks]]\nname = "noisy"\nrun = ["python3", "-c", "import sys\\nfor i in range(30000): '
-             'print(\'progress line\', i, \'x\' * 40)\\nprint(\'FAILED test_noise - AssertionError: boom\')\\n'
-             'sys.exit(1)"]\n')
+    noisy = (
+        '[[checks]]\nname = "noisy"\nrun = ["python3", "-c", "import sys\\nfor i in range(30000): '
+        "print('progress line', i, 'x' * 40)\\nprint('FAILED test_noise - AssertionError: boom')\\n"
+        'sys.exit(1)"]\n'
+    )
     remote = calc_repo(tmp_path, {".honk.toml": noisy, "AGENTS.md": "Always keep add() pure.\n"})
-    script = {"replies": [{"when": "check", "turns": [
-        {"tools": [{"name": "run_checks", "input": {}}]},
-        {"tools": [{"name": "finish", "input": {"summary": "Looked at the checks."}}]},
-    ]}]}
+    script = {
+        "replies": [
+            {
+                "when": "check",
+                "turns": [
+                    {"tools": [{"name": "run_checks", "input": {}}]},
+                    {"tools": [{"name": "finish", "input": {"summary": "Looked at the checks."}}]},
+                ],
+            }
+        ]
+    }
     activities, fake = agent(script, judge=False)
     activities.run_agent(task_for(ref_for(remote), "check things"))
 

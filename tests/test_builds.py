@@ -19,22 +19,35 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
 from honk.builds.build import BuildActivities
-from honk.workspace import Workspaces
 from honk.config.settings import Settings, load_settings
 from honk.workflows.contract import BuildTask, Stage, WorkspaceRef
+from honk.workspace import Workspaces
 
 REQUEST = "req-builds"
 NUMBER = 91_500_000
-COMMON_ENV = ("HONK_BUILD_NUMBER", "HONK_REQUEST_ID", "HONK_COMMIT", "FLAVOR", "AWS_SECRET_ACCESS_KEY",
-              "HONK_S3_SECRET_ACCESS_KEY", "HOME", "CI")
+COMMON_ENV = (
+    "HONK_BUILD_NUMBER",
+    "HONK_REQUEST_ID",
+    "HONK_COMMIT",
+    "FLAVOR",
+    "AWS_SECRET_ACCESS_KEY",
+    "HONK_S3_SECRET_ACCESS_KEY",
+    "HOME",
+    "CI",
+)
 
 
 # --------------------------------------------------------------------------- fixtures
 
 
 def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-                          cwd=cwd, check=True, capture_output=True, text=True)
+    done = subprocess.run(
+        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip()
 
 
@@ -62,8 +75,9 @@ def make_repo(tmp_path: Path):
         git("branch", f"honk/{REQUEST}", cwd=src)
         remote = tmp_path / "remote.git"
         git("clone", "--quiet", "--bare", str(src), str(remote), cwd=tmp_path)
-        return WorkspaceRef(request_id=REQUEST, repo="demo", remote=str(remote), base_branch="main",
-                            work_branch=f"honk/{REQUEST}")
+        return WorkspaceRef(
+            request_id=REQUEST, repo="demo", remote=str(remote), base_branch="main", work_branch=f"honk/{REQUEST}"
+        )
 
     return make
 
@@ -84,13 +98,17 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     class Tools:
         def fake(self, name: str, behaviour: str = "", directory: Path = bin_dir) -> Path:
             script = directory / name
-            script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(f"""\
+            script.write_text(
+                f"#!{sys.executable}\n"
+                + textwrap.dedent(f"""\
                 import json, os, sys
                 args = sys.argv[1:]
                 with open({str(record)!r}, "a") as f:
                     f.write(json.dumps({{"tool": {name!r}, "argv": args, "cwd": os.getcwd(),
                                         "env": dict(os.environ)}}) + "\\n")
-            """) + textwrap.dedent(behaviour))
+            """)
+                + textwrap.dedent(behaviour)
+            )
             script.chmod(0o755)
             return script
 
@@ -105,7 +123,8 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 def build(settings: Settings, ref: WorkspaceRef, target: str):
     return BuildActivities(settings, Workspaces(settings)).build(
-        BuildTask(workspace=ref, target=target, build_number=NUMBER))
+        BuildTask(workspace=ref, target=target, build_number=NUMBER)
+    )
 
 
 def build_root(settings: Settings) -> Path:
@@ -117,7 +136,9 @@ def assert_common_env(env: dict[str, str], settings: Settings) -> None:
     assert env["HONK_BUILD_NUMBER"] == str(NUMBER) and env["HONK_REQUEST_ID"] == REQUEST
     assert len(env["HONK_COMMIT"]) == 40
     assert "aws-secret-xyz" not in json.dumps(env) and "honk-secret-xyz" not in json.dumps(env)
-    assert not [k for k in env if k.startswith("HONK_") and k not in ("HONK_BUILD_NUMBER", "HONK_REQUEST_ID", "HONK_COMMIT")]
+    assert not [
+        k for k in env if k.startswith("HONK_") and k not in ("HONK_BUILD_NUMBER", "HONK_REQUEST_ID", "HONK_COMMIT")
+    ]
     assert env["HOME"] != os.environ.get("HOME")  # a scratch home per command
 
 
@@ -143,14 +164,18 @@ GRADLE_OUTPUTS = """
 
 def test_gradle_without_wrapper(settings, make_repo, tools) -> None:
     tools.fake("gradle", GRADLE_OUTPUTS)
-    ref = make_repo({".honk.toml": """
+    ref = make_repo(
+        {
+            ".honk.toml": """
         [[build]]
         name = "android"
         driver = "gradle"
         task = "assembleRelease"
         args = ["-Pflavor=paid", "--offline"]
         env = { FLAVOR = "paid" }
-    """})
+    """
+        }
+    )
     outcome = build(settings, ref, "android")
 
     [call] = tools.calls
@@ -173,16 +198,18 @@ def test_gradle_wrapper_in_a_subproject_builds_an_app_bundle(settings, make_repo
     wrapper_dir = tmp_path / "wrapper"
     wrapper_dir.mkdir()
     fake = tools.fake("gradlew", GRADLE_OUTPUTS, directory=wrapper_dir)
-    ref = make_repo({
-        "mobile/gradlew": f"exec {sys.executable} {fake} \"$@\"\n",  # a wrapper without exec bit
-        ".honk.toml": """
+    ref = make_repo(
+        {
+            "mobile/gradlew": f'exec {sys.executable} {fake} "$@"\n',  # a wrapper without exec bit
+            ".honk.toml": """
             [[build]]
             name = "play"
             driver = "gradle"
             project_dir = "mobile"
             task = ":app:bundleRelease"
         """,
-    })
+        }
+    )
     outcome = build(settings, ref, "play")
     [call] = tools.calls
     assert call["argv"] == ["--no-daemon", "--console=plain", ":app:bundleRelease"]
@@ -237,14 +264,30 @@ def test_xcodebuild_archive_then_export(settings, make_repo, tools) -> None:
 
     archive, export = tools.calls
     assert archive["argv"] == [
-        "-workspace", "HonkHello.xcworkspace", "-scheme", "HonkHello", "-configuration", "Release",
-        "-destination", "generic/platform=iOS", "-archivePath", ".honk-build/ios/HonkHello.xcarchive",
-        "-derivedDataPath", ".honk-build/ios/DerivedData", "-allowProvisioningUpdates", "archive",
+        "-workspace",
+        "HonkHello.xcworkspace",
+        "-scheme",
+        "HonkHello",
+        "-configuration",
+        "Release",
+        "-destination",
+        "generic/platform=iOS",
+        "-archivePath",
+        ".honk-build/ios/HonkHello.xcarchive",
+        "-derivedDataPath",
+        ".honk-build/ios/DerivedData",
+        "-allowProvisioningUpdates",
+        "archive",
         f"CURRENT_PROJECT_VERSION={NUMBER}",
     ]
     assert export["argv"] == [
-        "-exportArchive", "-archivePath", ".honk-build/ios/HonkHello.xcarchive",
-        "-exportPath", ".honk-build/ios/export", "-exportOptionsPlist", "ExportOptions.plist",
+        "-exportArchive",
+        "-archivePath",
+        ".honk-build/ios/HonkHello.xcarchive",
+        "-exportPath",
+        ".honk-build/ios/export",
+        "-exportOptionsPlist",
+        "ExportOptions.plist",
     ]
     for call in (archive, export):
         assert Path(call["cwd"]).name == "ios" and call["env"]["NSUnbufferedIO"] == "YES"
@@ -252,21 +295,34 @@ def test_xcodebuild_archive_then_export(settings, make_repo, tools) -> None:
 
     [ipa] = outcome.artifacts  # not the ExportOptions.plist xcodebuild copies beside it
     assert (ipa.name, ipa.kind, ipa.bundle_id, ipa.version_name, ipa.version_code, ipa.app_name) == (
-        "HonkHello.ipa", "ipa", "dev.honk.hello", "1.2.0", str(NUMBER), "Honk Hello")
+        "HonkHello.ipa",
+        "ipa",
+        "dev.honk.hello",
+        "1.2.0",
+        str(NUMBER),
+        "Honk Hello",
+    )
     log = Path(outcome.log_path).read_text()
-    assert log.index("=== honk: step archive") < log.index("ARCHIVE SUCCEEDED") < log.index(
-        "=== honk: step export") < log.index("EXPORT SUCCEEDED")
+    assert (
+        log.index("=== honk: step archive")
+        < log.index("ARCHIVE SUCCEEDED")
+        < log.index("=== honk: step export")
+        < log.index("EXPORT SUCCEEDED")
+    )
 
 
 def test_failing_xcodebuild_reports_the_step_and_the_tail_of_its_log(settings, make_repo, tools) -> None:
-    tools.fake("xcodebuild", """
+    tools.fake(
+        "xcodebuild",
+        """
         for i in range(3000):
             print(f"CompileSwift normal arm64 /src/File{i}.swift")
         print('/src/ios/HonkHello/Greeting.swift:12:5: error: cannot find \\'greting\\' in scope')
         print("error: No signing certificate \\"iOS Distribution\\" found")
         print("** ARCHIVE FAILED **")
         sys.exit(65)
-    """)
+    """,
+    )
     ref = make_repo({".honk.toml": IOS_TOML, "ios/ExportOptions.plist": "<plist/>"})
     with pytest.raises(ApplicationError) as info:
         build(settings, ref, "ios")
@@ -284,13 +340,17 @@ def test_failing_xcodebuild_reports_the_step_and_the_tail_of_its_log(settings, m
 
 
 def test_missing_tool_is_a_clear_failure(settings, make_repo, tools) -> None:
-    ref = make_repo({".honk.toml": """
+    ref = make_repo(
+        {
+            ".honk.toml": """
         [[build]]
         name = "ios"
         driver = "fastlane"
         platform = "ios"
         lane = "beta"
-    """})
+    """
+        }
+    )
     with pytest.raises(ApplicationError) as info:
         build(settings, ref, "ios")
     assert info.value.type == "BuildFailed"
@@ -301,46 +361,77 @@ def test_missing_tool_is_a_clear_failure(settings, make_repo, tools) -> None:
 
 
 def test_fastlane_through_bundler(settings, make_repo, tools, tmp_path) -> None:
-    tools.fake("bundle", f"""
+    tools.fake(
+        "bundle",
+        f"""
         import shutil
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from sample_apps import make_ipa
         from pathlib import Path
         make_ipa(Path("HonkHello.ipa"), build=os.environ["HONK_BUILD_NUMBER"])
         print("fastlane.tools finished successfully")
-    """)
-    ref = make_repo({"Gemfile": "gem 'fastlane'\n", ".honk.toml": """
+    """,
+    )
+    ref = make_repo(
+        {
+            "Gemfile": "gem 'fastlane'\n",
+            ".honk.toml": """
         [[build]]
         name = "ios"
         driver = "fastlane"
         platform = "ios"
         lane = "adhoc"
         args = ["configuration:Release", "skip_upload:true"]
-    """})
+    """,
+        }
+    )
     outcome = build(settings, ref, "ios")
     [call] = tools.calls
     assert call["argv"] == ["exec", "fastlane", "ios", "adhoc", "configuration:Release", "skip_upload:true"]
     env = call["env"]
     assert_common_env(env, settings)
-    assert {k: env[k] for k in ("CI", "FASTLANE_SKIP_UPDATE_CHECK", "FASTLANE_HIDE_CHANGELOG",
-                                 "FASTLANE_DISABLE_COLORS", "FASTLANE_OPT_OUT_USAGE")} == dict.fromkeys(
-        ("CI", "FASTLANE_SKIP_UPDATE_CHECK", "FASTLANE_HIDE_CHANGELOG", "FASTLANE_DISABLE_COLORS",
-         "FASTLANE_OPT_OUT_USAGE"), "1")
+    assert {
+        k: env[k]
+        for k in (
+            "CI",
+            "FASTLANE_SKIP_UPDATE_CHECK",
+            "FASTLANE_HIDE_CHANGELOG",
+            "FASTLANE_DISABLE_COLORS",
+            "FASTLANE_OPT_OUT_USAGE",
+        )
+    } == dict.fromkeys(
+        (
+            "CI",
+            "FASTLANE_SKIP_UPDATE_CHECK",
+            "FASTLANE_HIDE_CHANGELOG",
+            "FASTLANE_DISABLE_COLORS",
+            "FASTLANE_OPT_OUT_USAGE",
+        ),
+        "1",
+    )
     [ipa] = outcome.artifacts
     assert ipa.name == "HonkHello.ipa" and ipa.version_code == str(NUMBER) and ipa.bundle_id == "dev.honk.hello"
 
 
 def test_fastlane_android_lane_collects_the_apk(settings, make_repo, tools) -> None:
-    tools.fake("fastlane", GRADLE_OUTPUTS.replace('task = [a for a in args if not a.startswith("-")][0].rsplit(":", 1)[-1]',
-                                                  'task = "assembleRelease"'))
-    ref = make_repo({".honk.toml": """
+    tools.fake(
+        "fastlane",
+        GRADLE_OUTPUTS.replace(
+            'task = [a for a in args if not a.startswith("-")][0].rsplit(":", 1)[-1]', 'task = "assembleRelease"'
+        ),
+    )
+    ref = make_repo(
+        {
+            ".honk.toml": """
         [[build]]
         name = "android"
         driver = "fastlane"
         platform = "android"
         lane = "build"
         env = { CI = "true" }
-    """})
+    """
+        }
+    )
     outcome = build(settings, ref, "android")
     [call] = tools.calls
     assert call["argv"] == ["android", "build"]
@@ -378,17 +469,31 @@ NPX = """
 
 def test_expo_export_becomes_an_ota_bundle(settings, make_repo, tools) -> None:
     tools.fake("npx", NPX)
-    ref = make_repo({"app/package.json": "{}", ".honk.toml": """
+    ref = make_repo(
+        {
+            "app/package.json": "{}",
+            ".honk.toml": """
         [[build]]
         name = "ota"
         driver = "expo"
         project_dir = "app"
         env = { EXPO_OFFLINE = "1" }
-    """})
+    """,
+        }
+    )
     outcome = build(settings, ref, "ota")
     export, config = tools.calls
-    assert export["argv"] == ["--no", "expo", "export", "--platform", "android", "--platform", "ios",
-                              "--output-dir", ".honk-build/ota/dist"]
+    assert export["argv"] == [
+        "--no",
+        "expo",
+        "export",
+        "--platform",
+        "android",
+        "--platform",
+        "ios",
+        "--output-dir",
+        ".honk-build/ota/dist",
+    ]
     assert config["argv"] == ["--no", "expo", "config", "--json", "--type", "public"]
     for call in (export, config):
         env = call["env"]
@@ -399,42 +504,69 @@ def test_expo_export_becomes_an_ota_bundle(settings, make_repo, tools) -> None:
 
     [bundle] = outcome.artifacts
     assert (bundle.name, bundle.kind, bundle.platforms, bundle.runtime_version) == (
-        "ota-ota.zip", "ota", ["android", "ios"], "2.3.0")
+        "ota-ota.zip",
+        "ota",
+        ["android", "ios"],
+        "2.3.0",
+    )
     assert (bundle.app_name, bundle.version_name, bundle.package, bundle.bundle_id) == (
-        "Honk Hello", "2.3.0", "dev.honk.hello", "dev.honk.hello")
+        "Honk Hello",
+        "2.3.0",
+        "dev.honk.hello",
+        "dev.honk.hello",
+    )
     with zipfile.ZipFile(bundle.path) as z:
         assert sorted(z.namelist()) == [
-            "_expo/static/js/android/index-android.hbc", "_expo/static/js/ios/index-ios.hbc",
-            "assets/0a1b2c", "expoConfig.json", "metadata.json"]
+            "_expo/static/js/android/index-android.hbc",
+            "_expo/static/js/ios/index-ios.hbc",
+            "assets/0a1b2c",
+            "expoConfig.json",
+            "metadata.json",
+        ]
 
 
 def test_expo_single_platform(settings, make_repo, tools) -> None:
     tools.fake("npx", NPX)
-    ref = make_repo({".honk.toml": """
+    ref = make_repo(
+        {
+            ".honk.toml": """
         [[build]]
         name = "android-update"
         driver = "expo"
         platforms = ["android"]
         args = ["--dump-sourcemap"]
-    """})
+    """
+        }
+    )
     outcome = build(settings, ref, "android-update")
-    assert tools.calls[0]["argv"] == ["--no", "expo", "export", "--platform", "android",
-                                      "--output-dir", ".honk-build/android-update/dist", "--dump-sourcemap"]
+    assert tools.calls[0]["argv"] == [
+        "--no",
+        "expo",
+        "export",
+        "--platform",
+        "android",
+        "--output-dir",
+        ".honk-build/android-update/dist",
+        "--dump-sourcemap",
+    ]
     assert outcome.artifacts[0].platforms == ["android"]
 
 
 # --------------------------------------------------------------------------- configuration
 
 
-@pytest.mark.parametrize(("toml", "problem"), [
-    ('name = "x"\ndriver = "xcodebuild"\nexport_options = "E.plist"', "needs scheme"),
-    ('name = "x"\ndriver = "gradle"\nscheme = "App"', "`scheme` is a setting of the xcodebuild driver"),
-    ('name = "x"\nrun = ["make"]', "needs artifacts"),
-    ('name = "x"\nrun = ["make"]\nartifacts = ["a"]\nargs = ["-v"]', "`args` is for the preset drivers"),
-    ('name = "x"\ndriver = "fastlane"\nplatform = "ios"\nlane = "-x"', "not a valid name"),
-    ('name = "x"\ndriver = "gradle"\nproject_dir = "../elsewhere"', "must stay inside the repository"),
-    ('name = "x"\ndriver = "cmake"', "driver"),
-])
+@pytest.mark.parametrize(
+    ("toml", "problem"),
+    [
+        ('name = "x"\ndriver = "xcodebuild"\nexport_options = "E.plist"', "needs scheme"),
+        ('name = "x"\ndriver = "gradle"\nscheme = "App"', "`scheme` is a setting of the xcodebuild driver"),
+        ('name = "x"\nrun = ["make"]', "needs artifacts"),
+        ('name = "x"\nrun = ["make"]\nartifacts = ["a"]\nargs = ["-v"]', "`args` is for the preset drivers"),
+        ('name = "x"\ndriver = "fastlane"\nplatform = "ios"\nlane = "-x"', "not a valid name"),
+        ('name = "x"\ndriver = "gradle"\nproject_dir = "../elsewhere"', "must stay inside the repository"),
+        ('name = "x"\ndriver = "cmake"', "driver"),
+    ],
+)
 def test_invalid_targets_are_config_errors(settings, make_repo, toml, problem) -> None:
     ref = make_repo({".honk.toml": "[[build]]\n" + toml + "\n"})
     with pytest.raises(ApplicationError) as info:

@@ -34,9 +34,9 @@ from slack_fake import (
 )
 from temporalio.client import WorkflowExecutionStatus
 
+from honk.changes import find_request, get_status, slack_request_id
 from honk.chat.parse import ParseError, read_command, read_reply, read_request
 from honk.chat.server import Chat, require_slack_settings
-from honk.changes import find_request, get_status, slack_request_id
 from honk.config.registry import Registry, load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
 from honk.slack.client import (
@@ -69,10 +69,14 @@ def write_registry(tmp: Path, remote: Path | str, data_dir: Path) -> Registry:
 
 
 def with_slack(settings: Settings, fake: SlackFake) -> Settings:
-    return settings.model_copy(update={
-        "slack_bot_token": SecretStr(BOT_TOKEN), "slack_signing_secret": SecretStr(SIGNING_SECRET),
-        "slack_app_token": SecretStr(APP_TOKEN), "slack_api_url": fake.api_url,
-    })
+    return settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr(BOT_TOKEN),
+            "slack_signing_secret": SecretStr(SIGNING_SECRET),
+            "slack_app_token": SecretStr(APP_TOKEN),
+            "slack_api_url": fake.api_url,
+        }
+    )
 
 
 class RunningChat:
@@ -108,22 +112,28 @@ class RunningChat:
         async with self.http.post(self.url + path, data=body, headers=headers) as response:
             return response.status, await response.text()
 
-    async def event(self, payload: dict, *, retry: int | None = None, timestamp: int | None = None,
-                    secret: str = SIGNING_SECRET) -> int:
+    async def event(
+        self, payload: dict, *, retry: int | None = None, timestamp: int | None = None, secret: str = SIGNING_SECRET
+    ) -> int:
         body = json.dumps(payload).encode()
-        status, _ = await self.post("/slack/events", body, signed_headers(body, secret=secret, timestamp=timestamp,
-                                                                        retry=retry))
+        status, _ = await self.post(
+            "/slack/events", body, signed_headers(body, secret=secret, timestamp=timestamp, retry=retry)
+        )
         return status
 
     async def action(self, payload: dict) -> int:
         body = interactive_body(payload)
-        return (await self.post("/slack/interactivity", body,
-                                signed_headers(body, content_type="application/x-www-form-urlencoded")))[0]
+        return (
+            await self.post(
+                "/slack/interactivity", body, signed_headers(body, content_type="application/x-www-form-urlencoded")
+            )
+        )[0]
 
     async def command(self, fields: dict[str, str]) -> tuple[int, str]:
         body = form_body(fields)
-        return await self.post("/slack/commands", body,
-                               signed_headers(body, content_type="application/x-www-form-urlencoded"))
+        return await self.post(
+            "/slack/commands", body, signed_headers(body, content_type="application/x-www-form-urlencoded")
+        )
 
 
 @pytest.fixture
@@ -134,8 +144,11 @@ def fake():
 
 @pytest.fixture
 def chat_settings(dev_env, tmp_path, task_queue, fake) -> Settings:
-    base = load_settings(data_dir=tmp_path / "data", task_queue=task_queue,
-                         temporal_address=dev_env.client.service_client.config.target_host)
+    base = load_settings(
+        data_dir=tmp_path / "data",
+        task_queue=task_queue,
+        temporal_address=dev_env.client.service_client.config.target_host,
+    )
     return with_slack(base, fake)
 
 
@@ -176,20 +189,36 @@ def thread_texts(fake: SlackFake, channel: str, ts: str) -> list[str]:
 
 def test_parse_mentions_commands_and_replies(tmp_path):
     registry = write_registry(tmp_path, tmp_path / "r.git", tmp_path)
-    ask = read_request(f"<@{BOT_USER}> make the <https://x.io|greeting> &amp; title friendlier",
-                       bot_user=BOT_USER, registry=registry, channel=CHANNEL)
+    ask = read_request(
+        f"<@{BOT_USER}> make the <https://x.io|greeting> &amp; title friendlier",
+        bot_user=BOT_USER,
+        registry=registry,
+        channel=CHANNEL,
+    )
     assert ask.repo.name == "hello-android" and ask.instruction == "make the greeting (https://x.io) & title friendlier"
-    assert read_request(f"<@{BOT_USER}> in web-app: fix login", bot_user=BOT_USER, registry=registry,
-                        channel=OTHER_CHANNEL).repo.name == "web-app"
-    assert read_request(f"<@{BOT_USER}> fix login in web-app.", bot_user=BOT_USER, registry=registry,
-                        channel=OTHER_CHANNEL).instruction == "fix login"
+    assert (
+        read_request(
+            f"<@{BOT_USER}> in web-app: fix login", bot_user=BOT_USER, registry=registry, channel=OTHER_CHANNEL
+        ).repo.name
+        == "web-app"
+    )
+    assert (
+        read_request(
+            f"<@{BOT_USER}> fix login in web-app.", bot_user=BOT_USER, registry=registry, channel=OTHER_CHANNEL
+        ).instruction
+        == "fix login"
+    )
     # "in the ..." is just English in a channel that has a repository.
-    assert read_request("in the main screen, make it blue", bot_user=None, registry=registry,
-                        channel=CHANNEL).instruction == "in the main screen, make it blue"
-    for text, channel, says in (("in nosuch: fix it", CHANNEL, "I don't know a repository called `nosuch`"),
-                                ("fix it", OTHER_CHANNEL, "Which repository?"),
-                                ("", CHANNEL, "What should change in *hello-android*?"),
-                                ("x" * 4001, CHANNEL, "limit is 4000")):
+    assert (
+        read_request("in the main screen, make it blue", bot_user=None, registry=registry, channel=CHANNEL).instruction
+        == "in the main screen, make it blue"
+    )
+    for text, channel, says in (
+        ("in nosuch: fix it", CHANNEL, "I don't know a repository called `nosuch`"),
+        ("fix it", OTHER_CHANNEL, "Which repository?"),
+        ("", CHANNEL, "What should change in *hello-android*?"),
+        ("x" * 4001, CHANNEL, "limit is 4000"),
+    ):
         with pytest.raises(ParseError, match=None) as problem:
             read_request(f"<@{BOT_USER}> {text}", bot_user=BOT_USER, registry=registry, channel=channel)
         assert says in str(problem.value)
@@ -221,8 +250,11 @@ async def test_same_event_three_times_starts_exactly_one_request(chat, fake, dev
     request_id = slack_request_id(TEAM, CHANNEL, ts)
     now = int(time.time())
     # Slack's retries are new requests (new timestamp, new signature) carrying the same event.
-    statuses = [await chat.event(payload, timestamp=now), await chat.event(payload, retry=1, timestamp=now + 1),
-                await chat.event(payload, retry=2, timestamp=now + 2)]
+    statuses = [
+        await chat.event(payload, timestamp=now),
+        await chat.event(payload, retry=1, timestamp=now + 1),
+        await chat.event(payload, retry=2, timestamp=now + 2),
+    ]
     assert statuses == [200, 200, 200]
     info = await started(dev_env.client, request_id)
     await chat.chat.service.drain()
@@ -242,7 +274,12 @@ async def test_same_event_three_times_starts_exactly_one_request(chat, fake, dev
     started_input = history[0].workflow_execution_started_event_attributes.input.payloads[0].data
     request = json.loads(started_input)
     assert request["requester"] == BOB and request["origin"] == {
-        "kind": "slack", "team": TEAM, "channel": CHANNEL, "thread_ts": ts, "user": BOB}
+        "kind": "slack",
+        "team": TEAM,
+        "channel": CHANNEL,
+        "thread_ts": ts,
+        "user": BOB,
+    }
     await terminate(dev_env.client, request_id)
 
 
@@ -305,21 +342,31 @@ async def test_bad_input_gets_a_clear_reply_in_the_thread(chat, fake, dev_env):
 
 async def test_direct_message_starts_a_request(chat, dev_env):
     ts = new_ts()
-    assert await chat.event(message_event("in hello-android: make the title bigger", user=BOB, channel="D0BOB",
-                                          ts=ts, channel_type="im")) == 200
+    assert (
+        await chat.event(
+            message_event(
+                "in hello-android: make the title bigger", user=BOB, channel="D0BOB", ts=ts, channel_type="im"
+            )
+        )
+        == 200
+    )
     request_id = slack_request_id(TEAM, "D0BOB", ts)
     await started(dev_env.client, request_id)
     # Plain channel chatter is not a request, and a reply in a thread without one is ignored.
     assert await chat.event(message_event("lunch?", user=BOB, channel=CHANNEL, ts=new_ts())) == 200
-    assert await chat.event(message_event("approve", user=ALICE, channel=CHANNEL, ts=new_ts(),
-                                          thread_ts=new_ts())) == 200
+    assert (
+        await chat.event(message_event("approve", user=ALICE, channel=CHANNEL, ts=new_ts(), thread_ts=new_ts())) == 200
+    )
     await chat.chat.service.drain()
     await terminate(dev_env.client, request_id)
 
 
 async def test_slash_command_starts_a_threaded_request_and_answers_privately(chat, fake, dev_env):
-    status, _ = await chat.command(slash_command("hello-android make the greeting friendlier", user=BOB,
-                                                 channel=CHANNEL, response_url=fake.response_url()))
+    status, _ = await chat.command(
+        slash_command(
+            "hello-android make the greeting friendlier", user=BOB, channel=CHANNEL, response_url=fake.response_url()
+        )
+    )
     assert status == 200
     await chat.chat.service.drain()
     root = fake.calls_to("chat.postMessage")[0]
@@ -338,7 +385,9 @@ async def test_slash_command_starts_a_threaded_request_and_answers_privately(cha
     assert "/honk <repository> <what to change>" in helped["text"]
     assert len(fake.calls_to("chat.postMessage")) == 1, "errors are private, not posted to the channel"
     # What people type is echoed inert: no @here pings, no links smuggled into Honk's replies.
-    await chat.command(slash_command("&lt;!here&gt; do it", user=BOB, channel=CHANNEL, response_url=fake.response_url()))
+    await chat.command(
+        slash_command("&lt;!here&gt; do it", user=BOB, channel=CHANNEL, response_url=fake.response_url())
+    )
     await chat.chat.service.drain()
     assert "<!here>" not in fake.responses[-1]["text"] and "&lt;!here&gt;" in fake.responses[-1]["text"]
     await terminate(dev_env.client, request_id)
@@ -390,12 +439,24 @@ async def test_socket_mode_mention_starts_a_request(dev_env, tmp_path, chat_sett
 # --------------------------------------------------------------------------- end to end
 
 
-FEEDBACK_SCRIPT = {"replies": [
-    *SCRIPT["replies"],
-    {"when": "greeting", "round": 2, "feedback": "subtitle", "summary": "Subtitle changed as asked.",
-     "edits": [{"path": "res/values/strings.xml", "replace": "Built by Honk from a chat message.",
-                "with": "Shipped from the bus stop."}]},
-]}
+FEEDBACK_SCRIPT = {
+    "replies": [
+        *SCRIPT["replies"],
+        {
+            "when": "greeting",
+            "round": 2,
+            "feedback": "subtitle",
+            "summary": "Subtitle changed as asked.",
+            "edits": [
+                {
+                    "path": "res/values/strings.xml",
+                    "replace": "Built by Honk from a chat message.",
+                    "with": "Shipped from the bus stop.",
+                }
+            ],
+        },
+    ]
+}
 
 
 @pytest.fixture
@@ -413,8 +474,12 @@ async def stack_chat(dev_env, tmp_path, task_queue, fake, request):
 
 
 def status_updates(fake: SlackFake, channel: str, thread: str) -> tuple[dict, list[str]]:
-    posts = [c for c in fake.calls_to("chat.postMessage") if c.args.get("thread_ts") == thread
-             and (c.args.get("metadata") or {}).get("event_payload", {}).get("kind") == "status"]
+    posts = [
+        c
+        for c in fake.calls_to("chat.postMessage")
+        if c.args.get("thread_ts") == thread
+        and (c.args.get("metadata") or {}).get("event_payload", {}).get("kind") == "status"
+    ]
     assert len(posts) == 1, "one status message per request"
     ts = posts[0].response["ts"]
     updates = [c.args["text"] for c in fake.calls_to("chat.update") if c.args["ts"] == ts]
@@ -430,8 +495,10 @@ async def test_end_to_end_mention_to_merge(stack_chat, fake, dev_env):
     stack, chat = stack_chat
     ts = new_ts()
     request_id = slack_request_id(TEAM, CHANNEL, ts)
-    assert await chat.event(mention("Change the greeting to say 'Hello from the bus!'", user=BOB,
-                                    channel=CHANNEL, ts=ts)) == 200
+    assert (
+        await chat.event(mention("Change the greeting to say 'Hello from the bus!'", user=BOB, channel=CHANNEL, ts=ts))
+        == 200
+    )
     await stack.wait_stage(request_id, Stage.AWAITING_APPROVAL, timeout=120)
 
     async def approval_posted():
@@ -452,8 +519,19 @@ async def test_end_to_end_mention_to_merge(stack_chat, fake, dev_env):
     approve_value = buttons[0]["value"]
 
     # Mallory is no approver: told privately, and the request keeps waiting.
-    assert await chat.action(block_action(ACTION_APPROVE, approve_value, user=MALLORY, channel=CHANNEL,
-                                          message=approval, response_url=fake.response_url())) == 200
+    assert (
+        await chat.action(
+            block_action(
+                ACTION_APPROVE,
+                approve_value,
+                user=MALLORY,
+                channel=CHANNEL,
+                message=approval,
+                response_url=fake.response_url(),
+            )
+        )
+        == 200
+    )
     await chat.chat.service.drain()
     refusal = fake.ephemerals[-1]
     assert refusal["user"] == MALLORY and refusal["thread_ts"] == ts
@@ -462,15 +540,34 @@ async def test_end_to_end_mention_to_merge(stack_chat, fake, dev_env):
     assert (await get_status(dev_env.client, request_id)).stage == Stage.AWAITING_APPROVAL
 
     # "Request changes" opens the modal (its submission is covered in the next test's flow).
-    await chat.action(block_action(ACTION_REQUEST_CHANGES, approve_value, user=BOB, channel=CHANNEL,
-                                   message=approval, response_url=fake.response_url()))
+    await chat.action(
+        block_action(
+            ACTION_REQUEST_CHANGES,
+            approve_value,
+            user=BOB,
+            channel=CHANNEL,
+            message=approval,
+            response_url=fake.response_url(),
+        )
+    )
     await chat.chat.service.drain()
     assert fake.views[-1]["callback_id"] == VIEW_CHANGES
     assert json.loads(fake.views[-1]["private_metadata"])["request_id"] == request_id
 
     # Alice approves: merged, and the thread says so with the commit.
-    assert await chat.action(block_action(ACTION_APPROVE, approve_value, user=ALICE, channel=CHANNEL,
-                                          message=approval, response_url=fake.response_url())) == 200
+    assert (
+        await chat.action(
+            block_action(
+                ACTION_APPROVE,
+                approve_value,
+                user=ALICE,
+                channel=CHANNEL,
+                message=approval,
+                response_url=fake.response_url(),
+            )
+        )
+        == 200
+    )
     handle = dev_env.client.get_workflow_handle(request_id, result_type=RequestStatus)
     result = await asyncio.wait_for(handle.result(), 120)
     assert result.stage == Stage.MERGED and result.approved_by == ALICE
@@ -488,8 +585,9 @@ async def test_end_to_end_mention_to_merge(stack_chat, fake, dev_env):
     assert not any(b["type"] == "actions" for b in approval_now["blocks"]), "no buttons left to press"
     assert any(f"Approved by <@{ALICE}>" in m["text"] for m in fake.thread(CHANNEL, ts))
 
-    await chat.command(slash_command(f"status {request_id}", user=BOB, channel=CHANNEL,
-                                     response_url=fake.response_url()))
+    await chat.command(
+        slash_command(f"status {request_id}", user=BOB, channel=CHANNEL, response_url=fake.response_url())
+    )
     await chat.chat.service.drain()
     assert "*MERGED*" in fake.responses[-1]["text"] and sha in fake.responses[-1]["text"]
 
@@ -504,8 +602,18 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
     await stack.wait_stage(request_id, Stage.CHECKING, timeout=60)
 
     # While round 1 is being checked, Bob replies in the thread.
-    assert await chat.event(message_event("Also change the subtitle to say we ship from the bus stop",
-                                          user=BOB, channel=CHANNEL, ts=new_ts(), thread_ts=ts)) == 200
+    assert (
+        await chat.event(
+            message_event(
+                "Also change the subtitle to say we ship from the bus stop",
+                user=BOB,
+                channel=CHANNEL,
+                ts=new_ts(),
+                thread_ts=ts,
+            )
+        )
+        == 200
+    )
     await chat.chat.service.drain()
     assert any("queued for the agent's next round" in m["text"] for m in fake.thread(CHANNEL, ts))
     queued = await get_status(dev_env.client, request_id)
@@ -518,17 +626,24 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
     assert "Shipped from the bus stop." in stack.remote_file("res/values/strings.xml", waiting.links.work_branch)
 
     # Request changes through the modal by a stranger: refused privately, nothing queued.
-    modal = view_submission(VIEW_CHANGES, json.dumps({"request_id": request_id, "channel": CHANNEL, "thread_ts": ts}),
-                            {CHANGES_BLOCK: {CHANGES_INPUT: {"type": "plain_text_input", "value": "make it red"}}},
-                            user=MALLORY)
+    modal = view_submission(
+        VIEW_CHANGES,
+        json.dumps({"request_id": request_id, "channel": CHANNEL, "thread_ts": ts}),
+        {CHANGES_BLOCK: {CHANGES_INPUT: {"type": "plain_text_input", "value": "make it red"}}},
+        user=MALLORY,
+    )
     assert await chat.action(modal) == 200
     await chat.chat.service.drain()
-    assert fake.ephemerals[-1]["user"] == MALLORY and "neither the requester nor an approver" in fake.ephemerals[-1]["text"]
+    assert (
+        fake.ephemerals[-1]["user"] == MALLORY
+        and "neither the requester nor an approver" in fake.ephemerals[-1]["text"]
+    )
 
     # "cancel" in the thread works like the button, for the requester.
     await chat.event(message_event("cancel", user=BOB, channel=CHANNEL, ts=new_ts(), thread_ts=ts))
     result = await asyncio.wait_for(
-        dev_env.client.get_workflow_handle(request_id, result_type=RequestStatus).result(), 90)
+        dev_env.client.get_workflow_handle(request_id, result_type=RequestStatus).result(), 90
+    )
     assert result.stage == Stage.CANCELLED and (await get_status(dev_env.client, request_id)).round == 2
 
     async def cancelled_posted():

@@ -20,9 +20,9 @@ from temporalio.testing import ActivityEnvironment
 
 from honk.builds.build import BuildActivities
 from honk.checks import CheckActivities
-from honk.workspace import Workspaces
 from honk.config.settings import Settings, load_settings
 from honk.workflows.contract import BuildTask, ChecksTask, WorkspaceRef
+from honk.workspace import Workspaces
 
 PY = json.dumps(sys.executable)  # a TOML basic string holding this interpreter's path
 REQUEST = "req-1"
@@ -231,9 +231,7 @@ def _gone_soon(marker: str) -> bool:
     return False
 
 
-def test_check_environment_has_no_secrets(
-    settings: Settings, make_repo, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_check_environment_has_no_secrets(settings: Settings, make_repo, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-xyz")
     monkeypatch.setenv("HONK_SLACK_TOKEN", "xoxb-honk-secret")
     ref = make_repo(
@@ -306,9 +304,7 @@ def build_toml(run: str, artifacts: str = '"out/*.apk", "out/mapping.txt"') -> s
 
 
 def test_build_collects_artifacts(settings: Settings, make_repo) -> None:
-    ref = make_repo(
-        {".honk.toml": build_toml(f'[{PY}, "build.py"]'), "build.py": BUILD_SCRIPT}
-    )
+    ref = make_repo({".honk.toml": build_toml(f'[{PY}, "build.py"]'), "build.py": BUILD_SCRIPT})
     outcome = builds_for(settings).build(BuildTask(workspace=ref, target="android", build_number=7))
 
     head = remote_head(ref)
@@ -347,9 +343,7 @@ def test_failing_build_is_build_failed_with_log_tail(settings: Settings, make_re
 
 
 def test_build_without_matching_artifacts(settings: Settings, make_repo) -> None:
-    ref = make_repo(
-        {".honk.toml": build_toml(f'[{PY}, "-c", "print(1)"]', artifacts='"dist/*.ipa"')}
-    )
+    ref = make_repo({".honk.toml": build_toml(f'[{PY}, "-c", "print(1)"]', artifacts='"dist/*.ipa"')})
     with pytest.raises(ApplicationError) as info:
         builds_for(settings).build(BuildTask(workspace=ref, target="android", build_number=1))
     assert info.value.type == "NoArtifacts" and info.value.non_retryable
@@ -363,9 +357,7 @@ def test_build_unknown_target_is_config_error(settings: Settings, make_repo) -> 
     assert info.value.type == "ConfigError" and "ios" in str(info.value)
 
 
-def test_build_skips_artifacts_outside_the_workspace(
-    settings: Settings, make_repo, tmp_path: Path
-) -> None:
+def test_build_skips_artifacts_outside_the_workspace(settings: Settings, make_repo, tmp_path: Path) -> None:
     secret = tmp_path / "worker-secret.txt"
     secret.write_text("do not publish")
     script = f"""

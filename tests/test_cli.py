@@ -12,8 +12,8 @@ from pathlib import Path
 
 import git
 import pytest
-
 from conftest import ROOT, free_port
+
 from honk.cli.demo import SAMPLE_APP, create_remote
 
 needs_android = pytest.mark.skipif(
@@ -24,19 +24,22 @@ needs_android = pytest.mark.skipif(
 
 def honk_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HONK_")}
-    env.update({
-        "HONK_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
-        "HONK_UI_PORT": str(free_port()),
-        "HONK_DATA_DIR": str(tmp_path / "data"),
-        "HONK_REGISTRY": str(ROOT / "examples" / "honk.toml"),
-        **extra,
-    })
+    env.update(
+        {
+            "HONK_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+            "HONK_UI_PORT": str(free_port()),
+            "HONK_DATA_DIR": str(tmp_path / "data"),
+            "HONK_REGISTRY": str(ROOT / "examples" / "honk.toml"),
+            **extra,
+        }
+    )
     return env
 
 
 def honk(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "honk.cli", *args], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "honk.cli", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @needs_android
@@ -60,8 +63,13 @@ def test_dev_stack_resumes_a_waiting_request_after_restart(tmp_path):
     create_remote(SAMPLE_APP, tmp_path / "data" / "remotes" / "hello-android.git")
 
     def start_dev() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "honk.cli", "dev"], env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=(tmp_path / "dev.log").open("ab"))
+        return subprocess.Popen(
+            [sys.executable, "-m", "honk.cli", "dev"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "dev.log").open("ab"),
+        )
 
     def wait_ready() -> None:
         deadline = time.monotonic() + 60
@@ -72,8 +80,15 @@ def test_dev_stack_resumes_a_waiting_request_after_restart(tmp_path):
     dev = start_dev()
     try:
         wait_ready()
-        started = honk(env, "request", "--repo", "hello-android", "--wait", "--json",
-                       "Change the greeting to say 'Hello from the bus!'")
+        started = honk(
+            env,
+            "request",
+            "--repo",
+            "hello-android",
+            "--wait",
+            "--json",
+            "Change the greeting to say 'Hello from the bus!'",
+        )
         assert started.returncode == 0, started.stderr
         request_id = json.loads(started.stdout)["request_id"]
         assert json.loads(started.stdout)["stage"] == "AWAITING_APPROVAL"

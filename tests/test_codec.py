@@ -18,6 +18,7 @@ from temporalio.api.failure.v1 import Failure
 from temporalio.api.history.v1 import History
 from temporalio.exceptions import ApplicationError
 
+from honk.cli.codec_server import CodecServer
 from honk.codec import (
     ENCODING,
     KEY_ID,
@@ -28,7 +29,6 @@ from honk.codec import (
     new_key,
     parse_keys,
 )
-from honk.cli.codec_server import CodecServer
 from honk.config.settings import SettingsError, load_settings
 from honk.workers.temporal import data_converter, replayer
 from honk.workflows.contract import Stage
@@ -139,35 +139,59 @@ async def test_failures_are_encoded_too():
 
 @pytest.fixture
 async def codec_server():
-    server = await CodecServer(EncryptionCodec.from_value(f"{KEY_NEW},{KEY_OLD}"), "127.0.0.1", 0,
-                               cors_origins=["http://localhost:8233"], auth_token=None).start()
+    server = await CodecServer(
+        EncryptionCodec.from_value(f"{KEY_NEW},{KEY_OLD}"),
+        "127.0.0.1",
+        0,
+        cors_origins=["http://localhost:8233"],
+        auth_token=None,
+    ).start()
     yield server
     await server.stop()
 
 
 def wire(payloads: list[Payload]) -> dict:
     """Payloads as the UI and the CLI send them (proto JSON: bytes in base64)."""
-    return {"payloads": [{"metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
-                          "data": base64.b64encode(p.data).decode()} for p in payloads]}
+    return {
+        "payloads": [
+            {
+                "metadata": {k: base64.b64encode(v).decode() for k, v in p.metadata.items()},
+                "data": base64.b64encode(p.data).decode(),
+            }
+            for p in payloads
+        ]
+    }
 
 
 def unwire(body: dict) -> list[Payload]:
-    return [Payload(metadata={k: base64.b64decode(v) for k, v in p.get("metadata", {}).items()},
-                    data=base64.b64decode(p.get("data", ""))) for p in body["payloads"]]
+    return [
+        Payload(
+            metadata={k: base64.b64decode(v) for k, v in p.get("metadata", {}).items()},
+            data=base64.b64decode(p.get("data", "")),
+        )
+        for p in body["payloads"]
+    ]
 
 
 async def test_codec_server_encodes_and_decodes_with_cors_for_the_ui(codec_server):
     original = [json_payload({"instruction": INSTRUCTION}), Payload(metadata={"encoding": b"binary/null"})]
     ui = {"Origin": "http://localhost:8233", "X-Namespace": "default"}
     async with aiohttp.ClientSession() as http:
-        async with http.options(f"{codec_server.url}/decode", headers={
-            **ui, "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace"}) as preflight:
+        async with http.options(
+            f"{codec_server.url}/decode",
+            headers={
+                **ui,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type,x-namespace",
+            },
+        ) as preflight:
             assert preflight.status == 204
             assert preflight.headers["Access-Control-Allow-Origin"] == "http://localhost:8233"
             assert "X-Namespace" in preflight.headers["Access-Control-Allow-Headers"]
-        async with http.options(f"{codec_server.url}/decode", headers={
-                "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}) as refused:
+        async with http.options(
+            f"{codec_server.url}/decode",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+        ) as refused:
             assert refused.status == 403 and "Access-Control-Allow-Origin" not in refused.headers
 
         async with http.post(f"{codec_server.url}/encode", json=wire(original), headers=ui) as response:
@@ -190,22 +214,31 @@ async def test_codec_server_encodes_and_decodes_with_cors_for_the_ui(codec_serve
 
 
 async def test_codec_server_requires_the_bearer_token_when_configured():
-    server = await CodecServer(EncryptionCodec.from_value(KEY_NEW), "127.0.0.1", 0,
-                               cors_origins=["http://localhost:8233"], auth_token="s3cret-token").start()
+    server = await CodecServer(
+        EncryptionCodec.from_value(KEY_NEW),
+        "127.0.0.1",
+        0,
+        cors_origins=["http://localhost:8233"],
+        auth_token="s3cret-token",
+    ).start()
     body = wire([json_payload(1)])
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(f"{server.url}/encode", json=body) as response:
                 assert response.status == 401
-            async with http.post(f"{server.url}/encode", json=body,
-                                 headers={"Authorization": "Bearer wrong"}) as response:
+            async with http.post(
+                f"{server.url}/encode", json=body, headers={"Authorization": "Bearer wrong"}
+            ) as response:
                 assert response.status == 401
-            async with http.post(f"{server.url}/encode", json=body,
-                                 headers={"Authorization": "Bearer s3cret-token"}) as response:
+            async with http.post(
+                f"{server.url}/encode", json=body, headers={"Authorization": "Bearer s3cret-token"}
+            ) as response:
                 assert response.status == 200
             # A browser preflight carries no credentials; it is answered without them.
-            async with http.options(f"{server.url}/encode", headers={
-                    "Origin": "http://localhost:8233", "Access-Control-Request-Method": "POST"}) as response:
+            async with http.options(
+                f"{server.url}/encode",
+                headers={"Origin": "http://localhost:8233", "Access-Control-Request-Method": "POST"},
+            ) as response:
                 assert response.status == 204
             async with http.get(f"{server.url}/healthz") as response:
                 assert response.status == 200
@@ -218,8 +251,9 @@ async def test_codec_server_requires_the_bearer_token_when_configured():
 
 def temporal_cli(env, *args: str) -> subprocess.CompletedProcess:
     address = env.client.service_client.config.target_host
-    return subprocess.run([str(BIN / "temporal"), *args, "--address", address],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(BIN / "temporal"), *args, "--address", address], capture_output=True, text=True, timeout=60
+    )
 
 
 def cli_payloads(output: str) -> str:
@@ -270,8 +304,18 @@ async def test_history_holds_no_plaintext_and_the_codec_server_reads_it(dev_env,
         assert secret not in shown.stdout and secret not in cli_payloads(shown.stdout)
     # ... and with the codec server it does (the same server the UI uses).
     # (In a thread: the codec server answers on this event loop.)
-    decoded_cli = await asyncio.to_thread(temporal_cli, dev_env, "workflow", "show", "--workflow-id", handle.id, "--output", "json",
-                               "--codec-endpoint", codec_server.url)
+    decoded_cli = await asyncio.to_thread(
+        temporal_cli,
+        dev_env,
+        "workflow",
+        "show",
+        "--workflow-id",
+        handle.id,
+        "--output",
+        "json",
+        "--codec-endpoint",
+        codec_server.url,
+    )
     assert decoded_cli.returncode == 0, decoded_cli.stderr
     for secret in [E2E_INSTRUCTION, *CODE_FRAGMENTS]:
         assert secret in cli_payloads(decoded_cli.stdout), secret
@@ -288,5 +332,7 @@ async def test_history_holds_no_plaintext_and_the_codec_server_reads_it(dev_env,
     # A client and a replayer from the factory read and replay the encrypted history.
     described = await client.get_workflow_handle(handle.id).describe()
     assert await described.static_summary() == E2E_INSTRUCTION
-    replayed = await replayer(stack.settings).replay_workflow(await client.get_workflow_handle(handle.id).fetch_history())
+    replayed = await replayer(stack.settings).replay_workflow(
+        await client.get_workflow_handle(handle.id).fetch_history()
+    )
     assert replayed.replay_failure is None

@@ -77,9 +77,7 @@ def test_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_command_not_found_is_a_clear_result(tmp_path: Path) -> None:
-    result = run_command(
-        ["honk-no-such-tool", "--flag"], tmp_path, timeout_s=5, log_path=tmp_path / "nf.log"
-    )
+    result = run_command(["honk-no-such-tool", "--flag"], tmp_path, timeout_s=5, log_path=tmp_path / "nf.log")
     assert result.exit_code == EXIT_NOT_FOUND and not result.ok
     assert result.output_tail == "command not found: honk-no-such-tool"
     assert "command not found: honk-no-such-tool" in (tmp_path / "nf.log").read_text()

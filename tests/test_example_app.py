@@ -22,9 +22,7 @@ FRAMEWORK_RES = Path("/usr/share/android-framework-res/framework-res.apk")
 _missing = [t for t in ("java", "aapt", "zipalign", "apksigner") if shutil.which(t) is None]
 if not FRAMEWORK_RES.is_file():
     _missing.append(str(FRAMEWORK_RES))
-needs_android_tools = pytest.mark.skipif(
-    bool(_missing), reason=f"Android build tools missing: {', '.join(_missing)}"
-)
+needs_android_tools = pytest.mark.skipif(bool(_missing), reason=f"Android build tools missing: {', '.join(_missing)}")
 
 
 def copy_app(dest_parent: Path) -> Path:
@@ -33,10 +31,10 @@ def copy_app(dest_parent: Path) -> Path:
     return dest
 
 
-def run_tool(app: Path, script: str, *args: str, env: dict[str, str] | None = None,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if k not in ("HONK_BUILD_NUMBER", "HONK_VERSION_NAME")}
+def run_tool(
+    app: Path, script: str, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in ("HONK_BUILD_NUMBER", "HONK_VERSION_NAME")}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, str(app / "tools" / script), *args],
@@ -49,8 +47,7 @@ def run_tool(app: Path, script: str, *args: str, env: dict[str, str] | None = No
 
 
 def build(app: Path, build_number: str, cwd: Path | None = None) -> Path:
-    result = run_tool(app, "build_apk.py", "--out", "build",
-                      env={"HONK_BUILD_NUMBER": build_number}, cwd=cwd)
+    result = run_tool(app, "build_apk.py", "--out", "build", env={"HONK_BUILD_NUMBER": build_number}, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     apks = sorted((app / "build").glob("*.apk"))
     assert len(apks) == 1, apks
@@ -61,7 +58,9 @@ def build(app: Path, build_number: str, cwd: Path | None = None) -> Path:
 def cert_digest(apk: Path) -> str:
     out = subprocess.run(
         ["apksigner", "verify", "--print-certs", str(apk)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     match = re.search(r"certificate SHA-256 digest: ([0-9a-f]{64})", out)
     assert match, out
@@ -84,13 +83,11 @@ def test_build_produces_one_signed_apk(built_app: tuple[Path, Path]) -> None:
     # No intermediates (unsigned/aligned apk, dex) are left behind.
     assert [p.name for p in (app / "build").iterdir()] == [apk.name]
 
-    verify = subprocess.run(["apksigner", "verify", "--verbose", str(apk)],
-                            capture_output=True, text=True)
+    verify = subprocess.run(["apksigner", "verify", "--verbose", str(apk)], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert "Verified using v2 scheme (APK Signature Scheme v2): true" in verify.stdout
 
-    badging = subprocess.run(["aapt", "dump", "badging", str(apk)],
-                             capture_output=True, text=True, check=True).stdout
+    badging = subprocess.run(["aapt", "dump", "badging", str(apk)], capture_output=True, text=True, check=True).stdout
     assert "package: name='dev.honk.hello'" in badging
     assert "versionCode='7'" in badging
     assert "versionName='1.0.7'" in badging
@@ -99,15 +96,13 @@ def test_build_produces_one_signed_apk(built_app: tuple[Path, Path]) -> None:
     assert "targetSdkVersion:'29'" in badging
     assert "launchable-activity: name='dev.honk.hello.MainActivity'" in badging
 
-    listing = subprocess.run(["aapt", "list", str(apk)],
-                             capture_output=True, text=True, check=True).stdout.split()
+    listing = subprocess.run(["aapt", "list", str(apk)], capture_output=True, text=True, check=True).stdout.split()
     assert "classes.dex" in listing
     assert "res/layout/activity_main.xml" in listing
 
 
 @needs_android_tools
-def test_signing_certificate_is_stable(built_app: tuple[Path, Path],
-                                       tmp_path: Path) -> None:
+def test_signing_certificate_is_stable(built_app: tuple[Path, Path], tmp_path: Path) -> None:
     _, first_apk = built_app
     other = copy_app(tmp_path)
     second_apk = build(other, "8")
@@ -123,12 +118,10 @@ def test_signing_certificate_is_stable(built_app: tuple[Path, Path],
 @needs_android_tools
 def test_version_name_override(tmp_path: Path) -> None:
     app = copy_app(tmp_path)
-    result = run_tool(app, "build_apk.py",
-                      env={"HONK_BUILD_NUMBER": "12", "HONK_VERSION_NAME": "2.0-beta"})
+    result = run_tool(app, "build_apk.py", env={"HONK_BUILD_NUMBER": "12", "HONK_VERSION_NAME": "2.0-beta"})
     assert result.returncode == 0, result.stdout + result.stderr
     apk = app / "build" / "hello-android-2.0-beta.apk"
-    badging = subprocess.run(["aapt", "dump", "badging", str(apk)],
-                             capture_output=True, text=True, check=True).stdout
+    badging = subprocess.run(["aapt", "dump", "badging", str(apk)], capture_output=True, text=True, check=True).stdout
     assert "versionCode='12'" in badging
     assert "versionName='2.0-beta'" in badging
 
@@ -146,26 +139,27 @@ def test_check_resources_reports_undefined_string(tmp_path: Path) -> None:
     text = layout.read_text(encoding="utf-8")
     assert "@string/subtitle" in text
     layout.write_text(text.replace("@string/subtitle", "@string/farewell"), encoding="utf-8")
-    line = next(i for i, l in enumerate(layout.read_text().splitlines(), 1)
-                if "@string/farewell" in l)
+    line = next(i for i, text_line in enumerate(layout.read_text().splitlines(), 1) if "@string/farewell" in text_line)
 
     result = run_tool(app, "check_resources.py", cwd=tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert (f"res/layout/activity_main.xml:{line}: @string/farewell is used but "
-            "not defined in res/values/strings.xml") in result.stdout
+    assert (
+        f"res/layout/activity_main.xml:{line}: @string/farewell is used but not defined in res/values/strings.xml"
+    ) in result.stdout
 
 
 def test_check_resources_reports_malformed_xml(tmp_path: Path) -> None:
     app = copy_app(tmp_path)
     strings = app / "res" / "values" / "strings.xml"
     strings.write_text(
-        strings.read_text(encoding="utf-8").replace("</resources>", "<string name=\"x\">"),
+        strings.read_text(encoding="utf-8").replace("</resources>", '<string name="x">'),
         encoding="utf-8",
     )
     result = run_tool(app, "check_resources.py")
     assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"^res/values/strings\.xml:\d+: XML is not well-formed",
-                     result.stdout, re.MULTILINE), result.stdout
+    assert re.search(r"^res/values/strings\.xml:\d+: XML is not well-formed", result.stdout, re.MULTILINE), (
+        result.stdout
+    )
 
 
 def test_check_resources_reports_aapt_pitfalls(tmp_path: Path) -> None:
@@ -176,7 +170,7 @@ def test_check_resources_reports_aapt_pitfalls(tmp_path: Path) -> None:
             "</resources>",
             '    <string name="greeting">again</string>\n'
             '    <string name="blank"> </string>\n'
-            "    <string name=\"owner\">Honk's app</string>\n"
+            '    <string name="owner">Honk\'s app</string>\n'
             "</resources>\n",
         ),
         encoding="utf-8",
@@ -216,8 +210,9 @@ def test_smali_error_fails_the_build(tmp_path: Path) -> None:
 def test_aapt_error_names_the_step(tmp_path: Path) -> None:
     app = copy_app(tmp_path)
     strings = app / "res" / "values" / "strings.xml"
-    strings.write_text(strings.read_text(encoding="utf-8").replace(
-        "Hello from Honk!", "Honk's hello"), encoding="utf-8")
+    strings.write_text(
+        strings.read_text(encoding="utf-8").replace("Hello from Honk!", "Honk's hello"), encoding="utf-8"
+    )
     result = run_tool(app, "build_apk.py")
     assert result.returncode == 1
     assert "step 'aapt package' failed" in result.stderr

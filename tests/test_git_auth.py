@@ -24,7 +24,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from honk import git_askpass
+from honk.config.registry import load_registry
+from honk.config.settings import Settings, SettingsError, load_settings
 from honk.merge import MergeActivities
+from honk.redact import MASK
+from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
 from honk.workspace import (
     GitCredentials,
     WorkspaceActivities,
@@ -33,10 +37,6 @@ from honk.workspace import (
     redact,
     split_credentials,
 )
-from honk.redact import MASK
-from honk.config.registry import load_registry
-from honk.config.settings import Settings, SettingsError, load_settings
-from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
 
 USERNAME = "honk-bot"
 
@@ -117,8 +117,7 @@ class GitHttpHandler(BaseHTTPRequestHandler):
             env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
         if self.headers.get("Git-Protocol"):
             env["HTTP_GIT_PROTOCOL"] = self.headers["Git-Protocol"]
-        done = subprocess.run(["git", "http-backend"], input=body, env=env,
-                              capture_output=True, check=False)
+        done = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False)
         head, _, payload = done.stdout.partition(b"\r\n\r\n")
         if not _:
             head, _, payload = done.stdout.partition(b"\n\n")
@@ -144,7 +143,10 @@ class GitHttpHandler(BaseHTTPRequestHandler):
 def sh(cwd: Path, *args: str) -> str:
     done = subprocess.run(
         ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return done.stdout.strip()
 
@@ -202,14 +204,22 @@ def argv_log(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 def make_ref(server: GitHttpServer, request_id: str = "honk-app-1", remote: str | None = None) -> WorkspaceRef:
     return WorkspaceRef(
-        request_id=request_id, repo="app", remote=remote or f"{server.url}/app.git",
-        base_branch="main", work_branch="honk/" + request_id.removeprefix("honk-"),
+        request_id=request_id,
+        repo="app",
+        remote=remote or f"{server.url}/app.git",
+        base_branch="main",
+        work_branch="honk/" + request_id.removeprefix("honk-"),
     )
 
 
 def served_sha(server: GitHttpServer, branch: str) -> str | None:
-    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-                          cwd=server.root / "app.git", capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+        cwd=server.root / "app.git",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() or None
 
 
@@ -236,7 +246,12 @@ def assert_not_logged(records: list[logging.LogRecord], secret: str) -> None:
 
 
 def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment(
-    tmp_path, server, password, env_credentials, argv_log, caplog,
+    tmp_path,
+    server,
+    password,
+    env_credentials,
+    argv_log,
+    caplog,
 ):
     caplog.set_level(logging.DEBUG)
     settings = load_settings(data_dir=tmp_path / "data")
@@ -252,10 +267,15 @@ def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment
     sha = workspaces.commit_all(ref, "Change line 2")
     assert workspaces.push(ref) == sha == served_sha(server, ref.work_branch)
 
-    outcome = MergeActivities(settings).merge(MergeTask(
-        workspace=ref, title="Change line 2", requested_by="alice", approved_by="bob",
-        tested_sha=sha,
-    ))
+    outcome = MergeActivities(settings).merge(
+        MergeTask(
+            workspace=ref,
+            title="Change line 2",
+            requested_by="alice",
+            approved_by="bob",
+            tested_sha=sha,
+        )
+    )
     assert served_sha(server, "main") == outcome.commit_sha
     merged = sh(server.root / "app.git", "log", "-1", "--format=%B", "main")
     assert "Honk-Request: honk-app-1" in merged
@@ -280,11 +300,14 @@ def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment
     assert any(r.name == "honk.workspace" for r in caplog.records)
 
 
-def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, password,
-                                                            no_env_credentials, caplog):
+def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, password, no_env_credentials, caplog):
     caplog.set_level(logging.DEBUG)
-    settings = Settings(data_dir=tmp_path / "data", git_username=USERNAME, git_password=password,
-                        git_host=f"127.0.0.1:{server.server_address[1]}")
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        git_username=USERNAME,
+        git_password=password,
+        git_host=f"127.0.0.1:{server.server_address[1]}",
+    )
     activities = WorkspaceActivities(settings)
     first = make_ref(server, "honk-app-1")
     activities.prepare(first)
@@ -298,8 +321,9 @@ def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, pa
     assert_not_logged(caplog.records, password)
 
 
-def test_credentials_in_the_remote_url_are_used_but_never_stored(tmp_path, server, password,
-                                                                 no_env_credentials, argv_log):
+def test_credentials_in_the_remote_url_are_used_but_never_stored(
+    tmp_path, server, password, no_env_credentials, argv_log
+):
     """A request started before remotes were cleaned still carries userinfo in its history."""
     settings = Settings(data_dir=tmp_path / "data")
     port = server.server_address[1]
@@ -342,8 +366,9 @@ def test_missing_credentials_are_a_clear_non_retryable_error(tmp_path, server, n
 
 
 def test_credentials_are_only_given_to_their_host(tmp_path, server, password, no_env_credentials):
-    settings = Settings(data_dir=tmp_path / "data", git_username=USERNAME, git_password=password,
-                        git_host="git.example.com")
+    settings = Settings(
+        data_dir=tmp_path / "data", git_username=USERNAME, git_password=password, git_host="git.example.com"
+    )
     with pytest.raises(ApplicationError) as err:
         Workspaces(settings).ensure(make_ref(server))
     assert err.value.non_retryable
@@ -399,17 +424,20 @@ def test_askpass_answers_only_what_it_should():
 
     program = askpass_program()
     assert os.access(program, os.X_OK)
-    done = subprocess.run([program, "Password for 'https://bot@h': "], capture_output=True,
-                          text=True, check=False, env={**os.environ, "HONK_GIT_PASSWORD": "from-env",
-                                          "HONK_GIT_HOST": ""})
+    done = subprocess.run(
+        [program, "Password for 'https://bot@h': "],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HONK_GIT_PASSWORD": "from-env", "HONK_GIT_HOST": ""},
+    )
     assert (done.returncode, done.stdout) == (0, "from-env\n")
 
 
 def test_registry_keeps_credentials_in_memory_only(tmp_path):
     registry_file = tmp_path / "honk.toml"
     registry_file.write_text(
-        '[repos.app]\nremote = "https://bot:s3cret-tok@git.example.com/app.git"\n'
-        'approvers = ["alice"]\n'
+        '[repos.app]\nremote = "https://bot:s3cret-tok@git.example.com/app.git"\napprovers = ["alice"]\n'
     )
     entry = load_registry(registry_file, tmp_path).get("app")
     assert entry.remote == "https://git.example.com/app.git"
@@ -431,14 +459,26 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
 
     from honk.workflows.contract import Stage
 
-    stack = Stack(dev_env, tmp_path / "stack", task_queue,
-                  settings={"git_username": USERNAME, "git_password": password},
-                  script={"replies": [{"when": "line 3", "summary": "Added line 3.",
-                                       "edits": [{"path": "app.txt", "replace": "line 2\n", "with": "line 2\nline 3\n"}]}]})
+    stack = Stack(
+        dev_env,
+        tmp_path / "stack",
+        task_queue,
+        settings={"git_username": USERNAME, "git_password": password},
+        script={
+            "replies": [
+                {
+                    "when": "line 3",
+                    "summary": "Added line 3.",
+                    "edits": [{"path": "app.txt", "replace": "line 2\n", "with": "line 2\nline 3\n"}],
+                }
+            ]
+        },
+    )
     stack.registry_path = tmp_path / "https-honk.toml"
     host = server.url.removeprefix("http://")
     stack.registry_path.write_text(
-        f'[repos.app]\nremote = "http://{USERNAME}:{password}@{host}/app.git"\napprovers = ["alice"]\n')
+        f'[repos.app]\nremote = "http://{USERNAME}:{password}@{host}/app.git"\napprovers = ["alice"]\n'
+    )
     registry = load_registry(stack.registry_path, stack.settings.data_dir)
     assert password not in registry.repos["app"].remote and password not in repr(registry)
     stack.registry = registry
@@ -447,8 +487,9 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
         with caplog.at_level(logging.DEBUG):
             from honk.changes import start_request
 
-            handle = await start_request(dev_env.client, stack.settings, registry, repo="app",
-                                         instruction="Add line 3", requester="bob")
+            handle = await start_request(
+                dev_env.client, stack.settings, registry, repo="app", instruction="Add line 3", requester="bob"
+            )
             await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
             await handle.signal("approve", {"by": "alice"})
             result = await asyncio.wait_for(handle.result(), 120)
@@ -458,8 +499,11 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
     assert result.stage == Stage.MERGED, result.last_error
     assert sh(server.root / "app.git", "show", "main:app.txt") == "line 1\nline 2\nline 3"
     assert "/app.git" in history, "the scan saw the request's remote"
-    leaks = [str(p) for p in stack.settings.data_dir.rglob("*")
-             if p.is_file() and not p.is_symlink() and password.encode() in p.read_bytes()]
+    leaks = [
+        str(p)
+        for p in stack.settings.data_dir.rglob("*")
+        if p.is_file() and not p.is_symlink() and password.encode() in p.read_bytes()
+    ]
     assert leaks == [], "credentials written to disk"
     configs = list(stack.settings.data_dir.rglob("config"))
     assert any(".git" in str(c) or c.parent.name.endswith(".git") for c in configs)

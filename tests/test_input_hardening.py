@@ -7,18 +7,22 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.registry import RegistryError, load_registry, valid_branch
+from honk.config.repository import RepoConfigError, load_repo_config
 
-EXAMPLES = settings(max_examples=150, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+EXAMPLES = settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 toml_scalars = st.one_of(st.text(max_size=30), st.integers(), st.floats(allow_nan=False), st.booleans())
 toml_values = st.recursive(
     toml_scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=12), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=12), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -119,18 +123,44 @@ def test_registry_rejects_a_bad_base_branch(tmp_path):
 
 slack_text = st.one_of(
     st.text(max_size=300),
-    st.lists(st.sampled_from(["<@U0HONK>", "<@W123|bob>", "in", "hello-android", "web-app", ":", ",", "\n",
-                              "<#C0MOBILE|mobile>", "<!here>", "<https://x.example|x>", "&lt;", "approve",
-                              "cancel", "lgtm", "status", "list", "help", " ", "make it blue", "in nope"]),
-             max_size=12).map("".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "<@U0HONK>",
+                "<@W123|bob>",
+                "in",
+                "hello-android",
+                "web-app",
+                ":",
+                ",",
+                "\n",
+                "<#C0MOBILE|mobile>",
+                "<!here>",
+                "<https://x.example|x>",
+                "&lt;",
+                "approve",
+                "cancel",
+                "lgtm",
+                "status",
+                "list",
+                "help",
+                " ",
+                "make it blue",
+                "in nope",
+            ]
+        ),
+        max_size=12,
+    ).map("".join),
 )
 
 
 @pytest.fixture(scope="module")
 def chat_registry(tmp_path_factory):
     path = tmp_path_factory.mktemp("chat") / "honk.toml"
-    path.write_text('[repos.hello-android]\nremote = "/r.git"\nchannels = ["C0MOBILE"]\napprovers = ["U0A"]\n'
-                    '[repos.web-app]\nremote = "/w.git"\napprovers = ["U0A"]\n')
+    path.write_text(
+        '[repos.hello-android]\nremote = "/r.git"\nchannels = ["C0MOBILE"]\napprovers = ["U0A"]\n'
+        '[repos.web-app]\nremote = "/w.git"\napprovers = ["U0A"]\n'
+    )
     return load_registry(path, path.parent)
 
 

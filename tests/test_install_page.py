@@ -21,12 +21,12 @@ from honkstack import needs_android
 from phone_browser import CHROMIUM, PhoneBrowser
 from sample_apps import artifact_for, build_sample_apk, make_ipa, task_for
 
-from honk.publish import links as signed_links
 from honk.builds.artifacts import APK_TYPE, describe
-from honk.publish.install_page import itms_services_link, manifest_plist, qr_code
-from honk.publish.publish import PublishActivities
 from honk.cli.devstack import StoreServer
 from honk.config.settings import load_settings
+from honk.publish import links as signed_links
+from honk.publish.install_page import itms_services_link, manifest_plist, qr_code
+from honk.publish.publish import PublishActivities
 
 REQUEST = "honk-slack-T1-C1-1700000000.000100"
 BUILD = 91_234_567  # seconds since 2024 (the workflow's numbering); grows per build
@@ -36,8 +36,13 @@ needs_zbar = pytest.mark.skipif(not shutil.which("zbarimg"), reason="`make test`
 
 
 def zbar(png: Path) -> list[str]:
-    done = subprocess.run(["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(png)],
-                          check=False, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(png)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.stdout.splitlines()
 
 
@@ -64,12 +69,19 @@ def fetch(url: str) -> tuple[int, Message, bytes]:
 
 
 def test_manifest_plist_for_a_sample_ipa_is_valid_and_escaped(tmp_path: Path) -> None:
-    ipa = artifact_for(make_ipa(tmp_path / "HonkHello.ipa", bundle_id="dev.honk.hello&co",
-                                version="2.1.0", build="77"), "ios")
+    ipa = artifact_for(
+        make_ipa(tmp_path / "HonkHello.ipa", bundle_id="dev.honk.hello&co", version="2.1.0", build="77"), "ios"
+    )
     assert (ipa.kind, ipa.bundle_id, ipa.version_name, ipa.version_code, ipa.app_name, ipa.min_os) == (
-        "ipa", "dev.honk.hello&co", "2.1.0", "77", "Honk Hello", "16.0")
+        "ipa",
+        "dev.honk.hello&co",
+        "2.1.0",
+        "77",
+        "Honk Hello",
+        "16.0",
+    )
 
-    url = "https://builds.example.com/r/1/HonkHello.ipa?X-Amz-Credential=a%2Fb&X-Amz-Signature=<sig>&x=\"1\""
+    url = 'https://builds.example.com/r/1/HonkHello.ipa?X-Amz-Credential=a%2Fb&X-Amz-Signature=<sig>&x="1"'
     data = manifest_plist(ipa, url, "fallback")
 
     # Well-formed XML with the special characters escaped, and a plist that round-trips.
@@ -80,8 +92,12 @@ def test_manifest_plist_for_a_sample_ipa_is_valid_and_escaped(tmp_path: Path) ->
     manifest = plistlib.loads(data)
     [item] = manifest["items"]
     assert item["assets"] == [{"kind": "software-package", "url": url}]
-    assert item["metadata"] == {"bundle-identifier": "dev.honk.hello&co", "bundle-version": "2.1.0",
-                                "kind": "software", "title": "Honk Hello"}
+    assert item["metadata"] == {
+        "bundle-identifier": "dev.honk.hello&co",
+        "bundle-version": "2.1.0",
+        "kind": "software",
+        "title": "Honk Hello",
+    }
 
     # The itms-services link carries the manifest URL fully encoded, so its own & survive.
     link = itms_services_link("https://s/m.plist?a=1&b=2")
@@ -153,7 +169,9 @@ def test_store_server_serves_only_valid_signed_links(served, tmp_path: Path) -> 
     assert b"expired" in fetch(refusals["expired"])[2]
     # A valid signature for a directory key still lists nothing.
     folder = f"{REQUEST}/5"
-    status, _, _ = fetch(f"{server.url}/{folder}?{signed_links.sign(signed_links.signing_key(settings), folder, int(time.time()) + 60)}")
+    status, _, _ = fetch(
+        f"{server.url}/{folder}?{signed_links.sign(signed_links.signing_key(settings), folder, int(time.time()) + 60)}"
+    )
     assert status == 404
 
 

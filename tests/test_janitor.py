@@ -16,21 +16,21 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from honk.config.registry import load_registry
+from honk.config.settings import Settings
 from honk.janitor import (
     parse_duration,
     request_for_branch,
     request_for_workspace,
     sweep,
 )
+from honk.workflows.contract import ChangeRequest, WorkspaceRef
 from honk.workspace import (
     GitError,
     WorkspaceActivities,
     Workspaces,
     delete_remote_branch,
 )
-from honk.config.registry import load_registry
-from honk.config.settings import Settings
-from honk.workflows.contract import ChangeRequest, WorkspaceRef
 
 DAY = 86400
 OLD = time.time() - 30 * DAY  # a month ago
@@ -42,7 +42,11 @@ def sh(cwd: Path, *args: str, when: float | None = None) -> str:
         env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"] = f"{int(when)} +0000"
     done = subprocess.run(
         ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True, env=env,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     return done.stdout.strip()
 
@@ -65,16 +69,19 @@ class World:
         self.remote = tmp_path / "app.git"
         sh(tmp_path, "clone", "-q", "--bare", str(seed), str(self.remote))
         self.registry_file = tmp_path / "honk.toml"
-        self.registry_file.write_text(
-            f'[repos.app]\nremote = "{self.remote}"\napprovers = ["alice"]\n')
+        self.registry_file.write_text(f'[repos.app]\nremote = "{self.remote}"\napprovers = ["alice"]\n')
         self.settings = Settings(data_dir=tmp_path / "data", registry=self.registry_file)
         self.registry = load_registry(self.registry_file, self.settings.data_dir)
         self.activities = WorkspaceActivities(self.settings)
 
     def ref(self, request_id: str) -> WorkspaceRef:
-        return WorkspaceRef(request_id=request_id, repo="app", remote=str(self.remote),
-                            base_branch="main",
-                            work_branch="honk/" + request_id.removeprefix("honk-"))
+        return WorkspaceRef(
+            request_id=request_id,
+            repo="app",
+            remote=str(self.remote),
+            base_branch="main",
+            work_branch="honk/" + request_id.removeprefix("honk-"),
+        )
 
     def request(self, request_id: str, *, age_days: float, recent_commit: bool = False) -> Path:
         """A prepared request whose workspace was last touched `age_days` ago."""
@@ -113,14 +120,16 @@ def test_sweep_removes_only_old_orphans(world):
     dry = world.sweep({"honk-app-running"}, dry_run=True)
     assert dry.dry_run and not dry.errors
     assert sorted((r.kind, r.request_id) for r in dry.removed) == [
-        ("branch", "honk-app-old"), ("workspace", "honk-app-old"),
+        ("branch", "honk-app-old"),
+        ("workspace", "honk-app-old"),
     ]
     assert old.exists() and "honk/app-old" in branches(world.remote)  # nothing touched
 
     report = world.sweep({"honk-app-running"})
     assert not report.errors
     assert sorted((r.kind, r.name) for r in report.removed) == [
-        ("branch", "app:honk/app-old"), ("workspace", str(old)),
+        ("branch", "app:honk/app-old"),
+        ("workspace", str(old)),
     ]
     branch = next(r for r in report.removed if r.kind == "branch")
     assert branch.age_s > 20 * DAY and branch.sha == sh(world.remote, "rev-parse", "main")
@@ -174,8 +183,15 @@ def test_old_branch_without_local_workspace_and_foreign_branches(world):
     (scratch / "x.txt").write_text("x\n")
     sh(scratch, "add", "x.txt")
     sh(scratch, "commit", "-q", "-m", "elsewhere", when=OLD)
-    sh(scratch, "push", "-q", "origin", "HEAD:refs/heads/honk/app-elsewhere",
-       "HEAD:refs/heads/feature/old", "HEAD:refs/heads/honkish")
+    sh(
+        scratch,
+        "push",
+        "-q",
+        "origin",
+        "HEAD:refs/heads/honk/app-elsewhere",
+        "HEAD:refs/heads/feature/old",
+        "HEAD:refs/heads/honkish",
+    )
     report = world.sweep(set())
     assert [(r.kind, r.request_id) for r in report.removed] == [("branch", "honk-app-elsewhere")]
     assert branches(world.remote) == {"main", "feature/old", "honkish"}
@@ -184,8 +200,7 @@ def test_old_branch_without_local_workspace_and_foreign_branches(world):
 def test_unreachable_repository_is_reported_and_the_rest_still_swept(world, tmp_path):
     world.request("honk-app-1", age_days=10)
     world.registry_file.write_text(
-        world.registry_file.read_text()
-        + f'\n[repos.gone]\nremote = "{tmp_path / "gone.git"}"\napprovers = ["alice"]\n'
+        world.registry_file.read_text() + f'\n[repos.gone]\nremote = "{tmp_path / "gone.git"}"\napprovers = ["alice"]\n'
     )
     registry = load_registry(world.registry_file, world.settings.data_dir)
     report = sweep(world.settings, registry, lambda rid: False, timedelta(days=3))
@@ -237,8 +252,7 @@ def test_names():
 def test_request_for_workspace_recovers_escaped_ids(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     ws = Workspaces(settings)
-    odd = WorkspaceRef(request_id="honk-a b", repo="app", remote="/x", base_branch="main",
-                       work_branch="honk/a-b")
+    odd = WorkspaceRef(request_id="honk-a b", repo="app", remote="/x", base_branch="main", work_branch="honk/a-b")
     path = ws.path(odd)
     (path / ".git").mkdir(parents=True)
     (path / ".git" / "HEAD").write_text("ref: refs/heads/honk/a b\n")
@@ -256,25 +270,31 @@ async def test_cli_janitor_asks_temporal(world, dev_env):
     handle = await dev_env.client.start_workflow(
         "ChangeRequestWorkflow",
         ChangeRequest(repo="app", remote=str(world.remote), instruction="x", requester="bob"),
-        id="honk-app-live", task_queue="janitor-test-nobody-polls",
+        id="honk-app-live",
+        task_queue="janitor-test-nobody-polls",
     )
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HONK_")}
-        env.update(HONK_TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
-                   HONK_DATA_DIR=str(world.settings.data_dir),
-                   HONK_REGISTRY=str(world.registry_file))
+        env.update(
+            HONK_TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+            HONK_DATA_DIR=str(world.settings.data_dir),
+            HONK_REGISTRY=str(world.registry_file),
+        )
         args = [sys.executable, "-m", "honk.cli", "janitor", "--older-than", "3d"]
 
         async def run(*argv: str) -> subprocess.CompletedProcess:
-            return await asyncio.to_thread(subprocess.run, argv, env=env, cwd=ROOT,
-                                           capture_output=True, text=True, timeout=120,
-                                           check=False)
+            return await asyncio.to_thread(
+                subprocess.run, argv, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+            )
+
         dry = await run(*args, "--dry-run", "--json")
         assert dry.returncode == 0, dry.stderr
         planned = json.loads(dry.stdout)
         assert planned["dry_run"] is True
         assert sorted(r["request_id"] for r in planned["removed"]) == [
-            "honk-app-never-started", "honk-app-never-started"]
+            "honk-app-never-started",
+            "honk-app-never-started",
+        ]
         assert gone.exists()
 
         done = await run(*args)

@@ -9,10 +9,10 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from honk import merge as merge_module
-from honk.merge import MergeActivities
-from honk.workspace import Workspaces
 from honk.config.settings import Settings
+from honk.merge import MergeActivities
 from honk.workflows.contract import MergeTask, WorkspaceRef
+from honk.workspace import Workspaces
 
 # --------------------------------------------------------------------------- helpers
 
@@ -21,7 +21,10 @@ def sh(cwd: Path, *args: str) -> str:
     """Plain git for setting up and inspecting remotes (tests only)."""
     done = subprocess.run(
         ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return done.stdout.strip()
 
@@ -66,8 +69,11 @@ class Fixture:
         self.workspaces = Workspaces(self.settings)
         self.activities = MergeActivities(self.settings)
         self.ref = WorkspaceRef(
-            request_id="honk-cli-app-1a2b3c4d", repo="app", remote=str(self.remote),
-            base_branch="main", work_branch="honk/cli-app-1a2b3c4d",
+            request_id="honk-cli-app-1a2b3c4d",
+            repo="app",
+            remote=str(self.remote),
+            base_branch="main",
+            work_branch="honk/cli-app-1a2b3c4d",
         )
         self.path = self.workspaces.ensure(self.ref)
         self.initial_base = base_log(self.remote)[0]
@@ -135,18 +141,14 @@ def test_squash_makes_one_commit_with_trailers_and_the_change(fx):
     log = base_log(fx.remote)
     assert log[0] == outcome.commit_sha
     assert log[1] == fx.initial_base  # exactly one new commit
-    assert sh(fx.remote, "rev-list", "--parents", "-n", "1", outcome.commit_sha).split()[1:] == [
-        fx.initial_base
-    ]
+    assert sh(fx.remote, "rev-list", "--parents", "-n", "1", outcome.commit_sha).split()[1:] == [fx.initial_base]
     message = message_of(fx.remote, outcome.commit_sha)
     assert message.startswith("Fix the crash when the queue is empty\n\nThe agent guarded")
     assert "# Details" in message  # markdown headings in the body survive
     assert trailers_of(fx.remote, outcome.commit_sha) == EXPECTED_TRAILERS
     assert sh(fx.remote, "show", f"{outcome.commit_sha}:app.txt") == "line 1\nline 2 fixed\nline 3"
     assert sh(fx.remote, "show", f"{outcome.commit_sha}:new.txt") == "new"
-    assert sh(fx.remote, "log", "-1", "--format=%an <%ae>", outcome.commit_sha) == (
-        "Honk <honk@localhost>"
-    )
+    assert sh(fx.remote, "log", "-1", "--format=%an <%ae>", outcome.commit_sha) == ("Honk <honk@localhost>")
     assert fx.workspace_is_clean()
 
 
@@ -182,16 +184,13 @@ def test_request_id_matching_is_exact(fx):
 
 def test_base_moved_without_conflict_still_merges(fx):
     tested = fx.edit({"app.txt": "line 1 ours\nline 2\nline 3\n"})
-    theirs = fx.base_other({"app.txt": "line 1\nline 2\nline 3 theirs\n",
-                            "other.txt": "theirs\n"})
+    theirs = fx.base_other({"app.txt": "line 1\nline 2\nline 3 theirs\n", "other.txt": "theirs\n"})
 
     outcome = fx.activities.merge(fx.task(tested))
 
     assert outcome.base_moved is True
     assert base_log(fx.remote)[:2] == [outcome.commit_sha, theirs]
-    assert sh(fx.remote, "show", f"{outcome.commit_sha}:app.txt") == (
-        "line 1 ours\nline 2\nline 3 theirs"
-    )
+    assert sh(fx.remote, "show", f"{outcome.commit_sha}:app.txt") == ("line 1 ours\nline 2\nline 3 theirs")
     assert sh(fx.remote, "show", f"{outcome.commit_sha}:other.txt") == "theirs"
 
 

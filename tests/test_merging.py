@@ -15,9 +15,9 @@ from pathlib import Path
 
 import git
 import pytest
-
 from conftest import ROOT
 from honkstack import SCRIPT, Stack, needs_android
+
 from honk.workflows.contract import Stage
 
 pytestmark = needs_android
@@ -27,6 +27,7 @@ GREETING = '<string name="greeting">Hello from Honk!</string>'
 
 def record_tree_check(log: Path):
     """Adds a check that records the tree it ran on, outside the workspace."""
+
     def edit(app: Path) -> None:
         with (app / ".honk.toml").open("a") as f:
             f.write(
@@ -36,16 +37,22 @@ def record_tree_check(log: Path):
                 "open(os.environ['TREE_LOG'], 'a').write(tree)\"]\n"
                 f'env = {{ TREE_LOG = "{log}" }}\n'
             )
+
     return edit
 
 
 async def test_eight_concurrent_requests_each_merge_once_on_checked_trees(dev_env, tmp_path, task_queue):
     tree_log = tmp_path / "checked-trees.txt"
-    script = {"replies": [
-        {"when": f"add note {n}$", "summary": f"Note {n} added.",
-         "edits": [{"path": f"notes/note-{n}.txt", "write": f"note {n}\n"}]}
-        for n in range(8)
-    ]}
+    script = {
+        "replies": [
+            {
+                "when": f"add note {n}$",
+                "summary": f"Note {n} added.",
+                "edits": [{"path": f"notes/note-{n}.txt", "write": f"note {n}\n"}],
+            }
+            for n in range(8)
+        ]
+    }
     stack = Stack(dev_env, tmp_path, task_queue, script=script, edit_app=record_tree_check(tree_log))
     stack.start_worker()
     try:
@@ -63,7 +70,8 @@ async def test_eight_concurrent_requests_each_merge_once_on_checked_trees(dev_en
     trailers = [repo.git.log("-1", "--format=%B", sha) for sha in merged]
     assert sorted(t.count("Honk-Request:") for t in trailers) == [1] * 8
     assert {next(line for line in t.splitlines() if line.startswith("Honk-Request:")) for t in trailers} == {
-        f"Honk-Request: {h.id}" for h in handles}
+        f"Honk-Request: {h.id}" for h in handles
+    }
     checked = set(tree_log.read_text().split())
     for sha in merged:
         assert repo.git.rev_parse(f"{sha}^{{tree}}") in checked, f"{sha} was pushed without its tree being checked"
@@ -74,25 +82,44 @@ async def test_eight_concurrent_requests_each_merge_once_on_checked_trees(dev_en
 
 def extra_layout_script(fix: bool) -> dict:
     replies = [
-        {"when": "extra screen", "round": 1, "summary": "Added an extra screen showing the subtitle.",
-         "edits": [{"path": "res/layout/extra.xml", "write":
-                    '<?xml version="1.0" encoding="utf-8"?>\n<TextView xmlns:android='
+        {
+            "when": "extra screen",
+            "round": 1,
+            "summary": "Added an extra screen showing the subtitle.",
+            "edits": [
+                {
+                    "path": "res/layout/extra.xml",
+                    "write": '<?xml version="1.0" encoding="utf-8"?>\n<TextView xmlns:android='
                     '"http://schemas.android.com/apk/res/android" android:layout_width="match_parent" '
-                    'android:layout_height="wrap_content" android:text="@string/subtitle" />\n'}]},
+                    'android:layout_height="wrap_content" android:text="@string/subtitle" />\n',
+                }
+            ],
+        },
     ]
     if fix:
-        replies.insert(0, {"when": "extra screen", "feedback": "subtitle", "summary": "The subtitle is gone on main; show the greeting.",
-                           "edits": [{"path": "res/layout/extra.xml", "replace": "@string/subtitle",
-                                      "with": "@string/greeting"}]})
+        replies.insert(
+            0,
+            {
+                "when": "extra screen",
+                "feedback": "subtitle",
+                "summary": "The subtitle is gone on main; show the greeting.",
+                "edits": [{"path": "res/layout/extra.xml", "replace": "@string/subtitle", "with": "@string/greeting"}],
+            },
+        )
     return {"replies": replies}
 
 
 def remove_subtitle(stack: Stack) -> None:
     """A base commit that is fine alone but breaks the change once combined."""
-    stack.push_to_base("res/layout/activity_main.xml", "@string/subtitle", "@string/greeting", "Drop the subtitle (1/2)")
-    stack.push_to_base("res/values/strings.xml",
-                       '    <string name="subtitle">Built by Honk from a chat message.</string>\n', "",
-                       "Drop the subtitle (2/2)")
+    stack.push_to_base(
+        "res/layout/activity_main.xml", "@string/subtitle", "@string/greeting", "Drop the subtitle (1/2)"
+    )
+    stack.push_to_base(
+        "res/values/strings.xml",
+        '    <string name="subtitle">Built by Honk from a chat message.</string>\n',
+        "",
+        "Drop the subtitle (2/2)",
+    )
 
 
 @pytest.mark.parametrize("fix", [False, True], ids=["fails-closed", "agent-repairs"])
@@ -125,11 +152,17 @@ async def test_base_moved_combined_tree_rechecked_before_push(dev_env, tmp_path,
 async def test_conflict_goes_back_to_agent_with_hunks_then_merges(dev_env, tmp_path, task_queue):
     resolved = (Path(__file__).resolve().parents[1] / "examples/hello-android/res/values/strings.xml").read_text()
     resolved = resolved.replace("Hello from Honk!", "Hello from the bus and the office!")
-    script = {"replies": [
-        {"when": "greeting", "feedback": "conflict", "summary": "Resolved the greeting conflict.",
-         "edits": [{"path": "res/values/strings.xml", "write": resolved}]},
-        *SCRIPT["replies"],
-    ]}
+    script = {
+        "replies": [
+            {
+                "when": "greeting",
+                "feedback": "conflict",
+                "summary": "Resolved the greeting conflict.",
+                "edits": [{"path": "res/values/strings.xml", "write": resolved}],
+            },
+            *SCRIPT["replies"],
+        ]
+    }
     stack = Stack(dev_env, tmp_path, task_queue, script=script)
     stack.start_worker()
     try:
@@ -157,9 +190,9 @@ async def test_worker_killed_after_pushing_base_does_not_merge_twice(dev_env, tm
     # a SIGKILL to the worker's whole process group, before the activity can complete.
     wrapper = tmp_path / "git-then-die"
     wrapper.write_text(
-        f"#!/bin/sh\n{shutil.which('git')} \"$@\"; rc=$?\n"
+        f'#!/bin/sh\n{shutil.which("git")} "$@"; rc=$?\n'
         'case "$*" in *push*refs/heads/main*)\n'
-        f'  if [ $rc -eq 0 ] && [ -f {pidfile} ]; then pid=$(cat {pidfile}); rm -f {pidfile}; '
+        f"  if [ $rc -eq 0 ] && [ -f {pidfile} ]; then pid=$(cat {pidfile}); rm -f {pidfile}; "
         f'{sys.executable} -c "import os, sys; os.killpg(int(sys.argv[1]), 9)" $pid; fi;;\n'
         "esac\nexit $rc\n"
     )
@@ -167,15 +200,21 @@ async def test_worker_killed_after_pushing_base_does_not_merge_twice(dev_env, tm
     env = {**stack.cli_env(), "GIT_PYTHON_GIT_EXECUTABLE": str(wrapper)}
 
     def spawn() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "honk.cli", "worker"], env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("ab"),
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "honk.cli", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "worker.log").open("ab"),
+            start_new_session=True,
+        )
 
     first = spawn()
     second = None
     try:
-        handle = await stack.request("Change the greeting to say 'Hello from the bus!'",
-                                     heartbeat_timeout=timedelta(seconds=5))
+        handle = await stack.request(
+            "Change the greeting to say 'Hello from the bus!'", heartbeat_timeout=timedelta(seconds=5)
+        )
         await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
         pidfile.write_text(str(first.pid))
         await handle.signal("approve", {"by": "alice"})

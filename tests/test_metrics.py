@@ -14,12 +14,12 @@ import sys
 import urllib.request
 
 import pytest
-
 from conftest import ROOT, eventually, free_port
+from honkstack import Stack, needs_android
+
 from honk import telemetry
 from honk.config.settings import load_settings
 from honk.workers.temporal import connect
-from honkstack import Stack, needs_android
 from honk.workflows.contract import Stage
 
 
@@ -55,9 +55,14 @@ async def test_prometheus_endpoints_show_honk_metrics_after_an_end_to_end_run(de
     stack.client = await connect(starter)
     # ... and a worker process of its own with its endpoint.
     env = {**stack.cli_env(), "HONK_METRICS_PORT": str(worker_port), "HONK_METRICS_HOST": "127.0.0.1"}
-    worker = subprocess.Popen([sys.executable, "-m", "honk.cli", "worker"], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("ab"),
-                              start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "honk.cli", "worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "worker.log").open("ab"),
+        start_new_session=True,
+    )
     try:
         handle = await stack.request("Add a farewell line, broken first")  # one failed check, then a pass
         await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
@@ -79,7 +84,16 @@ async def test_prometheus_endpoints_show_honk_metrics_after_an_end_to_end_run(de
     repo = {"repo": "hello-android"}
     assert sample(text, "honk_requests_finished_total", outcome="merged", **repo) == 1
     assert sample(text, "honk_request_duration_seconds_count", outcome="merged") == 1
-    for stage in ("RECEIVED", "PREPARING", "EDITING", "CHECKING", "BUILDING", "PUBLISHING", "AWAITING_APPROVAL", "MERGING"):
+    for stage in (
+        "RECEIVED",
+        "PREPARING",
+        "EDITING",
+        "CHECKING",
+        "BUILDING",
+        "PUBLISHING",
+        "AWAITING_APPROVAL",
+        "MERGING",
+    ):
         assert sample(text, "honk_stage_duration_seconds_count", stage=stage, **repo), stage
     assert sample(text, "honk_agent_runs_total", status="finished", **repo) == 2
     assert sample(text, "honk_agent_tokens_total", kind="input", model="scripted-model") > 0

@@ -15,13 +15,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, ROOT, eventually
 from honkstack import Stack, needs_android
+
 from honk.changes import get_status, list_requests
 from honk.workflows.contract import Stage
 
 pytestmark = needs_android
+
 
 @pytest.fixture
 async def stack(dev_env, tmp_path, task_queue):
@@ -33,8 +34,9 @@ async def stack(dev_env, tmp_path, task_queue):
 
 def temporal_cli(env, *args: str) -> subprocess.CompletedProcess:
     address = env.client.service_client.config.target_host
-    return subprocess.run([str(BIN / "temporal"), *args, "--address", address],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [str(BIN / "temporal"), *args, "--address", address], capture_output=True, text=True, timeout=60
+    )
 
 
 async def test_pipeline_merges_real_change_with_trailers(stack):
@@ -52,8 +54,13 @@ async def test_pipeline_merges_real_change_with_trailers(stack):
     assert waiting.links.work_branch in stack.remote_branches()
 
     # `honk list --stage AWAITING_APPROVAL` shows it (the CLI, as a user runs it).
-    listed = subprocess.run([sys.executable, "-m", "honk.cli", "list", "--stage", "AWAITING_APPROVAL", "--json"],
-                            capture_output=True, text=True, env=stack.cli_env(), timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-m", "honk.cli", "list", "--stage", "AWAITING_APPROVAL", "--json"],
+        capture_output=True,
+        text=True,
+        env=stack.cli_env(),
+        timeout=60,
+    )
     assert listed.returncode == 0, listed.stderr
     assert handle.id in [row["request_id"] for row in json.loads(listed.stdout)]
 
@@ -87,8 +94,9 @@ async def test_stock_temporal_cli_signal_approves_only_for_approver(stack, dev_e
     handle = await stack.request("Change the greeting to say 'Hello from the bus!'")
     await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
 
-    refused = temporal_cli(dev_env, "workflow", "signal", "--workflow-id", handle.id,
-                           "--name", "approve", "--input", '{"by":"mallory"}')
+    refused = temporal_cli(
+        dev_env, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve", "--input", '{"by":"mallory"}'
+    )
     assert refused.returncode == 0, refused.stderr
 
     async def refusal_recorded():
@@ -101,8 +109,9 @@ async def test_stock_temporal_cli_signal_approves_only_for_approver(stack, dev_e
     await asyncio.sleep(1)
     assert (await get_status(dev_env.client, handle.id)).stage == Stage.AWAITING_APPROVAL
 
-    approved = temporal_cli(dev_env, "workflow", "signal", "--workflow-id", handle.id,
-                            "--name", "approve", "--input", '{"by":"alice"}')
+    approved = temporal_cli(
+        dev_env, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve", "--input", '{"by":"alice"}'
+    )
     assert approved.returncode == 0, approved.stderr
     result = await asyncio.wait_for(handle.result(), 90)
     assert result.stage == Stage.MERGED and result.approved_by == "alice"
@@ -132,14 +141,20 @@ async def test_worker_killed_mid_request_still_merges_exactly_once(dev_env, tmp_
     env = stack.cli_env()
 
     def spawn() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "honk.cli", "worker"], env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=(tmp_path / "worker.log").open("ab"),
-                                start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "honk.cli", "worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "worker.log").open("ab"),
+            start_new_session=True,
+        )
 
     first = spawn()
     try:
-        handle = await stack.request("Change the greeting to say 'Hello from the bus!'",
-                                     heartbeat_timeout=timedelta(seconds=5))
+        handle = await stack.request(
+            "Change the greeting to say 'Hello from the bus!'", heartbeat_timeout=timedelta(seconds=5)
+        )
         await stack.wait_stage(handle.id, Stage.CHECKING)
         await asyncio.sleep(1)  # inside the slow check
         os.killpg(first.pid, signal.SIGKILL)
@@ -160,6 +175,9 @@ async def test_worker_killed_mid_request_still_merges_exactly_once(dev_env, tmp_
     assert len(merged) == 1, "merged exactly once"
     assert stack.commit_message(result.links.merged_commit).count("Honk-Request:") == 1
     history = [e async for e in handle.fetch_history_events()]
-    retried = [e for e in history if e.HasField("activity_task_started_event_attributes")
-               and e.activity_task_started_event_attributes.attempt > 1]
+    retried = [
+        e
+        for e in history
+        if e.HasField("activity_task_started_event_attributes") and e.activity_task_started_event_attributes.attempt > 1
+    ]
     assert retried, "the killed worker's step was retried by the new worker"

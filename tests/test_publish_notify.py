@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from honk.publish import links as signed_links
 from honk.builds.artifacts import describe
-from honk.notify import NotifyActivities
-from honk.publish.publish import APK_TYPE, LocalStore, PublishActivities
-from honk.logs import JsonFormatter
 from honk.config.settings import Settings, load_settings
+from honk.logs import JsonFormatter
+from honk.notify import NotifyActivities
+from honk.publish import links as signed_links
+from honk.publish.publish import APK_TYPE, LocalStore, PublishActivities
 from honk.workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage
 
 REQUEST = "honk-slack-T1-C1-1700000000.000100"
@@ -199,9 +199,7 @@ def test_store_rejects_keys_that_escape(settings: Settings, tmp_path: Path) -> N
 # --------------------------------------------------------------------------- notify
 
 
-async def test_notify_writes_jsonl_and_structured_log(
-    settings: Settings, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_notify_writes_jsonl_and_structured_log(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     notice = Notice(
         request_id=REQUEST,
         repo="hello-android",

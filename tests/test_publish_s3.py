@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 
@@ -25,12 +25,12 @@ from temporalio.exceptions import ApplicationError
 
 from honk.builds.artifacts import APK_TYPE
 from honk.builds.build import BuildActivities
-from honk.publish.publish import PublishActivities
-from honk.publish.store import MiB, S3Store, make_store, s3_client
-from honk.workspace import Workspaces
 from honk.cli.demo import SAMPLE_APP, create_remote
 from honk.config.settings import SettingsError, load_settings
+from honk.publish.publish import PublishActivities
+from honk.publish.store import MiB, S3Store, make_store, s3_client
 from honk.workflows.contract import BuildTask, WorkspaceRef
+from honk.workspace import Workspaces
 
 REQUEST = "honk-cli-hello-android-3f2a"
 
@@ -63,16 +63,27 @@ def query(url: str) -> dict[str, str]:
 def test_sample_app_built_and_published_to_s3(moto, tmp_path: Path) -> None:
     settings = moto.settings(tmp_path / "data", link_expiry_seconds=3600, s3_prefix="builds/")
     remote = create_remote(SAMPLE_APP, tmp_path / "remotes" / "hello-android.git")
-    ref = WorkspaceRef(request_id=REQUEST, repo="hello-android", remote=str(remote),
-                       base_branch="main", work_branch="honk/hello-android-3f2a")
+    ref = WorkspaceRef(
+        request_id=REQUEST,
+        repo="hello-android",
+        remote=str(remote),
+        base_branch="main",
+        work_branch="honk/hello-android-3f2a",
+    )
     number = 91_000_123
     built = BuildActivities(settings, Workspaces(settings)).build(
-        BuildTask(workspace=ref, target="android", build_number=number))
+        BuildTask(workspace=ref, target="android", build_number=number)
+    )
 
     [apk] = built.artifacts
     # What the APK says about itself, versioned from the request's build number.
     assert (apk.kind, apk.package, apk.version_code, apk.version_name, apk.app_name) == (
-        "apk", "dev.honk.hello", str(number), f"1.0.{number}", "Honk Hello")
+        "apk",
+        "dev.honk.hello",
+        str(number),
+        f"1.0.{number}",
+        "Honk Hello",
+    )
     assert apk.signer_sha256 and len(apk.signer_sha256) == 64 and apk.min_os == "21"
 
     # On a shared store the build worker uploads what it built: the publishing worker may be
@@ -92,7 +103,7 @@ def test_sample_app_built_and_published_to_s3(moto, tmp_path: Path) -> None:
     assert query(stored.url)["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
     # Every link of the publish ends at the same moment, at most the configured hour away.
     assert 3600 - 60 < int(query(stored.url)["X-Amz-Expires"]) <= 3600
-    signed_at = datetime.strptime(query(stored.url)["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(query(stored.url)["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     ends = signed_at + timedelta(seconds=int(query(stored.url)["X-Amz-Expires"]))
     assert published.expires_at is not None and abs((ends - published.expires_at).total_seconds()) <= 1
     status, headers, body = get(stored.url)
@@ -115,8 +126,9 @@ def test_sample_app_built_and_published_to_s3(moto, tmp_path: Path) -> None:
     assert len(keys(settings)) == 3
 
     # A staged object that is not what was built is never linked.
-    s3_client(settings).put_object(Bucket=settings.s3_bucket, Key=f"{prefix}/android/{apk.name}",
-                                   Body=b"tampered", Metadata={"sha256": apk.sha256})
+    s3_client(settings).put_object(
+        Bucket=settings.s3_bucket, Key=f"{prefix}/android/{apk.name}", Body=b"tampered", Metadata={"sha256": apk.sha256}
+    )
     with pytest.raises(ApplicationError) as info:
         PublishActivities(publisher).publish(task)
     assert info.value.type == "ArtifactMissing" and "neither in the store" in str(info.value)
@@ -188,7 +200,8 @@ def test_ipa_manifest_on_s3_escapes_the_presigned_link(moto, tmp_path: Path) -> 
     _, _, page = get(published.install_page_url)
     assert html.escape(stored.install_url) in page.decode()
     assert stored.install_url == (
-        "itms-services://?action=download-manifest&url=" + urllib.parse.quote(published.manifest_url, safe=""))
+        "itms-services://?action=download-manifest&url=" + urllib.parse.quote(published.manifest_url, safe="")
+    )
 
 
 def test_store_settings(tmp_path: Path) -> None:
@@ -198,9 +211,15 @@ def test_store_settings(tmp_path: Path) -> None:
         load_settings(data_dir=tmp_path, link_expiry_seconds=8 * 24 * 3600)
     with pytest.raises(SettingsError, match="HONK_S3_ACCESS_KEY_ID"):
         load_settings(data_dir=tmp_path, s3_secret_access_key="x")
-    settings = load_settings(data_dir=tmp_path, artifact_store="s3", s3_bucket="b",
-                             s3_endpoint_url="http://127.0.0.1:9", s3_region="eu-west-1",
-                             s3_access_key_id="AKIA", s3_secret_access_key="very-secret-value")
+    settings = load_settings(
+        data_dir=tmp_path,
+        artifact_store="s3",
+        s3_bucket="b",
+        s3_endpoint_url="http://127.0.0.1:9",
+        s3_region="eu-west-1",
+        s3_access_key_id="AKIA",
+        s3_secret_access_key="very-secret-value",
+    )
     store = make_store(settings)
     assert isinstance(store, S3Store) and store.expiry_s == 7 * 24 * 3600
     assert "very-secret-value" not in repr(settings)
@@ -212,8 +231,13 @@ def test_store_settings(tmp_path: Path) -> None:
 def test_bench_publish_runs_and_stays_small(tmp_path: Path) -> None:
     """bench/publish.py end to end on a smaller file (the 500 MB run is the benchmark)."""
     bench = Path(__file__).resolve().parents[1] / "bench" / "publish.py"
-    done = subprocess.run([sys.executable, str(bench), "--size-mb", "40", "--part-size-mb", "5"],
-                          check=False, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(bench), "--size-mb", "40", "--part-size-mb", "5"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     assert figures["ok"] and figures["sha256_verified"] and figures["parts"] == 8

@@ -6,9 +6,9 @@ import io
 import json
 import logging
 
+from honk.config.settings import load_settings
 from honk.logs import configure_logging
 from honk.redact import MASK, Redactor, remember_secrets, secret_values
-from honk.config.settings import load_settings
 
 TOKENS = {
     "slack bot": "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUv",
@@ -25,13 +25,18 @@ def test_token_shapes_are_masked():
     for name, token in TOKENS.items():
         text = f"before {token} after"
         assert redactor(text) == f"before {MASK} after", name
-    assert redactor("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") == f"aws_secret_access_key = {MASK}"
+    assert (
+        redactor("aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+        == f"aws_secret_access_key = {MASK}"
+    )
     assert redactor("Authorization: Bearer abcdef0123456789xyz") == f"Authorization: Bearer {MASK}"
     assert redactor("https://bot:s3cr3t-token@git.example.com/r.git") == f"https://bot:{MASK}@git.example.com/r.git"
 
 
 def test_configured_secret_values_are_masked_even_without_a_shape():
-    settings = load_settings(anthropic_api_key="plain-looking-key-42", git_username="bot", git_password="hunter2hunter2")
+    settings = load_settings(
+        anthropic_api_key="plain-looking-key-42", git_username="bot", git_password="hunter2hunter2"
+    )
     redactor = Redactor(secret_values(settings))
     assert redactor("key=plain-looking-key-42 pw=hunter2hunter2") == f"key={MASK} pw={MASK}"
     assert redactor("ordinary words stay") == "ordinary words stay"
@@ -41,8 +46,9 @@ def test_log_lines_are_redacted_in_message_and_fields():
     stream = io.StringIO()
     configure_logging("INFO", stream)
     remember_secrets(["correct-horse-battery"])
-    logging.getLogger("honk.test").info("calling with %s", TOKENS["anthropic"],
-                                        extra={"header": "Bearer correct-horse-battery"})
+    logging.getLogger("honk.test").info(
+        "calling with %s", TOKENS["anthropic"], extra={"header": "Bearer correct-horse-battery"}
+    )
     line = json.loads(stream.getvalue().splitlines()[-1])
     assert TOKENS["anthropic"] not in json.dumps(line) and "correct-horse-battery" not in json.dumps(line)
     assert line["msg"] == f"calling with {MASK}"

@@ -11,8 +11,8 @@ import git
 import pytest
 
 from honk.checks import CheckActivities
-from honk.sandbox import Sandbox, bwrap_works
 from honk.config.settings import load_settings
+from honk.sandbox import Sandbox, bwrap_works
 from honk.workflows.contract import ChecksTask, WorkspaceRef
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is installed by `make test`")
@@ -64,15 +64,21 @@ def repo_with_probe(tmp_path: Path, port: int, outside: Path) -> WorkspaceRef:
     src.mkdir()
     (src / "probe.py").write_text(PROBE)
     (src / ".honk.toml").write_text(
-        f'[[checks]]\nname = "probe"\nrun = ["python3", "probe.py", "{port}", "{outside}"]\n')
+        f'[[checks]]\nname = "probe"\nrun = ["python3", "probe.py", "{port}", "{outside}"]\n'
+    )
     repo = git.Repo.init(src, initial_branch="main")
     repo.git.add(A=True)
-    repo.git.commit("-m", "probe", author="T <t@example.com>",
-                    env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"})
+    repo.git.commit(
+        "-m",
+        "probe",
+        author="T <t@example.com>",
+        env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"},
+    )
     remote = tmp_path / "remote.git"
     git.Repo.clone_from(str(src), str(remote), bare=True)
-    return WorkspaceRef(request_id="honk-probe-1", repo="probe", remote=str(remote),
-                        base_branch="main", work_branch="honk/probe-1")
+    return WorkspaceRef(
+        request_id="honk-probe-1", repo="probe", remote=str(remote), base_branch="main", work_branch="honk/probe-1"
+    )
 
 
 def test_check_cannot_reach_network_or_write_outside(tmp_path, listener):
@@ -112,5 +118,5 @@ def test_wrap_exposes_only_the_workspace_home_and_configured_paths(tmp_path):
     binds = [box[i + 1] for i, arg in enumerate(box) if arg == "--bind"]
     assert binds == [str(tmp_path / "ws"), str(tmp_path / "home"), str(tmp_path / "cache")]
     assert "--unshare-all" in box and "--share-net" not in box
-    assert box[box.index("--ro-bind") + 1: box.index("--ro-bind") + 3] == ["/", "/"]
+    assert box[box.index("--ro-bind") + 1 : box.index("--ro-bind") + 3] == ["/", "/"]
     assert box[-3:] == ["--", "make", "test"]

@@ -37,15 +37,26 @@ def print_environment_check(app) -> None:
 
 
 @needs_android
-@pytest.mark.parametrize("stack_chat", [{
-    "edit_app": print_environment_check,
-    "settings": {"git_username": "honk-bot", "git_password": GIT_PASSWORD, "link_signing_key": LINK_KEY},
-}], indirect=True)
+@pytest.mark.parametrize(
+    "stack_chat",
+    [
+        {
+            "edit_app": print_environment_check,
+            "settings": {"git_username": "honk-bot", "git_password": GIT_PASSWORD, "link_signing_key": LINK_KEY},
+        }
+    ],
+    indirect=True,
+)
 async def test_no_secret_reaches_logs_history_chat_or_model(stack_chat, fake, dev_env, monkeypatch):  # noqa: F811
     stack, chat = stack_chat
-    secrets = {"slack bot token": BOT_TOKEN, "slack signing secret": SIGNING_SECRET,
-               "anthropic key": API_KEY, "git password": GIT_PASSWORD,
-               "worker env secret": WORKER_ENV_SECRET, "link signing key": LINK_KEY}
+    secrets = {
+        "slack bot token": BOT_TOKEN,
+        "slack signing secret": SIGNING_SECRET,
+        "anthropic key": API_KEY,
+        "git password": GIT_PASSWORD,
+        "worker env secret": WORKER_ENV_SECRET,
+        "link signing key": LINK_KEY,
+    }
     # A secret in the worker's own environment: repository commands must not inherit it.
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", WORKER_ENV_SECRET)
     logs = io.StringIO()
@@ -53,8 +64,12 @@ async def test_no_secret_reaches_logs_history_chat_or_model(stack_chat, fake, de
     try:
         ts = new_ts()
         request_id = slack_request_id(TEAM, CHANNEL, ts)
-        assert await chat.event(mention("Change the greeting to say 'Hello from the bus!'",
-                                        user=BOB, channel=CHANNEL, ts=ts)) == 200
+        assert (
+            await chat.event(
+                mention("Change the greeting to say 'Hello from the bus!'", user=BOB, channel=CHANNEL, ts=ts)
+            )
+            == 200
+        )
         await stack.wait_stage(request_id, Stage.AWAITING_APPROVAL, timeout=120)
 
         async def approval_posted():
@@ -62,8 +77,11 @@ async def test_no_secret_reaches_logs_history_chat_or_model(stack_chat, fake, de
 
         approval = await eventually(approval_posted, what="needs-approval message")
         value = next(b for b in approval["blocks"] if b["type"] == "actions")["elements"][0]["value"]
-        await chat.action(block_action(ACTION_APPROVE, value, user=ALICE, channel=CHANNEL,
-                                       message=approval, response_url=fake.response_url()))
+        await chat.action(
+            block_action(
+                ACTION_APPROVE, value, user=ALICE, channel=CHANNEL, message=approval, response_url=fake.response_url()
+            )
+        )
         handle = dev_env.client.get_workflow_handle(request_id, result_type=RequestStatus)
         assert (await asyncio.wait_for(handle.result(), 120)).stage == Stage.MERGED
         history = readable_history((await handle.fetch_history()).to_json())

@@ -15,8 +15,8 @@ from slack_fake import BOT_TOKEN, SlackFake
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from honk.notify import ChatNotifier, LogNotifier, NotifyActivities, SlackNotifier
 from honk.config.settings import Settings, load_settings
+from honk.notify import ChatNotifier, LogNotifier, NotifyActivities, SlackNotifier
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
@@ -41,44 +41,67 @@ def fake():
 
 
 def settings_for(fake: SlackFake, data_dir: Path, token: str = BOT_TOKEN) -> Settings:
-    return load_settings(data_dir=data_dir, slack_bot_token=token, slack_api_url=fake.api_url,
-                         registry=data_dir / "missing-registry.toml")
+    return load_settings(
+        data_dir=data_dir,
+        slack_bot_token=token,
+        slack_api_url=fake.api_url,
+        registry=data_dir / "missing-registry.toml",
+    )
 
 
 def notice(event: str, stage: Stage, text: str, *, user: str | None = USER, **links: str) -> Notice:
-    return Notice(request_id=REQUEST, repo="hello-android", event=event, stage=stage, text=text,  # type: ignore[arg-type]
-                  origin=Origin(kind="slack", team="T0HONK", channel=CHANNEL, thread_ts=THREAD, user=user),
-                  links=Links(work_branch="honk/slack-x", **links))
+    return Notice(
+        request_id=REQUEST,
+        repo="hello-android",
+        event=event,
+        stage=stage,
+        text=text,  # type: ignore[arg-type]
+        origin=Origin(kind="slack", team="T0HONK", channel=CHANNEL, thread_ts=THREAD, user=user),
+        links=Links(work_branch="honk/slack-x", **links),
+    )
 
 
 def attempt_env(number: int, activity_id: str = "7") -> ActivityEnvironment:
     env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, attempt=number, activity_id=activity_id,
-                                   workflow_run_id="run-1", workflow_id=REQUEST)
+    env.info = dataclasses.replace(
+        env.info, attempt=number, activity_id=activity_id, workflow_run_id="run-1", workflow_id=REQUEST
+    )
     return env
 
 
 def replies(fake: SlackFake) -> list[dict]:
-    return [m for m in fake.thread(CHANNEL, THREAD) if (m.get("metadata") or {}).get("event_payload", {}).get("kind") != "status"]
+    return [
+        m
+        for m in fake.thread(CHANNEL, THREAD)
+        if (m.get("metadata") or {}).get("event_payload", {}).get("kind") != "status"
+    ]
 
 
 def kinds(fake: SlackFake) -> list[str]:
-    return [(m.get("metadata") or {}).get("event_payload", {}).get("kind", "file" if m.get("files") else "?")
-            for m in fake.thread(CHANNEL, THREAD)]
+    return [
+        (m.get("metadata") or {}).get("event_payload", {}).get("kind", "file" if m.get("files") else "?")
+        for m in fake.thread(CHANNEL, THREAD)
+    ]
 
 
 async def test_one_status_message_updated_in_place_and_replies_per_event(fake, tmp_path):
     notifier = SlackNotifier(settings_for(fake, tmp_path))
     await notifier.send(notice("received", Stage.RECEIVED, "On it: make the greeting <b>friendlier</b>"))
-    for stage, text in ((Stage.PREPARING, "Preparing a workspace"), (Stage.EDITING, "Agent editing (round 1)"),
-                        (Stage.CHECKING, "Running checks"), (Stage.BUILDING, "Building android"),
-                        (Stage.PUBLISHING, "Publishing the build")):
+    for stage, text in (
+        (Stage.PREPARING, "Preparing a workspace"),
+        (Stage.EDITING, "Agent editing (round 1)"),
+        (Stage.CHECKING, "Running checks"),
+        (Stage.BUILDING, "Building android"),
+        (Stage.PUBLISHING, "Publishing the build"),
+    ):
         await notifier.send(notice("status", stage, text))
-    await notifier.send(notice("build_ready", Stage.PUBLISHING, f"Build #7 is ready: {PAGE}",
-                               install_page=PAGE, build=APK))
+    await notifier.send(
+        notice("build_ready", Stage.PUBLISHING, f"Build #7 is ready: {PAGE}", install_page=PAGE, build=APK)
+    )
     await notifier.send(notice("needs_approval", Stage.AWAITING_APPROVAL, "Ready for review.", install_page=PAGE))
-    await notifier.send(notice("merged", Stage.MERGED, f"Merged into main as {SHA}", install_page=PAGE,
-                               merged_commit=SHA))
+    await notifier.send(
+        notice("merged", Stage.MERGED, f"Merged into main as {SHA}", install_page=PAGE, merged_commit=SHA)
+    )
 
     posts = fake.calls_to("chat.postMessage")
     status_posts = [c for c in posts if c.args["metadata"]["event_payload"]["kind"] == "status"]
@@ -86,8 +109,15 @@ async def test_one_status_message_updated_in_place_and_replies_per_event(fake, t
     status_ts = status_posts[0].response["ts"]
     updates = [c for c in fake.calls_to("chat.update") if c.args["ts"] == status_ts]
     assert [u.args["text"].split(":")[0] for u in updates] == [
-        "Honk · PREPARING", "Honk · EDITING", "Honk · CHECKING", "Honk · BUILDING", "Honk · PUBLISHING",
-        "Honk · PUBLISHING", "Honk · AWAITING_APPROVAL", "Honk · MERGED"]
+        "Honk · PREPARING",
+        "Honk · EDITING",
+        "Honk · CHECKING",
+        "Honk · BUILDING",
+        "Honk · PUBLISHING",
+        "Honk · PUBLISHING",
+        "Honk · AWAITING_APPROVAL",
+        "Honk · MERGED",
+    ]
     status = fake.message(CHANNEL, status_ts)
     assert status["thread_ts"] == THREAD and "Merged" in json.dumps(status["blocks"])
     assert "&lt;b&gt;friendlier&lt;/b&gt;" in status_posts[0].args["blocks"][0]["text"]["text"], "user text escaped"
@@ -96,9 +126,11 @@ async def test_one_status_message_updated_in_place_and_replies_per_event(fake, t
     build, qr, approval, merged = replies(fake)
     assert PAGE in json.dumps(build["blocks"]) and APK in json.dumps(build["blocks"])
     # The QR image went through the upload v2 flow into the thread.
-    assert [c.method for c in fake.calls if c.method in ("files.getUploadURLExternal", "upload",
-                                                         "files.completeUploadExternal")] == [
-        "files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
+    assert [
+        c.method
+        for c in fake.calls
+        if c.method in ("files.getUploadURLExternal", "upload", "files.completeUploadExternal")
+    ] == ["files.getUploadURLExternal", "upload", "files.completeUploadExternal"]
     assert fake.calls_to("files.completeUploadExternal")[0].args["thread_ts"] == THREAD
     upload = fake.uploads[qr["files"][0]["id"]]
     assert upload["data"].startswith(b"\x89PNG\r\n\x1a\n") and upload["title"] == "Scan to install on your phone"
@@ -194,8 +226,9 @@ async def test_refusal_is_private_to_the_requester_or_in_the_thread(fake, tmp_pa
     notifier = SlackNotifier(settings_for(fake, tmp_path))
     text = "U0MALLORY tried to approve: U0MALLORY is not an approver for hello-android"
     await notifier.send(notice("refused", Stage.AWAITING_APPROVAL, text))
-    assert fake.ephemerals == [{"channel": CHANNEL, "user": USER, "text": f":no_entry: {text}",
-                                "blocks": None, "thread_ts": THREAD}]
+    assert fake.ephemerals == [
+        {"channel": CHANNEL, "user": USER, "text": f":no_entry: {text}", "blocks": None, "thread_ts": THREAD}
+    ]
     assert fake.calls_to("chat.postMessage") == [] and fake.calls_to("chat.update") == []
     await notifier.send(notice("refused", Stage.AWAITING_APPROVAL, text, user=None))
     assert kinds(fake) == ["refused"], "without a user: a thread reply"
@@ -219,8 +252,9 @@ async def test_failed_expired_cancelled_say_what_happened_and_what_to_do(fake, t
 async def test_new_round_supersedes_old_buttons(fake, tmp_path):
     notifier = SlackNotifier(settings_for(fake, tmp_path))
     await notifier.send(notice("needs_approval", Stage.AWAITING_APPROVAL, "Review round 1", install_page=PAGE))
-    await notifier.send(notice("needs_approval", Stage.AWAITING_APPROVAL, "Review round 2",
-                               install_page=PAGE.replace("/7/", "/8/")))
+    await notifier.send(
+        notice("needs_approval", Stage.AWAITING_APPROVAL, "Review round 2", install_page=PAGE.replace("/7/", "/8/"))
+    )
     first, second = replies(fake)
     assert not any(b["type"] == "actions" for b in first["blocks"])
     assert "superseded" in json.dumps(first["blocks"])
@@ -231,8 +265,9 @@ async def test_publish_qr_png_is_used_when_readable(fake, tmp_path):
     png = tmp_path / "qr.png"
     png.write_bytes(b"\x89PNG\r\n\x1a\nfrom-publish")
     notifier = SlackNotifier(settings_for(fake, tmp_path))
-    await notifier.send(notice("build_ready", Stage.PUBLISHING, "Build ready", install_page=PAGE,
-                               install_qr=png.as_uri()))
+    await notifier.send(
+        notice("build_ready", Stage.PUBLISHING, "Build ready", install_page=PAGE, install_qr=png.as_uri())
+    )
     assert next(iter(fake.uploads.values()))["data"] == png.read_bytes()
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from honkstack import Stack, needs_android
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
@@ -27,7 +28,6 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from honk import telemetry
 from honk.logs import ContextFilter, JsonFormatter, request_context
 from honk.workers.temporal import connect
-from honkstack import Stack, needs_android
 from honk.workflows.contract import (
     ACTIVITY_AGENT,
     ACTIVITY_BUILD,
@@ -79,8 +79,8 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     from slack_fake import TEAM, SlackFake, mention
     from test_chat import ALICE, BOB, CHANNEL, RunningChat, new_ts, with_slack, write_registry
 
-    from honk.chat.server import Chat
     from honk.changes import slack_request_id
+    from honk.chat.server import Chat
 
     with SlackFake() as fake:
         stack = Stack(dev_env, tmp_path, task_queue)
@@ -93,8 +93,12 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
                 ts = new_ts()
                 request_id = slack_request_id(TEAM, CHANNEL, ts)
                 # A correctly signed Events API request, as Slack sends it.
-                assert await chat.event(mention("Change the greeting to say 'Hello from the bus!'", user=BOB,
-                                                channel=CHANNEL, ts=ts)) == 200
+                assert (
+                    await chat.event(
+                        mention("Change the greeting to say 'Hello from the bus!'", user=BOB, channel=CHANNEL, ts=ts)
+                    )
+                    == 200
+                )
                 await stack.wait_stage(request_id, Stage.AWAITING_APPROVAL, timeout=120)
                 # The approval comes later, from another message: its own trace (linked by Temporal).
                 handle = client.get_workflow_handle(request_id, result_type=RequestStatus)
@@ -105,9 +109,17 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
         finally:
             await stack.close()
 
-    root = next(s for s in spans.get_finished_spans() if s.name == "chat.start_from_mention"
-                and any(x.name == "request.start" and x.attributes.get("honk.request_id") == request_id
-                        and x.context.trace_id == s.context.trace_id for x in spans.get_finished_spans()))
+    root = next(
+        s
+        for s in spans.get_finished_spans()
+        if s.name == "chat.start_from_mention"
+        and any(
+            x.name == "request.start"
+            and x.attributes.get("honk.request_id") == request_id
+            and x.context.trace_id == s.context.trace_id
+            for x in spans.get_finished_spans()
+        )
+    )
     trace_id = root.context.trace_id
     ours = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
     by_id = {s.context.span_id: s for s in ours}
@@ -122,20 +134,35 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     assert not orphans, f"spans whose parent is missing from the trace: {orphans}"
 
     if os.environ.get("HONK_DUMP_TRACE"):
+
         def dump(span, depth=0):
             lines = ["  " * depth + span.name]
-            for child in sorted((s for s in ours if s.parent and s.parent.span_id == span.context.span_id),
-                                key=lambda s: s.start_time):
+            for child in sorted(
+                (s for s in ours if s.parent and s.parent.span_id == span.context.span_id), key=lambda s: s.start_time
+            ):
                 lines += dump(child, depth + 1)
             return lines
+
         Path(os.environ["HONK_DUMP_TRACE"]).write_text("\n".join(dump(roots[0])) + "\n")
 
     # From the chat message through the workflow and each of its activities to the merge.
-    for name in ("request.start", f"StartWorkflow:{WORKFLOW_TYPE}", f"RunWorkflow:{WORKFLOW_TYPE}",
-                 f"CompleteWorkflow:{WORKFLOW_TYPE}"):
+    for name in (
+        "request.start",
+        f"StartWorkflow:{WORKFLOW_TYPE}",
+        f"RunWorkflow:{WORKFLOW_TYPE}",
+        f"CompleteWorkflow:{WORKFLOW_TYPE}",
+    ):
         assert names[name] == 1, (name, names)
-    for activity in (ACTIVITY_PREPARE, ACTIVITY_AGENT, ACTIVITY_CHECKS, ACTIVITY_BUILD, ACTIVITY_PUBLISH,
-                     ACTIVITY_NOTIFY, ACTIVITY_MERGE, ACTIVITY_CLEANUP):
+    for activity in (
+        ACTIVITY_PREPARE,
+        ACTIVITY_AGENT,
+        ACTIVITY_CHECKS,
+        ACTIVITY_BUILD,
+        ACTIVITY_PUBLISH,
+        ACTIVITY_NOTIFY,
+        ACTIVITY_MERGE,
+        ACTIVITY_CLEANUP,
+    ):
         assert names[f"RunActivity:{activity}"] >= 1, (activity, sorted(names))
         assert names[f"StartActivity:{activity}"] >= 1, (activity, sorted(names))
 
@@ -148,8 +175,11 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
 
     merge = next(s for s in ours if s.name == f"RunActivity:{ACTIVITY_MERGE}")
     chain = ancestors(merge)
-    assert chain[chain.index(f"StartWorkflow:{WORKFLOW_TYPE}"):chain.index("chat.start_from_mention") + 1] == [
-        f"StartWorkflow:{WORKFLOW_TYPE}", "request.start", "chat.start_from_mention"]
+    assert chain[chain.index(f"StartWorkflow:{WORKFLOW_TYPE}") : chain.index("chat.start_from_mention") + 1] == [
+        f"StartWorkflow:{WORKFLOW_TYPE}",
+        "request.start",
+        "chat.start_from_mention",
+    ]
     assert chain[-1] == "POST /slack/events"
 
     # The agent's turns are children of the agent activity; its tool calls children of turns.
@@ -174,8 +204,9 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
 
     # Every line logged inside the request's activities names the request and the trace.
     outside = ("honk.chat", "honk.workers", "honk.cli", "honk.slack.sdk")
-    lines = [line for line in log_lines()
-             if line["logger"].startswith("honk.") and not line["logger"].startswith(outside)]
+    lines = [
+        line for line in log_lines() if line["logger"].startswith("honk.") and not line["logger"].startswith(outside)
+    ]
     assert lines, "the activities logged nothing"
     for line in lines:
         assert line.get("request_id", "").startswith(request_id), line
@@ -194,16 +225,16 @@ class LoggingProbe:
 async def test_workflow_log_lines_carry_request_and_trace_ids(dev_env, task_queue, spans, log_lines):
     from honk.config.settings import load_settings
 
-    settings = load_settings(temporal_address=dev_env.client.service_client.config.target_host,
-                             task_queue=task_queue)
+    settings = load_settings(temporal_address=dev_env.client.service_client.config.target_host, task_queue=task_queue)
     client = await connect(settings)
     workflow_id = f"probe-{uuid.uuid4().hex[:8]}"
     # Sandboxed as the real workflow is; this test module's imports pass through.
     runner = SandboxedWorkflowRunner(SandboxRestrictions.default.with_passthrough_all_modules())
     async with Worker(client, task_queue=task_queue, workflows=[LoggingProbe], workflow_runner=runner):
         with telemetry.start_span("chat.app_mention") as root:
-            await client.execute_workflow("LoggingProbe", id=workflow_id, task_queue=task_queue,
-                                          execution_timeout=timedelta(seconds=30))
+            await client.execute_workflow(
+                "LoggingProbe", id=workflow_id, task_queue=task_queue, execution_timeout=timedelta(seconds=30)
+            )
     line = next(x for x in log_lines() if x["msg"].startswith("inside the workflow"))
     assert line["request_id"] == workflow_id
     assert line["trace_id"] == _hex(root.get_span_context().trace_id)

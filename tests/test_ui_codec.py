@@ -28,7 +28,8 @@ from honk.cli.devstack import port_open
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="headless Chromium is missing: `apt-get install chromium` (make test installs it)")
+    CHROMIUM is None, reason="headless Chromium is missing: `apt-get install chromium` (make test installs it)"
+)
 
 
 def get_json(url: str, *, unavailable_for: float = 30) -> dict:
@@ -67,13 +68,23 @@ def honk_dev(tmp_path):
     key = base64.b64encode(os.urandom(32)).decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HONK_", "OTEL_"))}
     env.update(
-        HONK_DATA_DIR=str(tmp_path / "data"), HONK_REGISTRY=str(registry), HONK_USER="bob",
-        HONK_TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}", HONK_UI_PORT=str(ports["ui"]),
-        HONK_CODEC_PORT=str(ports["codec"]), HONK_ENCRYPTION_KEYS=f"ui-test:{key}",
+        HONK_DATA_DIR=str(tmp_path / "data"),
+        HONK_REGISTRY=str(registry),
+        HONK_USER="bob",
+        HONK_TEMPORAL_ADDRESS=f"127.0.0.1:{ports['temporal']}",
+        HONK_UI_PORT=str(ports["ui"]),
+        HONK_CODEC_PORT=str(ports["codec"]),
+        HONK_ENCRYPTION_KEYS=f"ui-test:{key}",
     )
     log = tmp_path / "honk-dev.log"
-    process = subprocess.Popen([sys.executable, "-m", "honk.cli", "dev", "--no-worker"], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=log.open("ab"), start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "honk.cli", "dev", "--no-worker"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+        start_new_session=True,
+    )
     try:
         ui = f"http://127.0.0.1:{ports['ui']}"
         codec = f"http://127.0.0.1:{ports['codec']}"
@@ -103,8 +114,14 @@ def test_ui_shows_the_encrypted_summary_through_the_codec_server(honk_dev):
     env, ports = honk_dev
     marker = f"UI-CODEC-{secrets.token_hex(4)}"
     instruction = f"Make the greeting friendlier ({marker})"
-    started = subprocess.run([sys.executable, "-m", "honk.cli", "request", "--repo", "demo", instruction, "--json"],
-                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    started = subprocess.run(
+        [sys.executable, "-m", "honk.cli", "request", "--repo", "demo", instruction, "--json"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert started.returncode == 0, started.stderr
     request_id = json.loads(started.stdout)["request_id"]
 
@@ -117,8 +134,10 @@ def test_ui_shows_the_encrypted_summary_through_the_codec_server(honk_dev):
     assert base64.b64decode(summary["metadata"]["encoding"]) == b"binary/encrypted"
 
     with PhoneBrowser(timeout=60) as browser:
-        browser.call("Emulation.setDeviceMetricsOverride",
-                     {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+        browser.call(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
         browser.call("Page.enable")
 
         def show(url: str) -> None:
@@ -128,14 +147,22 @@ def test_ui_shows_the_encrypted_summary_through_the_codec_server(honk_dev):
 
         # The workflow page: its input, decoded in the browser.
         show(f"{ui}/namespaces/default/workflows/{request_id}")
-        page = wait_for(lambda: marker in (text := browser.evaluate("document.body.innerText") or "") and text,
-                        60, "the decoded input on the workflow page")
+        page = wait_for(
+            lambda: marker in (text := browser.evaluate("document.body.innerText") or "") and text,
+            60,
+            "the decoded input on the workflow page",
+        )
         assert f'"instruction": "{instruction}"' in page
         # The User Metadata tab: the summary (rendered as markdown in a sandboxed frame).
         show(f"{ui}/namespaces/default/workflows/{request_id}/{run_id}/user-metadata")
-        frames = ("[...document.querySelectorAll('iframe')].map(f => "
-                  "(f.contentDocument && f.contentDocument.body) ? f.contentDocument.body.innerText : '').join('\\n')")
-        shown = wait_for(lambda: marker in (text := browser.evaluate(frames) or "") and text,
-                         60, "the decoded summary on the User Metadata tab")
+        frames = (
+            "[...document.querySelectorAll('iframe')].map(f => "
+            "(f.contentDocument && f.contentDocument.body) ? f.contentDocument.body.innerText : '').join('\\n')"
+        )
+        shown = wait_for(
+            lambda: marker in (text := browser.evaluate(frames) or "") and text,
+            60,
+            "the decoded summary on the User Metadata tab",
+        )
         assert instruction in shown
         assert "Summary" in browser.evaluate("document.body.innerText")

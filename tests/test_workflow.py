@@ -7,12 +7,12 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from conftest import eventually
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
-from conftest import eventually
 from honk.workflows.change_request import ChangeRequestWorkflow
 from honk.workflows.contract import (
     ACTIVITY_AGENT,
@@ -33,9 +33,9 @@ from honk.workflows.contract import (
     BuildTargetRef,
     BuildTask,
     ChangeRequest,
+    CheckRun,
     ChecksOutcome,
     ChecksTask,
-    CheckRun,
     CleanupTask,
     DecisionOutcome,
     DecisionUpdate,
@@ -56,8 +56,9 @@ from honk.workflows.contract import (
 class World:
     """Stand-in activities; `gates` hold an activity until the test releases it."""
 
-    def __init__(self, checks: list[bool] | None = None, build_fails: int = 0,
-                 merge_failures: list[str] | None = None) -> None:
+    def __init__(
+        self, checks: list[bool] | None = None, build_fails: int = 0, merge_failures: list[str] | None = None
+    ) -> None:
         self.checks = checks or [True]
         self.build_fails = build_fails
         self.merge_failures = list(merge_failures or [])
@@ -87,23 +88,33 @@ class World:
 
     @activity.defn(name=ACTIVITY_PREPARE)
     async def prepare(self, ref: WorkspaceRef) -> PreparedWorkspace:
-        return PreparedWorkspace(base_sha="base0", head_sha="base0",
-                                 targets=[BuildTargetRef(name="android")], checks=["unit"])
+        return PreparedWorkspace(
+            base_sha="base0", head_sha="base0", targets=[BuildTargetRef(name="android")], checks=["unit"]
+        )
 
     @activity.defn(name=ACTIVITY_AGENT)
     async def agent(self, task: AgentTask) -> AgentOutcome:
         self.agent_tasks.append(task)
         await self.gate("agent")
-        return AgentOutcome(summary=f"edit {task.invocation}", changed_files=["app.txt"],
-                            head_sha=f"sha{task.invocation}", backend="fake",
-                            usage=Usage(input_tokens=1000, output_tokens=100, cost_usd=0.01))
+        return AgentOutcome(
+            summary=f"edit {task.invocation}",
+            changed_files=["app.txt"],
+            head_sha=f"sha{task.invocation}",
+            backend="fake",
+            usage=Usage(input_tokens=1000, output_tokens=100, cost_usd=0.01),
+        )
 
     @activity.defn(name=ACTIVITY_CHECKS)
     async def run_checks(self, task: ChecksTask) -> ChecksOutcome:
         await self.gate("checks")
         passed = self.checks.pop(0) if len(self.checks) > 1 else self.checks[0]
-        run = CheckRun(name="unit", command=["pytest"], exit_code=0 if passed else 1, duration_s=0.1,
-                       output="" if passed else "FAILED test_queue.py::test_empty - AssertionError: boom")
+        run = CheckRun(
+            name="unit",
+            command=["pytest"],
+            exit_code=0 if passed else 1,
+            duration_s=0.1,
+            output="" if passed else "FAILED test_queue.py::test_empty - AssertionError: boom",
+        )
         return ChecksOutcome(passed=passed, head_sha=f"sha{task.attempt}", runs=[run])
 
     @activity.defn(name=ACTIVITY_BUILD)
@@ -137,8 +148,16 @@ class World:
         self.cleanups.append(task)
 
     def activities(self) -> list:
-        return [self.prepare, self.agent, self.run_checks, self.build, self.publish,
-                self.notify, self.merge, self.cleanup]
+        return [
+            self.prepare,
+            self.agent,
+            self.run_checks,
+            self.build,
+            self.publish,
+            self.notify,
+            self.merge,
+            self.cleanup,
+        ]
 
     def events(self) -> list[str]:
         return [n.event for n in self.notices if n.event != "status"]
@@ -146,8 +165,12 @@ class World:
 
 def make_request(**options) -> ChangeRequest:
     return ChangeRequest(
-        repo="app", remote="file:///nowhere.git", instruction="fix the crash when the queue is empty",
-        requester="bob", approvers=["alice"], options=RequestOptions(**options),
+        repo="app",
+        remote="file:///nowhere.git",
+        instruction="fix the crash when the queue is empty",
+        requester="bob",
+        approvers=["alice"],
+        options=RequestOptions(**options),
     )
 
 
@@ -157,15 +180,21 @@ async def run(time_env, task_queue):
     workers = []
 
     async def start(world: World, request: ChangeRequest | None = None, wf_id: str | None = None):
-        worker = Worker(time_env.client, task_queue=task_queue, workflows=[ChangeRequestWorkflow],
-                        activities=world.activities(),
-                        max_heartbeat_throttle_interval=timedelta(milliseconds=200),
-                        default_heartbeat_throttle_interval=timedelta(milliseconds=200))
+        worker = Worker(
+            time_env.client,
+            task_queue=task_queue,
+            workflows=[ChangeRequestWorkflow],
+            activities=world.activities(),
+            max_heartbeat_throttle_interval=timedelta(milliseconds=200),
+            default_heartbeat_throttle_interval=timedelta(milliseconds=200),
+        )
         task = asyncio.create_task(worker.run())
         workers.append((worker, task))
         handle = await time_env.client.start_workflow(
-            ChangeRequestWorkflow.run, request or make_request(),
-            id=wf_id or f"honk-app-{task_queue}", task_queue=task_queue,
+            ChangeRequestWorkflow.run,
+            request or make_request(),
+            id=wf_id or f"honk-app-{task_queue}",
+            task_queue=task_queue,
         )
         handles.append(handle)
         return handle
@@ -212,8 +241,15 @@ async def test_happy_path_merges_with_approver_and_tested_commit(run, time_env):
     assert world.merges[0].requested_by == "bob"
     assert world.events() == ["received", "build_ready", "needs_approval", "merged"]
     assert [e.stage for e in result.timeline if e.kind == "stage"] == [
-        Stage.RECEIVED, Stage.PREPARING, Stage.EDITING, Stage.CHECKING, Stage.BUILDING,
-        Stage.PUBLISHING, Stage.AWAITING_APPROVAL, Stage.MERGING, Stage.MERGED,
+        Stage.RECEIVED,
+        Stage.PREPARING,
+        Stage.EDITING,
+        Stage.CHECKING,
+        Stage.BUILDING,
+        Stage.PUBLISHING,
+        Stage.AWAITING_APPROVAL,
+        Stage.MERGING,
+        Stage.MERGED,
     ]
     assert world.cleanups, "workspace and work branch are removed after merging"
     assert (await handle.describe()).typed_search_attributes.get(SA_STAGE) == "MERGED"
@@ -276,8 +312,7 @@ async def test_feedback_mid_round_is_queued_for_next_round(run, time_env):
     with time_env.auto_time_skipping_disabled():
         await asyncio.wait_for(world.entered["agent"].wait(), 10)
         await handle.signal("request_changes", {"by": "bob", "text": "also handle a full queue"})
-        status = await eventually(
-            lambda: _with_feedback(handle), what="feedback visible as queued in status")
+        status = await eventually(lambda: _with_feedback(handle), what="feedback visible as queued in status")
         assert status.stage == Stage.EDITING
         assert any("queued for the next round" in e.message for e in status.timeline)
         world.gates["agent"].set()
@@ -298,10 +333,15 @@ async def _with_feedback(handle):
     return s if s.pending_feedback else None
 
 
-@pytest.mark.parametrize("stage,held", [
-    (Stage.EDITING, "agent"), (Stage.CHECKING, "checks"), (Stage.BUILDING, "build"),
-    (Stage.AWAITING_APPROVAL, None),
-])
+@pytest.mark.parametrize(
+    "stage,held",
+    [
+        (Stage.EDITING, "agent"),
+        (Stage.CHECKING, "checks"),
+        (Stage.BUILDING, "build"),
+        (Stage.AWAITING_APPROVAL, None),
+    ],
+)
 async def test_cancel_in_each_waiting_stage(run, time_env, stage, held):
     world = World()
     if held:
@@ -352,8 +392,9 @@ async def test_refused_decisions_never_advance(run, time_env):
         await handle.signal("request_changes", {"by": "alice", "text": "  "})  # says nothing
         await handle.signal("cancel", {"by": "mallory"})  # neither requester nor approver
         with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(UPDATE_DECIDE, DecisionUpdate(action="approve", by="mallory"),
-                                        result_type=DecisionOutcome)
+            await handle.execute_update(
+                UPDATE_DECIDE, DecisionUpdate(action="approve", by="mallory"), result_type=DecisionOutcome
+            )
         assert "mallory is not an approver for app" in str(refused.value.cause)
 
         async def five_refusals():
@@ -371,7 +412,8 @@ async def test_refused_decisions_never_advance(run, time_env):
         assert world.events().count("refused") == 5
 
         outcome = await handle.execute_update(
-            UPDATE_DECIDE, DecisionUpdate(action="approve", by="alice"), result_type=DecisionOutcome)
+            UPDATE_DECIDE, DecisionUpdate(action="approve", by="alice"), result_type=DecisionOutcome
+        )
         assert outcome.accepted and "Approved by alice" in outcome.message
         result = await asyncio.wait_for(handle.result(), 30)
     assert result.stage == Stage.MERGED and len(world.merges) == 1
@@ -383,8 +425,10 @@ async def test_rounds_are_bounded(run):
     await wait_stage(handle, Stage.AWAITING_APPROVAL)
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update(
-            UPDATE_DECIDE, DecisionUpdate(action="request_changes", by="alice", text="more"),
-            result_type=DecisionOutcome)
+            UPDATE_DECIDE,
+            DecisionUpdate(action="request_changes", by="alice", text="more"),
+            result_type=DecisionOutcome,
+        )
     assert "all 1 rounds are used" in str(refused.value.cause)
 
 

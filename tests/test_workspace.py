@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from honk.workspace import GitError, WorkspaceActivities, Workspaces, redact
 from honk.config.settings import Settings
 from honk.workflows.contract import CleanupTask, WorkspaceRef
+from honk.workspace import GitError, WorkspaceActivities, Workspaces, redact
 
 HONK_TOML = """\
 [[checks]]
@@ -45,7 +45,10 @@ def sh(cwd: Path, *args: str) -> str:
     """Plain git for setting up and inspecting remotes (tests only)."""
     done = subprocess.run(
         ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return done.stdout.strip()
 
@@ -67,7 +70,10 @@ def make_remote(tmp_path: Path, files: dict[str, str], name: str = "remote") -> 
 def remote_sha(remote: Path, branch: str) -> str | None:
     done = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-        cwd=remote, capture_output=True, text=True, check=False,
+        cwd=remote,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stdout.strip() or None
 
@@ -91,8 +97,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def remote(tmp_path: Path) -> Path:
-    return make_remote(tmp_path, {"README.md": "hello\n", "src/app.txt": "v1\n",
-                                  ".honk.toml": HONK_TOML})
+    return make_remote(tmp_path, {"README.md": "hello\n", "src/app.txt": "v1\n", ".honk.toml": HONK_TOML})
 
 
 # --------------------------------------------------------------------------- prepare
@@ -108,7 +113,8 @@ def test_prepare_creates_remote_work_branch_and_reads_targets(settings, remote):
     assert prepared.resumed is False
     assert remote_sha(remote, "honk/req-1") == base
     assert [(t.name, t.task_queue) for t in prepared.targets] == [
-        ("android", None), ("ios", "honk-macos"),
+        ("android", None),
+        ("ios", "honk-macos"),
     ]
     assert prepared.checks == ["unit", "lint"]
 
@@ -202,9 +208,7 @@ def test_path_is_filesystem_safe(settings, remote):
         path = workspaces.path(make_ref(remote, request_id=request_id, work_branch="honk/x"))
         assert path.parent == settings.workspaces_dir
         assert not path.name.startswith(".")
-    assert workspaces.path(make_ref(remote, "honk-slack-T1-C1-1700.1")).name == (
-        "honk-slack-T1-C1-1700.1"
-    )
+    assert workspaces.path(make_ref(remote, "honk-slack-T1-C1-1700.1")).name == ("honk-slack-T1-C1-1700.1")
     # Distinct ids never share a directory even if they clean up to the same text.
     a = workspaces.path(make_ref(remote, "a/b", work_branch="honk/x"))
     b = workspaces.path(make_ref(remote, "a b", work_branch="honk/x"))
@@ -344,9 +348,7 @@ def test_transient_failure_is_retryable_and_hides_credentials(settings):
 
 
 def test_redact_strips_userinfo_only():
-    assert redact("fetch https://user:pw@github.com/o/r.git failed") == (
-        "fetch https://github.com/o/r.git failed"
-    )
+    assert redact("fetch https://user:pw@github.com/o/r.git failed") == ("fetch https://github.com/o/r.git failed")
     assert redact("https://x-access-token:ghs_abc@host/r") == "https://host/r"
     assert redact("git@github.com:o/r.git") == "git@github.com:o/r.git"
 
@@ -384,8 +386,7 @@ def test_cleanup_removes_workspace_and_remote_branch_and_is_idempotent(settings,
     assert remote_sha(remote, "main") is not None
 
     activities.cleanup(CleanupTask(workspace=ref))  # harmless twice
-    activities.cleanup(CleanupTask(workspace=make_ref(remote, base_branch="main",
-                                                      request_id="never-prepared")))
+    activities.cleanup(CleanupTask(workspace=make_ref(remote, base_branch="main", request_id="never-prepared")))
 
 
 def test_cleanup_can_keep_remote_branch(settings, remote):
@@ -481,7 +482,8 @@ def test_recycled_workspace_carries_nothing_from_its_previous_request(settings, 
     assert sh(path2, "status", "--porcelain", "--ignored") == ""
     tracked = sorted(sh(path2, "ls-files").splitlines())
     on_disk = sorted(
-        str(p.relative_to(path2)) for p in path2.rglob("*")
+        str(p.relative_to(path2))
+        for p in path2.rglob("*")
         if ".git" not in p.relative_to(path2).parts and not p.is_dir()
     )
     assert on_disk == tracked == [".honk.toml", "README.md", "src/app.txt"]
@@ -499,8 +501,7 @@ def test_recycled_workspace_carries_nothing_from_its_previous_request(settings, 
     assert not (path2 / ".git" / "hooks" / "post-checkout").exists()
     assert not (path2 / ".git" / "info" / "attributes").exists()
     assert not (path2 / ".git" / "MERGE_HEAD").exists()
-    gone = subprocess.run(["git", "cat-file", "-e", unpushed], cwd=path2, capture_output=True,
-                          check=False)
+    gone = subprocess.run(["git", "cat-file", "-e", unpushed], cwd=path2, capture_output=True, check=False)
     assert gone.returncode != 0, "the previous request's objects must not survive"
 
 
@@ -613,7 +614,8 @@ def test_bench_repository_builder_small(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "bench_workspace", Path(__file__).resolve().parents[1] / "bench" / "workspace.py")
+        "bench_workspace", Path(__file__).resolve().parents[1] / "bench" / "workspace.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
 

@@ -19,13 +19,13 @@ from temporalio.worker import Worker
 from honk.agent.activity import AgentActivities
 from honk.builds.build import BuildActivities
 from honk.checks import CheckActivities
+from honk.config.settings import Settings
 from honk.merge import MergeActivities
 from honk.notify import NotifyActivities
 from honk.publish.publish import PublishActivities
-from honk.workspace import WorkspaceActivities
 from honk.redact import remember_secrets, secret_values
-from honk.config.settings import Settings
 from honk.workflows.change_request import ChangeRequestWorkflow
+from honk.workspace import WorkspaceActivities
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ name (see ``contract``). Decisions arrive as signals (durable, fire-and-forget) 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -62,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Build numbers grow across requests (a phone only installs a higher version code).
-BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 MAX_FEEDBACK = 4000  # characters of a comment or change request
 MAX_WHO = 200
@@ -142,7 +142,9 @@ class ChangeRequestWorkflow:
         except RequestCancelled:
             await self.finish(Stage.CANCELLED, "cancelled", self.cancel_message())
         except RequestExpired:
-            await self.finish(Stage.EXPIRED, "expired", "No decision before the approval deadline; the work branch was removed.")
+            await self.finish(
+                Stage.EXPIRED, "expired", "No decision before the approval deadline; the work branch was removed."
+            )
         except RequestFailed as failure:
             self.state.last_error = str(failure)
             await self.finish(Stage.FAILED, "failed", f"Failed: {failure}")
@@ -158,9 +160,12 @@ class ChangeRequestWorkflow:
     async def prepare(self) -> None:
         await self.enter(Stage.PREPARING, f"Preparing a workspace of {self.request.repo}")
         self.prepared = await self.act(
-            ACTIVITY_PREPARE, self.workspace, PreparedWorkspace,
+            ACTIVITY_PREPARE,
+            self.workspace,
+            PreparedWorkspace,
             summary=f"Prepare {self.request.repo} ({self.workspace.work_branch})",
-            timeout=timedelta(minutes=20), heartbeat=self.request.options.heartbeat_timeout,
+            timeout=timedelta(minutes=20),
+            heartbeat=self.request.options.heartbeat_timeout,
         )
         self.state.links.work_branch = self.workspace.work_branch
 
@@ -188,39 +193,48 @@ class ChangeRequestWorkflow:
                 failure = checks.failure_report()
             if self.state.attempt >= self.request.options.max_check_attempts:
                 raise RequestFailed(
-                    f"checks still failing after {self.state.attempt} attempts in round "
-                    f"{self.state.round}:\n{failure}"
+                    f"checks still failing after {self.state.attempt} attempts in round {self.state.round}:\n{failure}"
                 )
             self.note(f"Attempt {self.state.attempt} failed; sending the failure back to the agent", kind="warning")
             self.state.last_error = failure
             repair = [failure]
 
     async def edit(self, feedback: list[str], update_base: bool = False) -> AgentOutcome:
-        await self.enter(
-            Stage.EDITING, f"Agent editing (round {self.state.round}, attempt {self.state.attempt})"
-        )
+        await self.enter(Stage.EDITING, f"Agent editing (round {self.state.round}, attempt {self.state.attempt})")
         self.state.agent_runs += 1
         outcome = await self.act(
             ACTIVITY_AGENT,
             AgentTask(
-                workspace=self.workspace, instruction=self.request.instruction, feedback=feedback,
-                round=self.state.round, attempt=self.state.attempt, invocation=self.state.agent_runs,
+                workspace=self.workspace,
+                instruction=self.request.instruction,
+                feedback=feedback,
+                round=self.state.round,
+                attempt=self.state.attempt,
+                invocation=self.state.agent_runs,
                 update_base=update_base,
             ),
             AgentOutcome,
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
-            timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
+            timeout=timedelta(hours=1),
+            heartbeat=self.request.options.heartbeat_timeout,
             retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.state.usage = self.state.usage.plus(outcome.usage)
-        metrics.agent_run(self.request.repo, outcome.status, outcome.model, outcome.turns,
-                          outcome.usage_by_model or ({outcome.model: outcome.usage} if outcome.model else {}))
+        metrics.agent_run(
+            self.request.repo,
+            outcome.status,
+            outcome.model,
+            outcome.turns,
+            outcome.usage_by_model or ({outcome.model: outcome.usage} if outcome.model else {}),
+        )
         for model, usage in outcome.usage_by_model.items():
             self.state.usage_by_model[model] = self.state.usage_by_model.get(model, Usage()).plus(usage)
         self.state.last_summary = outcome.summary
         changed = ", ".join(outcome.changed_files[:5]) or "no files"
-        self.note(f"Agent ({outcome.backend}, {outcome.model}, {outcome.turns} turns) {outcome.status}: "
-                  f"{outcome.summary} [{changed}]")
+        self.note(
+            f"Agent ({outcome.backend}, {outcome.model}, {outcome.turns} turns) {outcome.status}: "
+            f"{outcome.summary} [{changed}]"
+        )
         if outcome.status in ("budget_exhausted", "vetoed"):
             # Keep the work branch: the partial work is what the requester needs to see.
             self.keep_branch = True
@@ -233,14 +247,19 @@ class ChangeRequestWorkflow:
     async def check(self) -> ChecksOutcome:
         await self.enter(Stage.CHECKING, f"Running checks (attempt {self.state.attempt})")
         outcome = await self.act(
-            ACTIVITY_CHECKS, ChecksTask(workspace=self.workspace, attempt=self.state.agent_runs),
-            ChecksOutcome, summary=f"Checks, attempt {self.state.attempt}",
-            timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
+            ACTIVITY_CHECKS,
+            ChecksTask(workspace=self.workspace, attempt=self.state.agent_runs),
+            ChecksOutcome,
+            summary=f"Checks, attempt {self.state.attempt}",
+            timeout=timedelta(hours=1),
+            heartbeat=self.request.options.heartbeat_timeout,
         )
         metrics.check_attempt(self.request.repo, outcome.passed)
         verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
-        self.note(f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}",
-                  kind="info" if outcome.passed else "warning")
+        self.note(
+            f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}",
+            kind="info" if outcome.passed else "warning",
+        )
         return outcome
 
     async def build_and_publish(self, edited: AgentOutcome, checks: ChecksOutcome) -> str | None:
@@ -250,8 +269,10 @@ class ChangeRequestWorkflow:
         if not targets:
             self.note("No build targets configured; skipping build and publish")
             return None
-        await self.enter(Stage.BUILDING, "Building " + ", ".join(
-            t.name + (f" (on {t.task_queue})" if t.task_queue else "") for t in targets))
+        await self.enter(
+            Stage.BUILDING,
+            "Building " + ", ".join(t.name + (f" (on {t.task_queue})" if t.task_queue else "") for t in targets),
+        )
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
         build_started = workflow.now()
@@ -260,19 +281,23 @@ class ChangeRequestWorkflow:
                 self.act(
                     ACTIVITY_BUILD,
                     BuildTask(workspace=self.workspace, target=t.name, build_number=number),
-                    BuildOutcome, summary=f"Build {t.name} #{number}",
-                    timeout=timedelta(hours=1), heartbeat=self.request.options.heartbeat_timeout,
+                    BuildOutcome,
+                    summary=f"Build {t.name} #{number}",
+                    timeout=timedelta(hours=1),
+                    heartbeat=self.request.options.heartbeat_timeout,
                     task_queue=t.task_queue,
                 )
                 for t in targets
             ),
             return_exceptions=True,
         )
-        for t, r in zip(targets, results):
+        for t, r in zip(targets, results, strict=True):
             metrics.build_finished(
-                self.request.repo, t.name,
+                self.request.repo,
+                t.name,
                 r.duration_s if isinstance(r, BuildOutcome) else (workflow.now() - build_started).total_seconds(),
-                ok=isinstance(r, BuildOutcome))
+                ok=isinstance(r, BuildOutcome),
+            )
         failures = [self.explain(r) for r in results if isinstance(r, BaseException)]
         if failures:
             for r in results:
@@ -284,7 +309,11 @@ class ChangeRequestWorkflow:
         def described(a: ArtifactInfo) -> str:
             # What the file says about itself: the id and version a phone will install.
             app = a.package or a.bundle_id
-            version = a.version_name + (f" ({a.version_code})" if a.version_code else "") if a.version_name else a.version_code
+            version = (
+                a.version_name + (f" ({a.version_code})" if a.version_code else "")
+                if a.version_name
+                else a.version_code
+            )
             about = " ".join(x for x in (app, version) if x)
             return f"{a.name} ({a.size} bytes{', ' + about if about else ''})"
 
@@ -295,11 +324,17 @@ class ChangeRequestWorkflow:
         published = await self.act(
             ACTIVITY_PUBLISH,
             PublishTask(
-                request_id=self.state.request_id, repo=self.request.repo, build_number=number,
-                commit=checks.head_sha, instruction=self.request.instruction,
-                summary=edited.summary, artifacts=artifacts,
+                request_id=self.state.request_id,
+                repo=self.request.repo,
+                build_number=number,
+                commit=checks.head_sha,
+                instruction=self.request.instruction,
+                summary=edited.summary,
+                artifacts=artifacts,
             ),
-            Published, summary=f"Publish build #{number}", timeout=timedelta(minutes=30),
+            Published,
+            summary=f"Publish build #{number}",
+            timeout=timedelta(minutes=30),
             heartbeat=self.request.options.heartbeat_timeout,
         )
         self.state.artifacts = published.artifacts
@@ -332,7 +367,9 @@ class ChangeRequestWorkflow:
             remind_at = deadline - options.reminder_before
             if not self.state.reminded and now >= remind_at:
                 self.state.reminded = True
-                await self.tell("reminder", f"Reminder: this request expires at {deadline:%Y-%m-%d %H:%M} UTC unless approved.")
+                await self.tell(
+                    "reminder", f"Reminder: this request expires at {deadline:%Y-%m-%d %H:%M} UTC unless approved."
+                )
                 continue
             if self.history_is_long():
                 await self.continue_as_new()
@@ -343,7 +380,7 @@ class ChangeRequestWorkflow:
                     timeout=max(wake - now, timedelta(seconds=1)),
                     timeout_summary="approval deadline" if self.state.reminded else "approval reminder",
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def merge(self) -> bool:
@@ -358,13 +395,18 @@ class ChangeRequestWorkflow:
                 outcome = await self.act(
                     ACTIVITY_MERGE,
                     MergeTask(
-                        workspace=self.workspace, strategy=self.request.options.merge_strategy,
-                        title=self.commit_title(), body=self.commit_body(),
-                        requested_by=self.request.requester, approved_by=self.approval.by,
+                        workspace=self.workspace,
+                        strategy=self.request.options.merge_strategy,
+                        title=self.commit_title(),
+                        body=self.commit_body(),
+                        requested_by=self.request.requester,
+                        approved_by=self.approval.by,
                         tested_sha=self.state.tested_sha or "",
                     ),
-                    MergeOutcome, summary=f"Merge into {self.request.base_branch}",
-                    timeout=timedelta(minutes=30), heartbeat=self.request.options.heartbeat_timeout,
+                    MergeOutcome,
+                    summary=f"Merge into {self.request.base_branch}",
+                    timeout=timedelta(minutes=30),
+                    heartbeat=self.request.options.heartbeat_timeout,
                     cancellable=False,
                 )
                 break
@@ -372,11 +414,15 @@ class ChangeRequestWorkflow:
                 if failure.kind not in REPAIRABLE_MERGE_FAILURES:
                     raise
                 if repairs >= self.request.options.max_merge_repairs:
-                    raise RequestFailed(f"{failure} (gave up after {repairs} repair rounds; "
-                                        "resolve it by hand or start a new request)") from failure
+                    raise RequestFailed(
+                        f"{failure} (gave up after {repairs} repair rounds; resolve it by hand or start a new request)"
+                    ) from failure
                 repairs += 1
                 self.state.last_error = str(failure)
-                self.note(f"Merge blocked; back to the agent with the latest {self.request.base_branch}: {failure}", kind="warning")
+                self.note(
+                    f"Merge blocked; back to the agent with the latest {self.request.base_branch}: {failure}",
+                    kind="warning",
+                )
                 await self.tell("status", f"Could not merge yet: {failure}. The agent is updating the change.")
                 await self.produce_round(repair=[str(failure)], update_base=True)
                 if self.state.pending_feedback:
@@ -402,9 +448,11 @@ class ChangeRequestWorkflow:
     async def cleanup(self) -> None:
         try:
             await self.act(
-                ACTIVITY_CLEANUP, CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
+                ACTIVITY_CLEANUP,
+                CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
                 type(None),
-                summary="Remove workspace and work branch", timeout=timedelta(minutes=10),
+                summary="Remove workspace and work branch",
+                timeout=timedelta(minutes=10),
                 cancellable=False,
             )
         except (ActivityError, RequestFailed) as err:
@@ -484,8 +532,7 @@ class ChangeRequestWorkflow:
                 return "say what should change ('text')"
             rounds_used = self.state.round + (1 if self.state.pending_feedback else 0)
             if rounds_used >= self.request.options.max_rounds:
-                return (f"all {self.request.options.max_rounds} rounds are used; approve, cancel, "
-                        "or start a new request")
+                return f"all {self.request.options.max_rounds} rounds are used; approve, cancel, or start a new request"
         return None
 
     def apply(self, action: str, decision: Decision) -> str:
@@ -502,8 +549,11 @@ class ChangeRequestWorkflow:
             message = f"Cancel requested by {who}"
         else:
             self.state.pending_feedback.append(Feedback(by=who, text=decision.words, at=workflow.now()))
-            message = (f"Changes requested by {who}" if self.state.stage == Stage.AWAITING_APPROVAL
-                       else f"Feedback from {who} queued for the next round")
+            message = (
+                f"Changes requested by {who}"
+                if self.state.stage == Stage.AWAITING_APPROVAL
+                else f"Feedback from {who} queued for the next round"
+            )
         self.note(message, kind="decision")
         return message
 
@@ -519,16 +569,29 @@ class ChangeRequestWorkflow:
     # ------------------------------------------------------------------ plumbing
 
     async def act(
-        self, name: str, arg: object, result_type: type, *, summary: str, timeout: timedelta,
-        heartbeat: timedelta | None = None, retry: RetryPolicy = RETRY_WORLD,
-        task_queue: str | None = None, cancellable: bool = True,
+        self,
+        name: str,
+        arg: object,
+        result_type: type,
+        *,
+        summary: str,
+        timeout: timedelta,
+        heartbeat: timedelta | None = None,
+        retry: RetryPolicy = RETRY_WORLD,
+        task_queue: str | None = None,
+        cancellable: bool = True,
     ):
         """Run one activity; a cancel decision stops it, a final failure fails the request."""
         if cancellable and self.cancellation:
             raise RequestCancelled()
         handle = workflow.start_activity(
-            name, arg, result_type=result_type, summary=summary,
-            start_to_close_timeout=timeout, heartbeat_timeout=heartbeat, retry_policy=retry,
+            name,
+            arg,
+            result_type=result_type,
+            summary=summary,
+            start_to_close_timeout=timeout,
+            heartbeat_timeout=heartbeat,
+            retry_policy=retry,
             task_queue=task_queue or workflow.info().task_queue,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
@@ -559,13 +622,21 @@ class ChangeRequestWorkflow:
     async def tell(self, event: str, text: str) -> None:
         """Tell the requester (chat thread or log). Never fails the request."""
         notice = Notice(
-            request_id=self.state.request_id, repo=self.request.repo, event=event,  # type: ignore[arg-type]
-            stage=self.state.stage, text=text, origin=self.request.origin, links=self.state.links,
+            request_id=self.state.request_id,
+            repo=self.request.repo,
+            event=event,  # type: ignore[arg-type]
+            stage=self.state.stage,
+            text=text,
+            origin=self.request.origin,
+            links=self.state.links,
         )
         try:
             await workflow.execute_activity(
-                ACTIVITY_NOTIFY, notice, summary=f"Notify: {event}",
-                start_to_close_timeout=timedelta(minutes=1), retry_policy=RETRY_NOTIFY,
+                ACTIVITY_NOTIFY,
+                notice,
+                summary=f"Notify: {event}",
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RETRY_NOTIFY,
             )
         except ActivityError as err:
             self.note(f"Could not notify ({event}): {self.explain(err)}", kind="warning")
@@ -574,11 +645,13 @@ class ChangeRequestWorkflow:
         self.measure_stage(stage)
         self.state.stage = stage
         self.note(message, kind="stage")
-        workflow.upsert_search_attributes([
-            SA_STAGE.value_set(stage.value),
-            SA_REPO.value_set(self.request.repo),
-            SA_REQUESTER.value_set(self.request.requester),
-        ])
+        workflow.upsert_search_attributes(
+            [
+                SA_STAGE.value_set(stage.value),
+                SA_REPO.value_set(self.request.repo),
+                SA_REQUESTER.value_set(self.request.requester),
+            ]
+        )
         workflow.set_current_details(self.card())
         if not stage.terminal and stage not in (Stage.RECEIVED, Stage.AWAITING_APPROVAL):
             await self.tell("status", message)
@@ -609,13 +682,18 @@ class ChangeRequestWorkflow:
             "",
             f"> {s.instruction}",
         ]
-        for label, value in (("Work branch", links.work_branch), ("Install page", links.install_page),
-                             ("Merged commit", links.merged_commit)):
+        for label, value in (
+            ("Work branch", links.work_branch),
+            ("Install page", links.install_page),
+            ("Merged commit", links.merged_commit),
+        ):
             if value:
                 lines.append(f"- {label}: `{value}`")
         if s.usage.input_tokens or s.usage.output_tokens:
-            lines.append(f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
-                         f"{s.usage.cache_read_tokens} cache read · ${s.usage.cost_usd:.4f}")
+            lines.append(
+                f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
+                f"{s.usage.cache_read_tokens} cache read · ${s.usage.cost_usd:.4f}"
+            )
         if s.last_error and s.stage == Stage.FAILED:
             lines.append(f"\n**Error:** {s.last_error[:500]}")
         return "\n".join(lines)

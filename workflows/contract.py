@@ -346,8 +346,17 @@ class Notice(Model):
     request_id: str
     repo: str
     event: Literal[
-        "status", "received", "build_ready", "needs_approval", "reminder", "refused",
-        "merged", "failed", "cancelled", "expired", "feedback_queued",
+        "status",
+        "received",
+        "build_ready",
+        "needs_approval",
+        "reminder",
+        "refused",
+        "merged",
+        "failed",
+        "cancelled",
+        "expired",
+        "feedback_queued",
     ]
     stage: Stage
     text: str

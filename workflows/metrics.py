@@ -30,14 +30,17 @@ def _meter():
 def request_finished(repo: str, outcome: str, seconds: float) -> None:
     meter = _meter()
     meter.create_counter(REQUESTS_FINISHED, "Requests that ended, by outcome").add(
-        1, {"repo": repo, "outcome": outcome})
+        1, {"repo": repo, "outcome": outcome}
+    )
     meter.create_histogram_float(REQUEST_DURATION, "Time from request to its end", "s").record(
-        max(seconds, 0.0), {"repo": repo, "outcome": outcome})
+        max(seconds, 0.0), {"repo": repo, "outcome": outcome}
+    )
 
 
 def stage_left(repo: str, stage: str, seconds: float) -> None:
     _meter().create_histogram_float(STAGE_DURATION, "Time spent in a stage", "s").record(
-        max(seconds, 0.0), {"repo": repo, "stage": stage})
+        max(seconds, 0.0), {"repo": repo, "stage": stage}
+    )
 
 
 def agent_run(repo: str, status: str, model: str, turns: int, usage_by_model: dict) -> None:
@@ -48,8 +51,12 @@ def agent_run(repo: str, status: str, model: str, turns: int, usage_by_model: di
     tokens = meter.create_counter(AGENT_TOKENS, "Model tokens used by the agent, by kind")
     cost = meter.create_histogram_float(AGENT_COST, "Dollars per agent run and model (sum: total spend)", "USD")
     for name, usage in usage_by_model.items():
-        for kind, amount in (("input", usage.input_tokens), ("output", usage.output_tokens),
-                             ("cache_read", usage.cache_read_tokens), ("cache_write", usage.cache_write_tokens)):
+        for kind, amount in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ):
             if amount:
                 tokens.add(amount, {"repo": repo, "model": name, "kind": kind})
         cost.record(max(usage.cost_usd, 0.0), {"repo": repo, "model": name})
@@ -57,14 +64,17 @@ def agent_run(repo: str, status: str, model: str, turns: int, usage_by_model: di
 
 def check_attempt(repo: str, passed: bool) -> None:
     _meter().create_counter(CHECK_ATTEMPTS, "Check runs after an agent edit, by outcome").add(
-        1, {"repo": repo, "outcome": "passed" if passed else "failed"})
+        1, {"repo": repo, "outcome": "passed" if passed else "failed"}
+    )
 
 
 def build_finished(repo: str, target: str, seconds: float, ok: bool) -> None:
     _meter().create_histogram_float(BUILD_DURATION, "Build duration per target", "s").record(
-        max(seconds, 0.0), {"repo": repo, "target": target, "outcome": "ok" if ok else "failed"})
+        max(seconds, 0.0), {"repo": repo, "target": target, "outcome": "ok" if ok else "failed"}
+    )
 
 
 def decision(action: str, accepted: bool) -> None:
     _meter().create_counter(DECISIONS, "Decisions (approve, request changes, cancel), accepted or refused").add(
-        1, {"action": action, "outcome": "accepted" if accepted else "refused"})
+        1, {"action": action, "outcome": "accepted" if accepted else "refused"}
+    )

@@ -13,19 +13,18 @@ from pathlib import Path
 
 from temporalio import activity
 
-from honk import liveness
+from honk import liveness, telemetry
 from honk.agent.backend import AgentBackend, AgentContext, AgentRun, Budget
 from honk.agent.judge import review
 from honk.agent.messages import MessagesBackend, make_client
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
 from honk.checks import config_error, run_checks_in
-from honk.merge import absorb_base
 from honk.config.repository import RepoConfigError, load_repo_config
-from honk.workspace import Workspaces, open_repo, run_git
-from honk import telemetry
 from honk.config.settings import Settings
+from honk.merge import absorb_base
 from honk.workflows.contract import ACTIVITY_AGENT, AgentOutcome, AgentTask, ChecksOutcome
+from honk.workspace import Workspaces, open_repo, run_git
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,9 @@ class AgentActivities:
         def run_checks() -> str:
             nonlocal checks_run
             checks_run += 1
-            runs = run_checks_in(self.settings, root, config.checks, ref.request_id,
-                                 f"agent{task.invocation}-{checks_run}")
+            runs = run_checks_in(
+                self.settings, root, config.checks, ref.request_id, f"agent{task.invocation}-{checks_run}"
+            )
             report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
             if not runs:
                 return "This repository has no checks configured."
@@ -73,46 +73,81 @@ class AgentActivities:
                 self.workspaces.push(ref)
 
         ctx = AgentContext(
-            root=root, tools=WorkspaceTools(root, run_checks), budget=Budget.of(self.settings, config.agent),
-            instructions_file=config.agent.instructions_file, checkpoint=checkpoint,
-            changed_files=lambda: self.workspaces.changed_files(ref), beat=_beat,
-            resumed=self._resumed(ref), meter=meter,
+            root=root,
+            tools=WorkspaceTools(root, run_checks),
+            budget=Budget.of(self.settings, config.agent),
+            instructions_file=config.agent.instructions_file,
+            checkpoint=checkpoint,
+            changed_files=lambda: self.workspaces.changed_files(ref),
+            beat=_beat,
+            resumed=self._resumed(ref),
+            meter=meter,
         )
         run = self.backend.run(ctx, task)
         judge_enabled = config.agent.judge if config.agent.judge is not None else self.settings.judge
         if run.status == "finished" and judge_enabled:
             run = self._judged(ctx, task, run, root)
-        committed = self.workspaces.commit_all(ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{run.summary}")
+        committed = self.workspaces.commit_all(
+            ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{run.summary}"
+        )
         head = self.workspaces.push(ref)
         changed = self.workspaces.changed_files(ref)
         status = run.status
         if status == "finished" and not committed and not changed:
             status = "no_changes"
-        telemetry.annotate(backend=self.backend.name, status=status, turns=run.turns, tokens=meter.tokens,
-                           cost_usd=meter.total.cost_usd, changed_files=len(changed))
-        log.info("agent run done", extra={"request_id": ref.request_id, "backend": self.backend.name,
-                                          "status": status, "turns": run.turns, "tokens": meter.tokens,
-                                          "cost_usd": meter.total.cost_usd})
+        telemetry.annotate(
+            backend=self.backend.name,
+            status=status,
+            turns=run.turns,
+            tokens=meter.tokens,
+            cost_usd=meter.total.cost_usd,
+            changed_files=len(changed),
+        )
+        log.info(
+            "agent run done",
+            extra={
+                "request_id": ref.request_id,
+                "backend": self.backend.name,
+                "status": status,
+                "turns": run.turns,
+                "tokens": meter.tokens,
+                "cost_usd": meter.total.cost_usd,
+            },
+        )
         return AgentOutcome(
-            status=status, summary=run.summary, changed_files=changed, head_sha=head,  # type: ignore[arg-type]
-            backend=self.backend.name, model=run.model or self.settings.model, turns=run.turns,
-            usage=meter.total, usage_by_model=meter.by_model,
+            status=status,
+            summary=run.summary,
+            changed_files=changed,
+            head_sha=head,  # type: ignore[arg-type]
+            backend=self.backend.name,
+            model=run.model or self.settings.model,
+            turns=run.turns,
+            usage=meter.total,
+            usage_by_model=meter.by_model,
         )
 
     def _judged(self, ctx: AgentContext, task: AgentTask, run: AgentRun, root: Path) -> AgentRun:
         """Review the diff; one veto sends the reason back to the agent for one more round."""
         for veto_round in range(2):
             ctx.checkpoint(run.turns)
-            verdict = review(make_client(self.settings), self.settings.model, task.instruction,
-                             self._diff(root, task), ctx.meter or Meter())
+            verdict = review(
+                make_client(self.settings),
+                self.settings.model,
+                task.instruction,
+                self._diff(root, task),
+                ctx.meter or Meter(),
+            )
             if verdict.approve:
                 return run
             log.info("judge vetoed", extra={"request_id": task.workspace.request_id, "reason": verdict.reason})
             if veto_round == 1:
-                return AgentRun("vetoed", f"The reviewer vetoed the change: {verdict.reason}",
-                                run.meter, run.turns, run.model)
+                return AgentRun(
+                    "vetoed", f"The reviewer vetoed the change: {verdict.reason}", run.meter, run.turns, run.model
+                )
             ctx.budget = replace(ctx.budget, max_turns=max(1, ctx.budget.max_turns - run.turns))
-            retry = task.model_copy(update={"feedback": [*task.feedback, f"A reviewer vetoed your change: {verdict.reason}"]})
+            retry = task.model_copy(
+                update={"feedback": [*task.feedback, f"A reviewer vetoed your change: {verdict.reason}"]}
+            )
             again = self.backend.run(ctx, retry)
             run = AgentRun(again.status, again.summary, again.meter, run.turns + again.turns, again.model)
             if run.status != "finished":
@@ -125,11 +160,15 @@ class AgentActivities:
             conflicted = absorb_base(repo, ref)
         if not conflicted:
             return task
-        return task.model_copy(update={"feedback": [
-            *task.feedback,
-            f"The latest {ref.base_branch} is merged into your branch; resolve the conflict "
-            f"markers in: {', '.join(conflicted)}",
-        ]})
+        return task.model_copy(
+            update={
+                "feedback": [
+                    *task.feedback,
+                    f"The latest {ref.base_branch} is merged into your branch; resolve the conflict "
+                    f"markers in: {', '.join(conflicted)}",
+                ]
+            }
+        )
 
     def _diff(self, root: Path, task: AgentTask) -> str:
         with open_repo(root) as repo:

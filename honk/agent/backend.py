@@ -24,6 +24,7 @@ class Budget:
     @classmethod
     def of(cls, settings: Settings, repo: AgentSpec) -> Budget:
         """The repository may lower the service's limits, never raise them."""
+
         def lower(service: float, wanted: float | None) -> float:
             return min(service, wanted) if wanted is not None else service
 

@@ -54,16 +54,34 @@ HONK_TOOLS = tuple(f"mcp__{SERVER}__{name}" for name in ("run_checks", "delete_f
 ALLOWED_TOOLS = frozenset(FILE_TOOLS + HONK_TOOLS)
 # Never offered (the `tools` list already leaves them out); listed so a newer CLI that adds
 # them to the base set still keeps them away from the model.
-DISALLOWED_TOOLS = ("Bash", "BashOutput", "KillShell", "WebFetch", "WebSearch", "NotebookEdit",
-                    "Task", "Agent", "Skill", "SlashCommand", "TodoWrite", "ExitPlanMode")
+DISALLOWED_TOOLS = (
+    "Bash",
+    "BashOutput",
+    "KillShell",
+    "WebFetch",
+    "WebSearch",
+    "NotebookEdit",
+    "Task",
+    "Agent",
+    "Skill",
+    "SlashCommand",
+    "TodoWrite",
+    "ExitPlanMode",
+)
 # Calls that change files: they wait for a running checkpoint and mark the work dirty.
 EDITING_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit", f"mcp__{SERVER}__delete_file"})
 PATH_KEYS = ("file_path", "path", "notebook_path")
 GLOB_MAGIC = re.compile(r"[*?\[{]")
 PUSH = re.compile(r"\bpush\b", re.IGNORECASE)
 # Set by the SDK for its own protocol with the CLI; nothing secret.
-SDK_ENV = ("CLAUDE_CODE_ENTRYPOINT", "CLAUDE_AGENT_SDK_VERSION", "CLAUDE_CODE_SDK_READS_SESSION_STATE",
-           "CLAUDE_AGENT_SDK_CLIENT_APP", "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING", "PWD")
+SDK_ENV = (
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_AGENT_SDK_VERSION",
+    "CLAUDE_CODE_SDK_READS_SESSION_STATE",
+    "CLAUDE_AGENT_SDK_CLIENT_APP",
+    "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
+    "PWD",
+)
 INTERRUPT_GRACE_S = 15.0
 BEAT_EVERY_S = 5.0
 
@@ -174,7 +192,8 @@ def cli_environment(settings: Settings, home: Path, budget_seconds: float) -> di
     if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
         raise ApplicationError(
             "no model configured: set HONK_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
-            type="ConfigError", non_retryable=True,
+            type="ConfigError",
+            non_retryable=True,
         )
     env = command_env(None, home)
     env.update(
@@ -232,18 +251,35 @@ def result_error(result: Any, assistant_error: str | None) -> ApplicationError:
     """Map a failed run to a Temporal retry decision, like `messages.model_error`: refusals
     (400/401/403/404) are final, everything else (429, 529, 5xx, a crashed CLI) is retried."""
     status = getattr(result, "api_error_status", None) if result is not None else None
-    text = (getattr(result, "result", None) or "; ".join(getattr(result, "errors", None) or []) or
-            assistant_error or "no detail") if result is not None else (assistant_error or "no detail")
-    if status in (400, 401, 403, 404) or assistant_error in ("authentication_failed", "billing_error",
-                                                             "invalid_request"):
-        hint = " Check HONK_ANTHROPIC_API_KEY." if status in (401, 403) or assistant_error == "authentication_failed" else ""
+    text = (
+        (
+            getattr(result, "result", None)
+            or "; ".join(getattr(result, "errors", None) or [])
+            or assistant_error
+            or "no detail"
+        )
+        if result is not None
+        else (assistant_error or "no detail")
+    )
+    if status in (400, 401, 403, 404) or assistant_error in (
+        "authentication_failed",
+        "billing_error",
+        "invalid_request",
+    ):
+        hint = (
+            " Check HONK_ANTHROPIC_API_KEY."
+            if status in (401, 403) or assistant_error == "authentication_failed"
+            else ""
+        )
         return ApplicationError(
             f"the model API refused the request ({status or assistant_error}): {text}.{hint}",
-            type="ModelRequestRejected", non_retryable=True,
+            type="ModelRequestRejected",
+            non_retryable=True,
         )
     if status is not None or assistant_error is not None:
-        return ApplicationError(f"the model API is unavailable ({status or assistant_error}): {text}",
-                                type="ModelUnavailable")
+        return ApplicationError(
+            f"the model API is unavailable ({status or assistant_error}): {text}", type="ModelUnavailable"
+        )
     if result is None:
         return ApplicationError("Claude Code ended without a result", type="ClaudeCodeError")
     return ApplicationError(f"Claude Code failed ({getattr(result, 'subtype', '?')}): {text}", type="ClaudeCodeError")
@@ -336,8 +372,9 @@ class ClaudeCodeBackend:
             except (ApplicationError, CancelledError):
                 raise
             except sdk.CLINotFoundError as exc:
-                raise ApplicationError(f"Claude Code could not start: {exc}", type="ConfigError",
-                                       non_retryable=True) from None
+                raise ApplicationError(
+                    f"Claude Code could not start: {exc}", type="ConfigError", non_retryable=True
+                ) from None
             except sdk.ClaudeSDKError as exc:
                 raise ApplicationError(f"Claude Code failed: {exc}", type="ClaudeCodeError") from None
         return self._outcome(state)
@@ -409,9 +446,16 @@ class ClaudeCodeBackend:
             for name, usage in state.meter.by_model.items():
                 meter.add_usage(name, usage)
         turns = state.turn
-        log.info("claude code run", extra={"turns": turns, "tokens": meter.tokens, "cost_usd": meter.total.cost_usd,
-                                           "subtype": getattr(result, "subtype", None),
-                                           "stop": state.stop})
+        log.info(
+            "claude code run",
+            extra={
+                "turns": turns,
+                "tokens": meter.tokens,
+                "cost_usd": meter.total.cost_usd,
+                "subtype": getattr(result, "subtype", None),
+                "stop": state.stop,
+            },
+        )
         subtype = getattr(result, "subtype", "")
         if state.stop is None and subtype == "error_max_turns":
             state.stop = f"the turn budget ({ctx.budget.max_turns})"
@@ -420,9 +464,14 @@ class ClaudeCodeBackend:
         if state.stop is not None:
             ctx.checkpoint(turns)
             ctx.tools.changed = False
-            return AgentRun("budget_exhausted", f"Stopped after {turns} turns: {state.stop} ran out. "
-                            f"Work so far: {', '.join(ctx.changed_files()) or 'no files changed'}.",
-                            meter, turns, model)
+            return AgentRun(
+                "budget_exhausted",
+                f"Stopped after {turns} turns: {state.stop} ran out. "
+                f"Work so far: {', '.join(ctx.changed_files()) or 'no files changed'}.",
+                meter,
+                turns,
+                model,
+            )
         error = result_error(result, state.assistant_error) if (result is None or result.is_error) else None
         if error is not None:
             if ctx.tools.changed:
@@ -453,13 +502,19 @@ class ClaudeCodeBackend:
         async def run_checks(args: dict[str, Any]) -> dict[str, Any]:
             return await call("run_checks", {})
 
-        @sdk.tool("delete_file", "Delete a file (path relative to the repository root).",
-                  {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]})
+        @sdk.tool(
+            "delete_file",
+            "Delete a file (path relative to the repository root).",
+            {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        )
         async def delete_file(args: dict[str, Any]) -> dict[str, Any]:
             return await call("delete_file", {"path": args.get("path")})
 
-        @sdk.tool("finish", "Call when the change is complete, with a short summary for the reviewer.",
-                  {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]})
+        @sdk.tool(
+            "finish",
+            "Call when the change is complete, with a short summary for the reviewer.",
+            {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]},
+        )
         async def finish(args: dict[str, Any]) -> dict[str, Any]:
             return await call("finish", {"summary": str(args.get("summary") or "")})
 
@@ -475,8 +530,13 @@ class ClaudeCodeBackend:
             reason = refusal(tools, name, args if isinstance(args, dict) else {}, roots)
             if reason is not None:
                 log.info("claude code tool refused", extra={"tool": name, "reason": reason})
-                return {"hookSpecificOutput": {"hookEventName": "PreToolUse", "permissionDecision": "deny",
-                                               "permissionDecisionReason": reason}}
+                return {
+                    "hookSpecificOutput": {
+                        "hookEventName": "PreToolUse",
+                        "permissionDecision": "deny",
+                        "permissionDecisionReason": reason,
+                    }
+                }
             if name in EDITING_TOOLS:
                 async with state.lock:  # never while a checkpoint is committing
                     tools.changed = True

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import anthropic
 
+from honk import telemetry
 from honk.agent.messages import model_error
 from honk.agent.pricing import Meter
-from honk import telemetry
 
 JUDGE_SYSTEM = (
     "You review a code change made by a coding agent for an engineer's request. Approve it "
@@ -25,12 +25,19 @@ JUDGE_SYSTEM = (
 VERDICT_TOOL = {
     "name": "verdict",
     "description": "Your decision on the change.",
-    "input_schema": {"type": "object", "properties": {
-        "approve": {"type": "boolean"}, "reason": {"type": "string"}}, "required": ["approve", "reason"]},
+    "input_schema": {
+        "type": "object",
+        "properties": {"approve": {"type": "boolean"}, "reason": {"type": "string"}},
+        "required": ["approve", "reason"],
+    },
 }
 MAX_DIFF = 60_000
-TEST_PATH = re.compile(r"(^|/)(tests?|__tests__|spec)(/|$)|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(test|spec)\.[a-z]+$|Test\.(java|kt)$")
-SKIP_MARKERS = re.compile(r"^\+.*(@pytest\.mark\.skip|@unittest\.skip|@Ignore|@Disabled|\bxit\(|\bxdescribe\(|\bit\.skip\(|\bdescribe\.skip\(|\btest\.skip\()")
+TEST_PATH = re.compile(
+    r"(^|/)(tests?|__tests__|spec)(/|$)|(^|/)test_[^/]*$|_test\.[a-z]+$|\.(test|spec)\.[a-z]+$|Test\.(java|kt)$"
+)
+SKIP_MARKERS = re.compile(
+    r"^\+.*(@pytest\.mark\.skip|@unittest\.skip|@Ignore|@Disabled|\bxit\(|\bxdescribe\(|\bit\.skip\(|\bdescribe\.skip\(|\btest\.skip\()"
+)
 PINNED = re.compile(r"^([-+])\s*\"?([A-Za-z0-9_.\-]+)\"?\s*(?:==|:|=)\s*\"?[\^~>=v]*([0-9]+(?:\.[0-9]+)*)")
 
 
@@ -64,8 +71,11 @@ def rule_findings(diff: str) -> list[str]:
     return list(dict.fromkeys(findings))
 
 
-@telemetry.traced("agent.judge", attrs=lambda client, model, *a, **k: {"model": model},
-                result=lambda verdict: {"approve": verdict.approve})
+@telemetry.traced(
+    "agent.judge",
+    attrs=lambda client, model, *a, **k: {"model": model},
+    result=lambda verdict: {"approve": verdict.approve},
+)
 def review(client: anthropic.Anthropic, model: str, instruction: str, diff: str, meter: Meter) -> Verdict:
     findings = rule_findings(diff)
     if findings:
@@ -73,7 +83,10 @@ def review(client: anthropic.Anthropic, model: str, instruction: str, diff: str,
     shown = diff if len(diff) <= MAX_DIFF else diff[:MAX_DIFF] + "\n[… diff trimmed …]"
     try:
         reply = client.messages.create(
-            model=model, max_tokens=1024, system=JUDGE_SYSTEM, tools=[VERDICT_TOOL],
+            model=model,
+            max_tokens=1024,
+            system=JUDGE_SYSTEM,
+            tools=[VERDICT_TOOL],
             tool_choice={"type": "tool", "name": "verdict"},
             messages=[{"role": "user", "content": f"<request>\n{instruction}\n</request>\n\n<diff>\n{shown}\n</diff>"}],
         )

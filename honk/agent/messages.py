@@ -15,12 +15,11 @@ from typing import Any
 import anthropic
 from temporalio.exceptions import ApplicationError, CancelledError
 
-from honk import liveness
+from honk import liveness, telemetry
 from honk.agent.backend import AgentContext, AgentRun
 from honk.agent.pricing import Meter
 from honk.agent.prompt import system_prompt, user_prompt
 from honk.agent.tools import DEFINITIONS
-from honk import telemetry
 from honk.config.settings import Settings
 from honk.workflows.contract import AgentTask
 
@@ -34,11 +33,14 @@ def make_client(settings: Settings) -> anthropic.Anthropic:
     if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
         raise ApplicationError(
             "no model configured: set HONK_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
-            type="ConfigError", non_retryable=True,
+            type="ConfigError",
+            non_retryable=True,
         )
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "unset"
     return anthropic.Anthropic(
-        api_key=key, base_url=settings.anthropic_base_url, max_retries=2,
+        api_key=key,
+        base_url=settings.anthropic_base_url,
+        max_retries=2,
         timeout=settings.model_timeout_s,
     )
 
@@ -46,12 +48,20 @@ def make_client(settings: Settings) -> anthropic.Anthropic:
 def model_error(exc: anthropic.APIError) -> ApplicationError:
     """Map an Anthropic failure to a Temporal retry decision, keeping the server's pacing."""
     status = getattr(exc, "status_code", None)
-    if isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError,
-                        anthropic.BadRequestError, anthropic.NotFoundError)):
+    if isinstance(
+        exc,
+        (
+            anthropic.AuthenticationError,
+            anthropic.PermissionDeniedError,
+            anthropic.BadRequestError,
+            anthropic.NotFoundError,
+        ),
+    ):
         hint = " Check HONK_ANTHROPIC_API_KEY." if status in (401, 403) else ""
         return ApplicationError(
             f"the model API refused the request ({status}): {exc.message}.{hint}",
-            type="ModelRequestRejected", non_retryable=True,
+            type="ModelRequestRejected",
+            non_retryable=True,
         )
     delay = None
     response = getattr(exc, "response", None)
@@ -61,7 +71,8 @@ def model_error(exc: anthropic.APIError) -> ApplicationError:
             delay = timedelta(seconds=min(float(retry_after), 600))
     return ApplicationError(
         f"the model API is unavailable ({status or type(exc).__name__}): {exc.message}",
-        type="ModelUnavailable", next_retry_delay=delay,
+        type="ModelUnavailable",
+        next_retry_delay=delay,
     )
 
 
@@ -101,8 +112,9 @@ class MessagesBackend:
                 ctx.beat(turn, meter)
                 messages.append({"role": "assistant", "content": reply.content})
                 calls = [b for b in reply.content if b.type == "tool_use"]
-                turn_span.set_attributes({"honk.tool_calls": len(calls), "honk.tokens": meter.tokens,
-                                          "honk.cost_usd": meter.total.cost_usd})
+                turn_span.set_attributes(
+                    {"honk.tool_calls": len(calls), "honk.tokens": meter.tokens, "honk.cost_usd": meter.total.cost_usd}
+                )
                 if not calls:
                     text = " ".join(b.text for b in reply.content if b.type == "text").strip()
                     return AgentRun("finished", text or "The model ended without a summary.", meter, turn, model)
@@ -112,8 +124,14 @@ class MessagesBackend:
                         result = ctx.tools.call(call.name, call.input if isinstance(call.input, dict) else {})
                         tool_span.set_attribute("honk.is_error", result.is_error)
                     finished = finished or result.finished
-                    results.append({"type": "tool_result", "tool_use_id": call.id,
-                                    "content": result.text, "is_error": result.is_error})
+                    results.append(
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": call.id,
+                            "content": result.text,
+                            "is_error": result.is_error,
+                        }
+                    )
                 messages.append({"role": "user", "content": results})
                 if ctx.tools.changed:
                     ctx.checkpoint(turn)  # partial work survives a crash or a budget stop
@@ -127,22 +145,40 @@ class MessagesBackend:
 
     def _call(self, model: str, system: list, tools: list, messages: list, turn: int, meter: Meter):
         try:
-            with (liveness.heartbeating({"turn": turn, "tokens": meter.tokens}),
-                  telemetry.span("agent.model_call", model=model, turn=turn)):
+            with (
+                liveness.heartbeating({"turn": turn, "tokens": meter.tokens}),
+                telemetry.span("agent.model_call", model=model, turn=turn),
+            ):
                 with self.client.messages.stream(
-                    model=model, max_tokens=MAX_OUTPUT_TOKENS, system=system, tools=tools, messages=messages,
+                    model=model,
+                    max_tokens=MAX_OUTPUT_TOKENS,
+                    system=system,
+                    tools=tools,
+                    messages=messages,
                 ) as stream:
                     reply = stream.get_final_message()
         except anthropic.APIError as exc:
             raise model_error(exc) from None
         meter.add(reply.model or model, reply.usage)
-        log.info("agent turn", extra={"turn": turn, "stop_reason": reply.stop_reason, "tokens": meter.tokens,
-                                      "cost_usd": meter.total.cost_usd})
+        log.info(
+            "agent turn",
+            extra={
+                "turn": turn,
+                "stop_reason": reply.stop_reason,
+                "tokens": meter.tokens,
+                "cost_usd": meter.total.cost_usd,
+            },
+        )
         return reply
 
     @staticmethod
     def _exhausted(ctx: AgentContext, meter: Meter, turns: int, which: str) -> AgentRun:
         ctx.checkpoint(turns)
-        return AgentRun("budget_exhausted", f"Stopped after {turns} turns: {which} ran out. "
-                        f"Work so far: {', '.join(ctx.changed_files()) or 'no files changed'}.",
-                        meter, turns, "")
+        return AgentRun(
+            "budget_exhausted",
+            f"Stopped after {turns} turns: {which} ran out. "
+            f"Work so far: {', '.join(ctx.changed_files()) or 'no files changed'}.",
+            meter,
+            turns,
+            "",
+        )

@@ -27,10 +27,16 @@ def price(model: str) -> tuple[float, float]:
 
 def usage_of(model: str, input_tokens: int, output_tokens: int, cache_write: int, cache_read: int) -> Usage:
     per_in, per_out = price(model)
-    cost = (input_tokens * per_in + output_tokens * per_out
-            + cache_write * per_in * 1.25 + cache_read * per_in * 0.1) / 1_000_000
-    return Usage(input_tokens=input_tokens, output_tokens=output_tokens,
-                 cache_write_tokens=cache_write, cache_read_tokens=cache_read, cost_usd=round(cost, 6))
+    cost = (
+        input_tokens * per_in + output_tokens * per_out + cache_write * per_in * 1.25 + cache_read * per_in * 0.1
+    ) / 1_000_000
+    return Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_write_tokens=cache_write,
+        cache_read_tokens=cache_read,
+        cost_usd=round(cost, 6),
+    )
 
 
 class Meter:

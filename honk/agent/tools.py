@@ -51,26 +51,60 @@ def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
 _PATH = {"type": "string", "description": "path relative to the repository root"}
 
 DEFINITIONS: list[dict[str, Any]] = [
-    {"name": "list_files", "description": "List files under a directory of the repository (recursive).",
-     "input_schema": _schema({"path": {**_PATH, "default": "."},
-                              "pattern": {"type": "string", "description": "glob on the file name, e.g. *.xml"}}, [])},
-    {"name": "read_file", "description": f"Read a text file with line numbers (at most {MAX_READ_LINES} lines a call).",
-     "input_schema": _schema({"path": _PATH, "start_line": {"type": "integer", "minimum": 1},
-                              "end_line": {"type": "integer", "minimum": 1}}, ["path"])},
-    {"name": "search", "description": "Search the repository's text files for a regular expression.",
-     "input_schema": _schema({"pattern": {"type": "string"}, "path": {**_PATH, "default": "."},
-                              "glob": {"type": "string"}}, ["pattern"])},
-    {"name": "edit_file", "description": "Replace exactly one occurrence of old_text with new_text in a file.",
-     "input_schema": _schema({"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"}},
-                             ["path", "old_text", "new_text"])},
-    {"name": "write_file", "description": "Create or overwrite a file with the given content.",
-     "input_schema": _schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"])},
-    {"name": "delete_file", "description": "Delete a file.",
-     "input_schema": _schema({"path": _PATH}, ["path"])},
-    {"name": "run_checks", "description": "Run the repository's checks on the current files and report failures.",
-     "input_schema": _schema({}, [])},
-    {"name": "finish", "description": "Call when the change is complete, with a short summary for the reviewer.",
-     "input_schema": _schema({"summary": {"type": "string"}}, ["summary"])},
+    {
+        "name": "list_files",
+        "description": "List files under a directory of the repository (recursive).",
+        "input_schema": _schema(
+            {
+                "path": {**_PATH, "default": "."},
+                "pattern": {"type": "string", "description": "glob on the file name, e.g. *.xml"},
+            },
+            [],
+        ),
+    },
+    {
+        "name": "read_file",
+        "description": f"Read a text file with line numbers (at most {MAX_READ_LINES} lines a call).",
+        "input_schema": _schema(
+            {
+                "path": _PATH,
+                "start_line": {"type": "integer", "minimum": 1},
+                "end_line": {"type": "integer", "minimum": 1},
+            },
+            ["path"],
+        ),
+    },
+    {
+        "name": "search",
+        "description": "Search the repository's text files for a regular expression.",
+        "input_schema": _schema(
+            {"pattern": {"type": "string"}, "path": {**_PATH, "default": "."}, "glob": {"type": "string"}}, ["pattern"]
+        ),
+    },
+    {
+        "name": "edit_file",
+        "description": "Replace exactly one occurrence of old_text with new_text in a file.",
+        "input_schema": _schema(
+            {"path": _PATH, "old_text": {"type": "string"}, "new_text": {"type": "string"}},
+            ["path", "old_text", "new_text"],
+        ),
+    },
+    {
+        "name": "write_file",
+        "description": "Create or overwrite a file with the given content.",
+        "input_schema": _schema({"path": _PATH, "content": {"type": "string"}}, ["path", "content"]),
+    },
+    {"name": "delete_file", "description": "Delete a file.", "input_schema": _schema({"path": _PATH}, ["path"])},
+    {
+        "name": "run_checks",
+        "description": "Run the repository's checks on the current files and report failures.",
+        "input_schema": _schema({}, []),
+    },
+    {
+        "name": "finish",
+        "description": "Call when the change is complete, with a short summary for the reviewer.",
+        "input_schema": _schema({"summary": {"type": "string"}}, ["summary"]),
+    },
 ]
 
 
@@ -178,8 +212,9 @@ class WorkspaceTools:
         count = text.count(old_text) if old_text else 0
         if count != 1:
             raise ToolError(
-                f"old_text occurs {count} times in {path}; it must match exactly once "
-                "(include more surrounding lines)" if count else f"old_text was not found in {path}"
+                f"old_text occurs {count} times in {path}; it must match exactly once (include more surrounding lines)"
+                if count
+                else f"old_text was not found in {path}"
             )
         target.write_text(text.replace(old_text, new_text, 1), encoding="utf-8")
         self.changed = True
@@ -209,7 +244,7 @@ class WorkspaceTools:
         if len(report) > OUTPUT_LIMIT:  # keep the start (which check) and the end (the verdict)
             marker = "\n[… check output trimmed …]\n"
             head = OUTPUT_LIMIT // 4
-            report = report[:head] + marker + report[-(OUTPUT_LIMIT - head - len(marker) - 16):]
+            report = report[:head] + marker + report[-(OUTPUT_LIMIT - head - len(marker) - 16) :]
         return ToolResult(report)
 
     def tool_finish(self, summary: str) -> ToolResult:

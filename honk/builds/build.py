@@ -22,6 +22,7 @@ from pathlib import Path
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from honk import telemetry
 from honk.builds.artifacts import describe
 from honk.builds.drivers import (
     DRIVERS,
@@ -40,14 +41,12 @@ from honk.checks import (
     request_artifacts_dir,
 )
 from honk.commands import CommandResult, run_command, trim_output
-from honk.liveness import beat, heartbeating
 from honk.config.repository import BuildSpec, RepoConfigError, load_repo_config
-from honk.sandbox import Sandbox
-from honk.publish.store import ArtifactStore, build_prefix, make_store
-from honk.workspace import Workspaces, safe_name
-from honk import telemetry
-from honk.redact import redact
 from honk.config.settings import Settings
+from honk.liveness import beat, heartbeating
+from honk.publish.store import ArtifactStore, build_prefix, make_store
+from honk.redact import redact
+from honk.sandbox import Sandbox
 from honk.workflows.contract import (
     ACTIVITY_BUILD,
     ArtifactInfo,
@@ -55,6 +54,7 @@ from honk.workflows.contract import (
     BuildTask,
     WorkspaceRef,
 )
+from honk.workspace import Workspaces, safe_name
 
 __all__ = [
     "DRIVERS",
@@ -124,8 +124,9 @@ class BuildActivities:
         for artifact in artifacts:
             key = f"{prefix}/{artifact.target}/{artifact.name}"
             beat({"uploading": artifact.name})
-            store.put(key, Path(artifact.path), artifact.content_type or "application/octet-stream",
-                      sha256=artifact.sha256)
+            store.put(
+                key, Path(artifact.path), artifact.content_type or "application/octet-stream", sha256=artifact.sha256
+            )
             staged.append(artifact.model_copy(update={"stored_key": key}))
         return staged
 
@@ -138,8 +139,9 @@ class BuildActivities:
             with heartbeating("releasing build workspace"):
                 remove(ref, delete_remote_branch=False)
         except Exception as exc:  # noqa: BLE001 - the build's result matters more
-            log.warning("could not release build workspace",
-                        extra={"request_id": ref.request_id, "error": repr(exc)[:300]})
+            log.warning(
+                "could not release build workspace", extra={"request_id": ref.request_id, "error": repr(exc)[:300]}
+            )
 
     def _target(self, root: Path, name: str) -> tuple[BuildSpec, BuildDriver]:
         try:
@@ -155,12 +157,16 @@ class BuildActivities:
             )
         return spec, driver
 
-    @telemetry.traced("build", attrs=lambda self, task, spec, driver, *a: {
-        "target": spec.name, "driver": driver.name, "build_number": task.build_number},
-        result=lambda outcome: {"artifacts": len(outcome.artifacts), "duration_s": outcome.duration_s})
-    def _build(
-        self, task: BuildTask, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str
-    ) -> BuildOutcome:
+    @telemetry.traced(
+        "build",
+        attrs=lambda self, task, spec, driver, *a: {
+            "target": spec.name,
+            "driver": driver.name,
+            "build_number": task.build_number,
+        },
+        result=lambda outcome: {"artifacts": len(outcome.artifacts), "duration_s": outcome.duration_s},
+    )
+    def _build(self, task: BuildTask, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str) -> BuildOutcome:
         request_id = task.workspace.request_id
         log_path = logs_dir(self.settings, request_id) / f"build-{spec.name}-{task.build_number}.log"
         ctx = BuildContext(
@@ -191,11 +197,15 @@ class BuildActivities:
         artifacts = collect_artifacts(root, spec, build_dir / spec.name, driver.artifacts(spec))
         artifacts = self._stage(task, artifacts)
         duration = round(time.monotonic() - started, 3)
-        log.info("build finished", extra={
-            **fields, "duration_s": duration,
-            "artifacts": [a.name for a in artifacts],
-            "versions": [a.version_name for a in artifacts if a.version_name],
-        })
+        log.info(
+            "build finished",
+            extra={
+                **fields,
+                "duration_s": duration,
+                "artifacts": [a.name for a in artifacts],
+                "versions": [a.version_name for a in artifacts if a.version_name],
+            },
+        )
         return BuildOutcome(
             target=spec.name,
             head_sha=head_sha,
@@ -223,8 +233,13 @@ def run_steps(driver: BuildDriver, ctx: BuildContext, sandbox: Sandbox | None = 
         remaining = deadline - time.monotonic()
         step_log = ctx.log_path.with_name(f".{ctx.log_path.stem}.{step.label}.log")
         result = run_command(
-            step.argv, ctx.cwd, timeout_s=max(remaining, 1), env_extra=env, log_path=step_log,
-            tail_limit=FAILURE_TAIL_LIMIT, sandbox=sandbox,
+            step.argv,
+            ctx.cwd,
+            timeout_s=max(remaining, 1),
+            env_extra=env,
+            log_path=step_log,
+            tail_limit=FAILURE_TAIL_LIMIT,
+            sandbox=sandbox,
         )
         if step.capture:
             shutil.copyfile(step_log, fresh(ctx.cwd / ctx.out / step.capture))
@@ -236,7 +251,8 @@ def run_steps(driver: BuildDriver, ctx: BuildContext, sandbox: Sandbox | None = 
     except (BuildSetupError, OSError, ValueError) as exc:
         raise ApplicationError(
             f"build {spec.name!r} ({driver.name}) finished but its output is unusable: {exc}",
-            type="BuildFailed", non_retryable=True,
+            type="BuildFailed",
+            non_retryable=True,
         ) from None
 
 
@@ -268,9 +284,7 @@ def _build_failed(
 # --------------------------------------------------------------------------- artifacts
 
 
-def collect_artifacts(
-    root: Path, spec: BuildSpec, dest: Path, patterns: list[str] | None = None
-) -> list[ArtifactInfo]:
+def collect_artifacts(root: Path, spec: BuildSpec, dest: Path, patterns: list[str] | None = None) -> list[ArtifactInfo]:
     """Copy the files matching the globs into `dest` (emptied first, so a retried build
     leaves no stale files) and describe them from their content."""
     patterns = patterns or list(spec.artifacts or [])
@@ -291,7 +305,11 @@ def collect_artifacts(
         sha256, size = copy_and_hash(source, dest / name)
         artifacts.append(
             ArtifactInfo(
-                target=spec.name, name=name, path=str(dest / name), sha256=sha256, size=size,
+                target=spec.name,
+                name=name,
+                path=str(dest / name),
+                sha256=sha256,
+                size=size,
                 **describe(dest / name),
             )
         )

@@ -21,8 +21,8 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from honk.builds.artifacts import OTA_CONFIG, OTA_METADATA
-from honk.liveness import beat
 from honk.config.repository import BuildSpec
+from honk.liveness import beat
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,10 @@ class GradleDriver(_Driver):
         if spec.artifacts:
             return list(spec.artifacts)
         task = (spec.task or "assembleDebug").rsplit(":", 1)[-1]
-        globs = APK_GLOBS if task.startswith("assemble") else (
-            AAB_GLOBS if task.startswith("bundle") else APK_GLOBS + AAB_GLOBS
+        globs = (
+            APK_GLOBS
+            if task.startswith("assemble")
+            else (AAB_GLOBS if task.startswith("bundle") else APK_GLOBS + AAB_GLOBS)
         )
         return under(spec.project_dir, *globs)
 
@@ -168,27 +170,44 @@ class XcodebuildDriver(_Driver):
     def steps(self, ctx: BuildContext) -> list[BuildStep]:
         spec = ctx.spec
         assert spec.scheme and spec.export_options
-        container = (["-workspace", spec.workspace] if spec.workspace
-                     else ["-project", spec.project] if spec.project else [])
+        container = (
+            ["-workspace", spec.workspace] if spec.workspace else ["-project", spec.project] if spec.project else []
+        )
         archive = f"{ctx.out}/{spec.scheme}.xcarchive"
         return [
-            BuildStep("archive", [
-                "xcodebuild", *container,
-                "-scheme", spec.scheme,
-                "-configuration", spec.configuration or "Release",
-                "-destination", spec.destination or "generic/platform=iOS",
-                "-archivePath", archive,
-                "-derivedDataPath", f"{ctx.out}/DerivedData",
-                *spec.args,
+            BuildStep(
                 "archive",
-                f"CURRENT_PROJECT_VERSION={ctx.build_number}",
-            ]),
-            BuildStep("export", [
-                "xcodebuild", "-exportArchive",
-                "-archivePath", archive,
-                "-exportPath", f"{ctx.out}/export",
-                "-exportOptionsPlist", spec.export_options,
-            ]),
+                [
+                    "xcodebuild",
+                    *container,
+                    "-scheme",
+                    spec.scheme,
+                    "-configuration",
+                    spec.configuration or "Release",
+                    "-destination",
+                    spec.destination or "generic/platform=iOS",
+                    "-archivePath",
+                    archive,
+                    "-derivedDataPath",
+                    f"{ctx.out}/DerivedData",
+                    *spec.args,
+                    "archive",
+                    f"CURRENT_PROJECT_VERSION={ctx.build_number}",
+                ],
+            ),
+            BuildStep(
+                "export",
+                [
+                    "xcodebuild",
+                    "-exportArchive",
+                    "-archivePath",
+                    archive,
+                    "-exportPath",
+                    f"{ctx.out}/export",
+                    "-exportOptionsPlist",
+                    spec.export_options,
+                ],
+            ),
         ]
 
     def env(self, ctx: BuildContext) -> dict[str, str]:
@@ -225,8 +244,7 @@ class FastlaneDriver(_Driver):
         if spec.artifacts:
             return list(spec.artifacts)
         # gym writes the IPA to the project directory by default; gradle to build/outputs.
-        globs = ("*.ipa", "build/*.ipa", "fastlane/build/*.ipa") if spec.platform == "ios" \
-            else APK_GLOBS + AAB_GLOBS
+        globs = ("*.ipa", "build/*.ipa", "fastlane/build/*.ipa") if spec.platform == "ios" else APK_GLOBS + AAB_GLOBS
         return under(spec.project_dir, *globs)
 
 
@@ -246,10 +264,12 @@ class ExpoDriver(_Driver):
         flags = [arg for p in platforms for arg in ("--platform", p)]
         # `npx --no`: never download expo at build time; it comes from the lockfile.
         return [
-            BuildStep("export", ["npx", "--no", "expo", "export", *flags,
-                                 "--output-dir", f"{ctx.out}/dist", *ctx.spec.args]),
-            BuildStep("config", ["npx", "--no", "expo", "config", "--json", "--type", "public"],
-                      capture=self.CONFIG_CAPTURE),
+            BuildStep(
+                "export", ["npx", "--no", "expo", "export", *flags, "--output-dir", f"{ctx.out}/dist", *ctx.spec.args]
+            ),
+            BuildStep(
+                "config", ["npx", "--no", "expo", "config", "--json", "--type", "public"], capture=self.CONFIG_CAPTURE
+            ),
         ]
 
     def env(self, ctx: BuildContext) -> dict[str, str]:
@@ -318,4 +338,3 @@ def reset_output(ctx: BuildContext) -> None:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-

@@ -22,7 +22,10 @@ def valid_branch(name: str) -> bool:
         0 < len(name) <= 200
         and not name.startswith(("-", "/", "."))
         and not name.endswith(("/", ".", ".lock"))
-        and ".." not in name and "//" not in name and "@{" not in name and "/." not in name
+        and ".." not in name
+        and "//" not in name
+        and "@{" not in name
+        and "/." not in name
         and not re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name)
     )
 
@@ -65,9 +68,7 @@ class Registry(BaseModel):
             return self.repos[name]
         except KeyError:
             known = ", ".join(sorted(self.repos)) or "none"
-            raise RegistryError(
-                f"unknown repository {name!r}; repositories in {self.source}: {known}"
-            ) from None
+            raise RegistryError(f"unknown repository {name!r}; repositories in {self.source}: {known}") from None
 
     def for_channel(self, channel: str) -> RepoEntry | None:
         return next((r for r in self.repos.values() if channel in r.channels), None)

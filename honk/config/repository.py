@@ -168,9 +168,7 @@ def load_repo_config(root: Path) -> RepoConfig:
     try:
         config = RepoConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise RepoConfigError(f"{CONFIG_FILE}: {problems}") from None
     names = [c.name for c in config.checks] + [f"build:{b.name}" for b in config.build]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -186,8 +184,6 @@ def detect_repo_config(root: Path) -> RepoConfig:
         checks.append(CheckSpec(name="make-test", run=["make", "test"]))
     elif (root / "package.json").exists():
         checks.append(CheckSpec(name="npm-test", run=["npm", "test", "--silent"]))
-    elif any((root / f).exists() for f in ("pyproject.toml", "setup.py", "pytest.ini")) or (
-        root / "tests"
-    ).is_dir():
+    elif any((root / f).exists() for f in ("pyproject.toml", "setup.py", "pytest.ini")) or (root / "tests").is_dir():
         checks.append(CheckSpec(name="pytest", run=["python3", "-m", "pytest", "-q"]))
     return RepoConfig(checks=checks, detected=True)

@@ -78,16 +78,16 @@ class Settings(BaseSettings):
     ui_port: int = Field(8233, ge=1, le=65535)
     log_level: str = "INFO"
     workspace_pool_size: int = Field(
-        4, ge=0, le=256,
+        4,
+        ge=0,
+        le=256,
         description="idle checked-out workspaces kept per repository for reuse (0: none)",
     )
     # Credentials for https remotes, handed to git per command through GIT_ASKPASS (see
     # activities/workspace.py); never written to a file, a URL or a command line.
     git_username: str | None = Field(None, description="username for https git remotes")
     git_password: SecretStr | None = Field(None, description="password or token for https git remotes")
-    git_host: str | None = Field(
-        None, description="only answer credential prompts of this host (host or host:port)"
-    )
+    git_host: str | None = Field(None, description="only answer credential prompts of this host (host or host:port)")
     # Slack: the chat service (`honk chat`) and the notify activity. Tokens and the signing
     # secret are SecretStr, so neither repr() nor a validation error ever prints them.
     slack_bot_token: SecretStr | None = Field(None, description="bot token (xoxb-...)")

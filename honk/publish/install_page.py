@@ -50,8 +50,7 @@ def qr_code(url: str) -> QrCode:
     png = io.BytesIO()
     code.save(png, kind="png", scale=8, border=4)
     svg = io.BytesIO()
-    code.save(svg, kind="svg", scale=4, border=4, xmldecl=False, svgns=True,
-              title="QR code of the install page")
+    code.save(svg, kind="svg", scale=4, border=4, xmldecl=False, svgns=True, title="QR code of the install page")
     return QrCode(png=png.getvalue(), svg=svg.getvalue().decode())
 
 
@@ -64,15 +63,17 @@ def manifest_plist(ipa: ArtifactInfo, ipa_url: str, title: str) -> bytes:
     if not ipa.bundle_id:
         raise ValueError(f"{ipa.name}: no bundle id in its Info.plist; iOS cannot install it over the air")
     manifest = {
-        "items": [{
-            "assets": [{"kind": "software-package", "url": ipa_url}],
-            "metadata": {
-                "bundle-identifier": ipa.bundle_id,
-                "bundle-version": ipa.version_name or ipa.version_code or "1.0",
-                "kind": "software",
-                "title": ipa.app_name or title,
-            },
-        }]
+        "items": [
+            {
+                "assets": [{"kind": "software-package", "url": ipa_url}],
+                "metadata": {
+                    "bundle-identifier": ipa.bundle_id,
+                    "bundle-version": ipa.version_name or ipa.version_code or "1.0",
+                    "kind": "software",
+                    "title": ipa.app_name or title,
+                },
+            }
+        ]
     }
     return plistlib.dumps(manifest, fmt=plistlib.FMT_XML, sort_keys=False)
 
@@ -116,8 +117,11 @@ def install_page(
     ordered = sorted(artifacts, key=_rank)
     buttons = "\n".join(b for a in ordered if (b := _install_button(a)))
     details = "\n".join(_details(a) for a in ordered)
-    expiry = (f'<p class="muted" id="expires">Links work until '
-              f'{e(expires_at.strftime("%Y-%m-%d %H:%M UTC"))}.</p>' if expires_at else "")
+    expiry = (
+        f'<p class="muted" id="expires">Links work until {e(expires_at.strftime("%Y-%m-%d %H:%M UTC"))}.</p>'
+        if expires_at
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -193,19 +197,25 @@ def _install_button(artifact: ArtifactInfo) -> str:
     e = html.escape
     about = " · ".join(filter(None, [_version_of(artifact), human_size(artifact.size)]))
     if artifact.kind == "apk" and artifact.url:
-        return (f'<a class="install android" href="{e(artifact.url)}" type="{APK_TYPE}" '
-                f'download="{e(artifact.name)}">Install on Android</a>\n<p class="note">{e(about)}</p>')
+        return (
+            f'<a class="install android" href="{e(artifact.url)}" type="{APK_TYPE}" '
+            f'download="{e(artifact.name)}">Install on Android</a>\n<p class="note">{e(about)}</p>'
+        )
     if artifact.kind == "ipa" and artifact.install_url:
         if not (artifact.url or "").startswith("https://"):
             about += " · iPhones install only from HTTPS links; this store serves HTTP"
-        return (f'<a class="install ios" href="{e(artifact.install_url)}">Install on iPhone</a>'
-                f'\n<p class="note">{e(about)}</p>')
+        return (
+            f'<a class="install ios" href="{e(artifact.install_url)}">Install on iPhone</a>'
+            f'\n<p class="note">{e(about)}</p>'
+        )
     if artifact.kind == "ota" and artifact.url:
         runtime = f" for runtime {artifact.runtime_version}" if artifact.runtime_version else ""
         platforms = ", ".join(artifact.platforms)
-        return (f'<a class="install secondary ota" href="{e(artifact.url)}" download>'
-                f'Download update bundle</a>\n<p class="note">Expo update{e(runtime)}'
-                f'{" · " + e(platforms) if platforms else ""}</p>')
+        return (
+            f'<a class="install secondary ota" href="{e(artifact.url)}" download>'
+            f'Download update bundle</a>\n<p class="note">Expo update{e(runtime)}'
+            f"{' · ' + e(platforms) if platforms else ''}</p>"
+        )
     return ""
 
 
@@ -230,8 +240,11 @@ def _details(artifact: ArtifactInfo) -> str:
         ("SHA-256", artifact.sha256),
     ]
     listed = "\n".join(f"<dt>{e(k)}</dt><dd>{_value(k, v)}</dd>" for k, v in rows if v)
-    link = (f'<a href="{e(artifact.url)}" type="{e(artifact.content_type or "")}" download>'
-            f"{e(artifact.name)}</a>" if artifact.url else e(artifact.name))
+    link = (
+        f'<a href="{e(artifact.url)}" type="{e(artifact.content_type or "")}" download>{e(artifact.name)}</a>'
+        if artifact.url
+        else e(artifact.name)
+    )
     return f"<details><summary>{link} · {e(human_size(artifact.size))}</summary>\n<dl>\n{listed}\n</dl>\n</details>"
 
 

@@ -49,7 +49,7 @@ def _read_or_create(path: Path) -> bytes:
             if key:
                 return key
             time.sleep(0.02)
-        raise RuntimeError(f"{path} is empty: delete it to generate a new link signing key")
+        raise RuntimeError(f"{path} is empty: delete it to generate a new link signing key") from None
     key = secrets.token_hex(32).encode()
     with os.fdopen(fd, "wb") as f:
         f.write(key)
@@ -66,8 +66,7 @@ def sign(key: bytes, store_key: str, expires: int) -> str:
     return f"expires={expires}&sig={signature(key, store_key, expires)}"
 
 
-def check(key: bytes, store_key: str, expires: str | None, sig: str | None,
-          now: float | None = None) -> str | None:
+def check(key: bytes, store_key: str, expires: str | None, sig: str | None, now: float | None = None) -> str | None:
     """None when the link is valid, otherwise why not (for the 403 response)."""
     if not expires or not sig or not expires.isdigit():
         return "this link is not signed"

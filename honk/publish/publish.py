@@ -19,6 +19,8 @@ from temporalio.exceptions import ApplicationError
 from honk.builds.artifacts import APK_TYPE, content_type_for
 from honk.builds.build import sha256_file
 from honk.checks import request_artifacts_dir
+from honk.config.settings import Settings
+from honk.liveness import beat
 from honk.publish.install_page import (
     app_title,
     install_page,
@@ -26,9 +28,7 @@ from honk.publish.install_page import (
     manifest_plist,
     qr_code,
 )
-from honk.liveness import beat
 from honk.publish.store import ArtifactStore, LocalStore, build_prefix, expiry, make_store
-from honk.config.settings import Settings
 from honk.workflows.contract import ACTIVITY_PUBLISH, ArtifactInfo, Published, PublishTask
 
 __all__ = ["APK_TYPE", "LocalStore", "PublishActivities", "content_type_for"]
@@ -52,8 +52,9 @@ class PublishActivities:
         expires, expires_at = expiry(self.store)
         # Every artifact is found before the first upload: all or nothing becomes visible.
         names = _store_names(task.artifacts)
-        keys = [self._locate(artifact) or f"{prefix}/{name}"
-                for artifact, name in zip(task.artifacts, names, strict=True)]
+        keys = [
+            self._locate(artifact) or f"{prefix}/{name}" for artifact, name in zip(task.artifacts, names, strict=True)
+        ]
 
         published = []
         for artifact, key in zip(task.artifacts, keys, strict=True):
@@ -61,9 +62,15 @@ class PublishActivities:
             if key != artifact.stored_key:  # not uploaded by the build worker already
                 beat({"publishing": key})
                 self.store.put(key, Path(artifact.path), content_type, sha256=artifact.sha256)
-            published.append(artifact.model_copy(update={
-                "url": self.store.link(key, expires), "content_type": content_type, "stored_key": key,
-            }))
+            published.append(
+                artifact.model_copy(
+                    update={
+                        "url": self.store.link(key, expires),
+                        "content_type": content_type,
+                        "stored_key": key,
+                    }
+                )
+            )
 
         manifest_url = None
         for index, (artifact, key) in enumerate(zip(published, keys, strict=True)):
@@ -85,12 +92,17 @@ class PublishActivities:
         page = install_page(task, published, page_url=page_url, qr=qr, expires_at=expires_at)
         self.store.put_bytes(page_key, page.encode("utf-8"), content_type_for(PAGE_NAME))
 
-        log.info("build published", extra={
-            "request_id": task.request_id, "build": task.build_number, "store": self.store.kind,
-            "artifacts": [a.name for a in published],
-            "versions": sorted({a.version_name for a in published if a.version_name}),
-            "expires_at": expires_at.isoformat() if expires_at else None,
-        })
+        log.info(
+            "build published",
+            extra={
+                "request_id": task.request_id,
+                "build": task.build_number,
+                "store": self.store.kind,
+                "artifacts": [a.name for a in published],
+                "versions": sorted({a.version_name for a in published if a.version_name}),
+                "expires_at": expires_at.isoformat() if expires_at else None,
+            },
+        )
         return Published(
             install_page_url=page_url,
             artifacts=published,
@@ -112,13 +124,18 @@ class PublishActivities:
                 raise ApplicationError(
                     f"artifact {artifact.name!r} is neither in the store at {artifact.stored_key} "
                     f"(found: {stored}) nor on this host at {artifact.path}",
-                    type="ArtifactMissing", non_retryable=True,
+                    type="ArtifactMissing",
+                    non_retryable=True,
                 )
         _verify(artifact)
         return None
 
     def _manifest(
-        self, task: PublishTask, published: list[ArtifactInfo], ipa: ArtifactInfo, key: str,
+        self,
+        task: PublishTask,
+        published: list[ArtifactInfo],
+        ipa: ArtifactInfo,
+        key: str,
         expires: int,
     ) -> str | None:
         assert ipa.url
@@ -132,8 +149,7 @@ class PublishActivities:
 
     def _keep_qr(self, task: PublishTask, png: bytes) -> Path:
         """The QR code as a file on this worker, for a chat step that uploads files."""
-        path = request_artifacts_dir(self.settings, task.request_id) / (
-            f"build-{task.build_number}") / QR_NAME
+        path = request_artifacts_dir(self.settings, task.request_id) / (f"build-{task.build_number}") / QR_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
         return path

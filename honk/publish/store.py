@@ -22,17 +22,17 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from honk.publish import links as signed_links
-from honk.publish.links import check_key
-from honk.liveness import beat
-from honk.workspace import safe_name
 from honk import telemetry
 from honk.config.settings import Settings
+from honk.liveness import beat
+from honk.publish import links as signed_links
+from honk.publish.links import check_key
+from honk.workspace import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ArtifactStore(Protocol):
 def expiry(store: ArtifactStore, now: float | None = None) -> tuple[int, datetime | None]:
     """A new expiry for `store`'s links: (Unix time, as a datetime or None if they don't)."""
     expires = int(time.time() if now is None else now) + store.expiry_s
-    return expires, datetime.fromtimestamp(expires, tz=timezone.utc) if store.expiring else None
+    return expires, datetime.fromtimestamp(expires, tz=UTC) if store.expiring else None
 
 
 def build_prefix(request_id: str, build_number: int) -> str:
@@ -229,9 +229,7 @@ class S3Store:
 
     @telemetry.traced("upload", attrs=lambda self, key, *a, **k: {"store": self.kind, "key": key})
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
-        self.client.put_object(
-            Bucket=self.bucket, Key=self.object_key(key), Body=data, ContentType=content_type
-        )
+        self.client.put_object(Bucket=self.bucket, Key=self.object_key(key), Body=data, ContentType=content_type)
 
     def stat(self, key: str) -> StoredObject | None:
         from botocore.exceptions import ClientError
@@ -256,29 +254,34 @@ class S3Store:
         else:
             parts = self._multipart(key, source_path, extra, size)
         elapsed = max(time.monotonic() - started, 1e-6)
-        log.info("uploaded", extra={
-            "bucket": self.bucket, "key": self.object_key(key), "size": size, "parts": parts,
-            "duration_s": round(elapsed, 3), "mib_per_s": round(size / MiB / elapsed, 1),
-        })
+        log.info(
+            "uploaded",
+            extra={
+                "bucket": self.bucket,
+                "key": self.object_key(key),
+                "size": size,
+                "parts": parts,
+                "duration_s": round(elapsed, 3),
+                "mib_per_s": round(size / MiB / elapsed, 1),
+            },
+        )
 
     def _multipart(self, key: str, path: Path, extra: dict[str, Any], size: int) -> int:
         object_key = self.object_key(key)
         part_size = max(self.part_size, math.ceil(size / MAX_PARTS))
-        upload_id = self.client.create_multipart_upload(
-            Bucket=self.bucket, Key=object_key, **extra
-        )["UploadId"]
+        upload_id = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **extra)["UploadId"]
         try:
             parts = self._upload_parts(object_key, upload_id, path, part_size, size)
             self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=object_key, UploadId=upload_id,
+                Bucket=self.bucket,
+                Key=object_key,
+                UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
         except BaseException:
             # Also on cancellation: parts of an unfinished upload cost storage forever.
             with contextlib.suppress(Exception):
-                self.client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=object_key, UploadId=upload_id
-                )
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
             raise
         return len(parts)
 

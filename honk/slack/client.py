@@ -74,7 +74,11 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
         self.max_wait = max_wait
 
     async def _can_retry_async(
-        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
         if response is None or response.status_code != 429:
@@ -105,8 +109,11 @@ def web_client(settings: Settings, token: str | None = None) -> AsyncWebClient:
             raise SettingsError("HONK_SLACK_BOT_TOKEN is not set (the bot token, xoxb-...)")
         token = settings.slack_bot_token.get_secret_value()
     return AsyncWebClient(
-        token=token, base_url=settings.slack_api_url, timeout=15,
-        retry_handlers=retry_handlers(), logger=logging.getLogger("honk.slack.sdk"),
+        token=token,
+        base_url=settings.slack_api_url,
+        timeout=15,
+        retry_handlers=retry_handlers(),
+        logger=logging.getLogger("honk.slack.sdk"),
     )
 
 

@@ -56,15 +56,10 @@ def read_version() -> tuple[int, str]:
         code = 1
     else:
         if not raw.isdigit() or not raw.isascii():
-            fail_config(
-                f"HONK_BUILD_NUMBER must be a positive integer, got {raw!r}"
-            )
+            fail_config(f"HONK_BUILD_NUMBER must be a positive integer, got {raw!r}")
         code = int(raw)
         if not 1 <= code <= MAX_VERSION_CODE:
-            fail_config(
-                f"HONK_BUILD_NUMBER must be between 1 and {MAX_VERSION_CODE}, "
-                f"got {raw!r}"
-            )
+            fail_config(f"HONK_BUILD_NUMBER must be between 1 and {MAX_VERSION_CODE}, got {raw!r}")
     name = os.environ.get("HONK_VERSION_NAME", "").strip() or f"1.0.{code}"
     if not VERSION_NAME_RE.match(name):
         fail_config(
@@ -77,9 +72,7 @@ def read_version() -> tuple[int, str]:
 def find_tool(name: str, package: str) -> str:
     path = shutil.which(name)
     if path is None:
-        raise BuildError(
-            f"'{name}' not found on PATH (install the Debian package '{package}')"
-        )
+        raise BuildError(f"'{name}' not found on PATH (install the Debian package '{package}')")
     return path
 
 
@@ -95,10 +88,7 @@ def smali_command() -> list[str]:
     if env_jar:
         candidates.append(Path(env_jar))
     candidates.append(Path("/usr/share/java/smali.jar"))
-    candidates.extend(
-        Path(p)
-        for p in sorted(glob.glob("/usr/share/java/smali-[0-9]*.jar"), reverse=True)
-    )
+    candidates.extend(Path(p) for p in sorted(glob.glob("/usr/share/java/smali-[0-9]*.jar"), reverse=True))
     java = shutil.which("java")
     if java is not None:
         for jar in candidates:
@@ -134,9 +124,7 @@ def run(step: str, argv: list[str], cwd: Path | None = None) -> str:
             sys.stderr.write(proc.stdout)
             if not proc.stdout.endswith("\n"):
                 sys.stderr.write("\n")
-        raise BuildError(
-            f"step '{step}' failed (exit {proc.returncode}): {shown}"
-        )
+        raise BuildError(f"step '{step}' failed (exit {proc.returncode}): {shown}")
     return proc.stdout
 
 
@@ -151,10 +139,7 @@ def build(out_dir: Path) -> Path:
         if not path.exists():
             raise BuildError(f"missing {path.relative_to(ROOT)}")
     if not FRAMEWORK_RES.is_file():
-        raise BuildError(
-            f"{FRAMEWORK_RES} not found (install the Debian package "
-            "'android-framework-res')"
-        )
+        raise BuildError(f"{FRAMEWORK_RES} not found (install the Debian package 'android-framework-res')")
     smali = smali_command()
     aapt = find_tool("aapt", "aapt")
     zipalign = find_tool("zipalign", "zipalign")
@@ -186,20 +171,27 @@ def build(out_dir: Path) -> Path:
             raise BuildError("step 'smali' failed: no classes.dex was produced")
 
         print(
-            f"[2/6] aapt package: versionCode={version_code} "
-            f"versionName={version_name}",
+            f"[2/6] aapt package: versionCode={version_code} versionName={version_name}",
             flush=True,
         )
         run(
             "aapt package",
             [
-                aapt, "package", "-f",
-                "-M", str(MANIFEST),
-                "-S", str(RES_DIR),
-                "-I", str(FRAMEWORK_RES),
-                "--version-code", str(version_code),
-                "--version-name", version_name,
-                "-F", str(unsigned),
+                aapt,
+                "package",
+                "-f",
+                "-M",
+                str(MANIFEST),
+                "-S",
+                str(RES_DIR),
+                "-I",
+                str(FRAMEWORK_RES),
+                "--version-code",
+                str(version_code),
+                "--version-name",
+                version_name,
+                "-F",
+                str(unsigned),
             ],
         )
 
@@ -214,12 +206,18 @@ def build(out_dir: Path) -> Path:
         run(
             "apksigner sign",
             [
-                apksigner, "sign",
-                "--ks", str(KEYSTORE),
-                "--ks-key-alias", KEY_ALIAS,
-                "--ks-pass", f"pass:{KEY_PASSWORD}",
-                "--key-pass", f"pass:{KEY_PASSWORD}",
-                "--out", str(signed),
+                apksigner,
+                "sign",
+                "--ks",
+                str(KEYSTORE),
+                "--ks-key-alias",
+                KEY_ALIAS,
+                "--ks-pass",
+                f"pass:{KEY_PASSWORD}",
+                "--key-pass",
+                f"pass:{KEY_PASSWORD}",
+                "--out",
+                str(signed),
                 str(aligned),
             ],
         )

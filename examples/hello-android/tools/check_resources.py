@@ -49,7 +49,7 @@ class Element:
     attr_lines: dict[str, int] = field(default_factory=dict)
     text_parts: list[str] = field(default_factory=list)
     text_line: int | None = None
-    children: list["Element"] = field(default_factory=list)
+    children: list[Element] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -215,14 +215,16 @@ def main() -> int:
                 continue
             if path.parent.parent != RES_DIR:
                 problems.append(
-                    Problem(rel(path), 1, "resource files must be exactly one "
-                            "directory below res/ (e.g. res/layout/name.xml)")
+                    Problem(
+                        rel(path),
+                        1,
+                        "resource files must be exactly one directory below res/ (e.g. res/layout/name.xml)",
+                    )
                 )
                 continue
             if not RES_FILE_NAME_RE.match(path.name):
                 problems.append(
-                    Problem(rel(path), 1, "invalid resource file name: use only "
-                            "lowercase letters, digits, '_' and '.'")
+                    Problem(rel(path), 1, "invalid resource file name: use only lowercase letters, digits, '_' and '.'")
                 )
             if path.suffix == ".xml":
                 xml_files.append(path)
@@ -243,10 +245,7 @@ def main() -> int:
         if path.parent.parent != RES_DIR or not path.parent.name.startswith("values"):
             continue
         if tree.tag != "resources":
-            problems.append(
-                Problem(rel(path), tree.line,
-                        f"root element must be <resources>, not <{tree.tag}>")
-            )
+            problems.append(Problem(rel(path), tree.line, f"root element must be <resources>, not <{tree.tag}>"))
             continue
         per_dir = defined.setdefault(path.parent.name, {})
         for element in tree.children:
@@ -255,45 +254,58 @@ def main() -> int:
             name = element.attrs.get("name")
             where = rel(path)
             if not name:
-                problems.append(Problem(where, element.line,
-                                        '<string> has no name="..." attribute'))
+                problems.append(Problem(where, element.line, '<string> has no name="..." attribute'))
                 continue
             if not RES_NAME_RE.match(name):
-                problems.append(Problem(
-                    where, element.line,
-                    f"invalid string name '{name}': use letters, digits and '_' "
-                    "and start with a letter (names must be Java identifiers)"))
+                problems.append(
+                    Problem(
+                        where,
+                        element.line,
+                        f"invalid string name '{name}': use letters, digits and '_' "
+                        "and start with a letter (names must be Java identifiers)",
+                    )
+                )
             if name in per_dir:
                 first_path, first_line = per_dir[name]
-                problems.append(Problem(
-                    where, element.line,
-                    f"duplicate string '{name}' (first defined at "
-                    f"{first_path}:{first_line})"))
+                problems.append(
+                    Problem(
+                        where, element.line, f"duplicate string '{name}' (first defined at {first_path}:{first_line})"
+                    )
+                )
                 continue
             per_dir[name] = (where, element.line)
 
             text = "".join(part for e in element.iter() for part in e.text_parts)
             stripped = text.strip()
             if not stripped or stripped in ('""', "''"):
-                problems.append(Problem(where, element.line,
-                                        f"string '{name}' is empty"))
+                problems.append(Problem(where, element.line, f"string '{name}' is empty"))
                 continue
             if unescaped_apostrophe(text):
-                problems.append(Problem(
-                    where, element.line,
-                    f"string '{name}' has an unescaped apostrophe; write \\' "
-                    "instead of ' (aapt rejects it)"))
-            if (stripped[0] in "@?" and not ANY_REF_RE.match(stripped)):
-                problems.append(Problem(
-                    where, element.line,
-                    f"string '{name}' starts with '{stripped[0]}', which aapt "
-                    f"reads as a reference; write \\{stripped[0]} instead"))
-            if (element.attrs.get("formatted") != "false"
-                    and bad_substitutions(stripped)):
-                problems.append(Problem(
-                    where, element.line,
-                    f"string '{name}' has several non-positional substitutions; "
-                    "use %1$s, %2$s, ... (aapt rejects it)"))
+                problems.append(
+                    Problem(
+                        where,
+                        element.line,
+                        f"string '{name}' has an unescaped apostrophe; write \\' instead of ' (aapt rejects it)",
+                    )
+                )
+            if stripped[0] in "@?" and not ANY_REF_RE.match(stripped):
+                problems.append(
+                    Problem(
+                        where,
+                        element.line,
+                        f"string '{name}' starts with '{stripped[0]}', which aapt "
+                        f"reads as a reference; write \\{stripped[0]} instead",
+                    )
+                )
+            if element.attrs.get("formatted") != "false" and bad_substitutions(stripped):
+                problems.append(
+                    Problem(
+                        where,
+                        element.line,
+                        f"string '{name}' has several non-positional substitutions; "
+                        "use %1$s, %2$s, ... (aapt rejects it)",
+                    )
+                )
 
     default_strings = defined.get("values", {})
 
@@ -311,31 +323,30 @@ def main() -> int:
                     uses.append((name, element.text_line))
             for name, line in uses:
                 if name not in default_strings:
-                    problems.append(Problem(
-                        rel(path), line,
-                        f"@string/{name} is used but not defined in {STRINGS_FILE}"))
+                    problems.append(
+                        Problem(rel(path), line, f"@string/{name} is used but not defined in {STRINGS_FILE}")
+                    )
 
     # MainActivity loads the main layout by name, so it must exist.
-    layout_files = [
-        p for p in xml_files
-        if p.parent.parent == RES_DIR and p.parent.name.startswith("layout")
-    ]
+    layout_files = [p for p in xml_files if p.parent.parent == RES_DIR and p.parent.name.startswith("layout")]
     if not (RES_DIR / "layout" / f"{MAIN_LAYOUT}.xml").is_file():
         line = 1
         smali_path = rel(MAIN_ACTIVITY_SMALI)
         try:
-            for index, text in enumerate(
-                MAIN_ACTIVITY_SMALI.read_text(encoding="utf-8").splitlines(), 1
-            ):
+            for index, text in enumerate(MAIN_ACTIVITY_SMALI.read_text(encoding="utf-8").splitlines(), 1):
                 if "const-string" in text and f'"{MAIN_LAYOUT}"' in text:
                     line = index
                     break
         except OSError:
             pass
-        problems.append(Problem(
-            smali_path, line,
-            f'MainActivity loads the layout "{MAIN_LAYOUT}" by name, but '
-            f"res/layout/{MAIN_LAYOUT}.xml does not exist"))
+        problems.append(
+            Problem(
+                smali_path,
+                line,
+                f'MainActivity loads the layout "{MAIN_LAYOUT}" by name, but '
+                f"res/layout/{MAIN_LAYOUT}.xml does not exist",
+            )
+        )
 
     if problems:
         problems.sort(key=lambda p: (p.path, p.line))
