@@ -1,5 +1,10 @@
-"""Heartbeats for blocking activity work, so a dead worker is noticed within the heartbeat
-timeout and a cancelled request stops its work promptly."""
+"""Heartbeats for long domain work, through a callback the caller installs.
+
+The domain library calls ``beat()`` and ``cancelled()``; an activity adapter installs a
+``Pulse`` that forwards them to Temporal (``activities/adapter.py``), so a dead worker is
+noticed within the heartbeat timeout and a cancelled request stops promptly. Outside an
+activity (tests, the CLI) the default pulse does nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,50 +12,79 @@ import contextlib
 import contextvars
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from temporalio import activity
+
+class Pulse(Protocol):
+    def beat(self, *details: Any) -> None: ...
+
+    def cancelled(self) -> bool: ...
+
+
+class _Still:
+    def beat(self, *details: Any) -> None:
+        return None
+
+    def cancelled(self) -> bool:
+        return False
+
+
+_current: contextvars.ContextVar[Pulse | None] = contextvars.ContextVar("honk_pulse", default=None)
+
+
+@contextlib.contextmanager
+def using(pulse: Pulse) -> Iterator[None]:
+    """Route ``beat()``/``cancelled()`` of the enclosed domain work to ``pulse``."""
+    token = _current.set(pulse)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def _pulse() -> Pulse:
+    return _current.get() or _Still()
 
 
 def in_activity() -> bool:
-    return activity.in_activity()
+    """True when a caller installed a pulse (the work runs inside a Temporal activity)."""
+    return _current.get() is not None
 
 
 def beat(*details: Any) -> None:
-    """Heartbeat if running inside an activity; a no-op when called from plain code."""
-    if activity.in_activity():
-        activity.heartbeat(*details)
+    _pulse().beat(*details)
 
 
 def cancelled() -> bool:
-    return activity.in_activity() and activity.is_cancelled()
+    return _pulse().cancelled()
 
 
 @contextlib.contextmanager
 def heartbeating(*details: Any, every: float = 5.0) -> Iterator[threading.Event]:
     """Heartbeat from a background thread while a blocking block (a git clone, a push) runs.
 
-    Yields an event that is set when the activity is cancelled, for loops that can stop early.
+    Yields an event that is set when the work is cancelled, for loops that can stop early.
     """
     stop = threading.Event()
     cancel = threading.Event()
-    if not activity.in_activity():
+    pulse = _current.get()
+    if pulse is None:
         yield cancel
         return
 
     def run() -> None:
         while not stop.wait(every):
             try:
-                activity.heartbeat(*details)
+                pulse.beat(*details)
             except RuntimeError:  # the activity already finished
                 return
-            if activity.is_cancelled():
+            if pulse.cancelled():
                 cancel.set()
 
-    # The activity context lives in context variables; the thread runs in a copy of them.
+    # A Temporal pulse reads the activity from context variables: the thread runs in a copy.
     context = contextvars.copy_context()
+    pulse.beat(*details)
     thread = threading.Thread(target=context.run, args=(run,), name="honk-heartbeat", daemon=True)
-    activity.heartbeat(*details)
     thread.start()
     try:
         yield cancel
