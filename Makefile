@@ -12,13 +12,14 @@ APT_PACKAGES := git python3-venv default-jre-headless aapt zipalign apksigner li
 	android-framework-res bubblewrap \
 	chromium zbar-tools
 
-.PHONY: setup apt demo test test-all clean
+.PHONY: setup apt demo test test-all lint clean
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make demo      run the end-to-end demo (sets itself up)"
 	@echo "make test      run the tests (sets itself up)"
 	@echo "make test-all  also run the slow optional suites"
+	@echo "make lint      ruff, format check, mypy and the import-linter layer contracts"
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -40,8 +41,15 @@ setup: apt $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/honk demo
 
-test: setup
+test: setup lint
 	$(VENV)/bin/pytest
+
+# Lint, format, types and layers: part of `make test`, and quick on its own.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test-all: setup
 	$(VENV)/bin/pytest -m ''

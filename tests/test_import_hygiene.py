@@ -1,0 +1,94 @@
+"""Each entry point loads only the layers it needs; the layers themselves are checked by
+import-linter (pyproject `[tool.importlinter]`), these pin what a process actually loads."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOMAIN = ROOT / "honk"
+LAYER_LINKS = {"workflows", "activities", "workers", "chat", "cli"}  # symlinks into honk/
+
+
+def loaded_after(statement: str) -> set[str]:
+    """Module names present after running `statement` in a fresh interpreter."""
+    code = f"import json, sys\n{statement}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+@pytest.mark.parametrize("module", ["honk.config.registry", "honk.config.settings"])
+def test_reading_configuration_loads_neither_git_nor_activities(module):
+    loaded = loaded_after(f"import {module}")
+    assert "git" not in loaded, "reading configuration must not load GitPython"
+    assert not {m for m in loaded if m.startswith("honk.activities")}
+    assert not {m for m in loaded if m.startswith("honk.workers")}
+
+
+def test_the_chat_service_loads_no_activity_and_no_workflow_code():
+    loaded = loaded_after("import honk.chat.server")
+    assert not {m for m in loaded if m.startswith("honk.activities")}
+    assert "honk.workflows.change_request" not in loaded
+
+
+def test_the_contract_is_a_leaf():
+    allowed_roots = {"__future__", "datetime", "enum", "typing", "dataclasses", "collections", "pydantic"}
+    for path in (ROOT / "workflows").glob("contract*.py"):
+        for name in imports_of(path):
+            root = name.split(".")[0]
+            assert root in allowed_roots or name.startswith("temporalio.common"), (path.name, name)
+
+
+def test_the_workflow_imports_only_the_contract_and_temporalio():
+    for path in (ROOT / "workflows").glob("*.py"):
+        for name in imports_of(path):
+            if name.startswith("honk."):
+                assert name.startswith("honk.workflows."), (path.name, name)
+
+
+def domain_files() -> list[Path]:
+    return [p for p in DOMAIN.rglob("*.py") if p.relative_to(DOMAIN).parts[0] not in LAYER_LINKS]
+
+
+def test_the_domain_library_never_uses_the_temporal_worker_api():
+    forbidden = ("temporalio.activity", "temporalio.worker", "temporalio.exceptions.ApplicationError")
+    offenders = {
+        f"{path.relative_to(ROOT)}: {name}"
+        for path in domain_files()
+        for name in imports_of(path)
+        if name.startswith(forbidden)
+    }
+    assert not offenders
+
+
+def test_activities_are_thin_adapters():
+    for path in (ROOT / "activities").glob("*.py"):
+        lines = len(path.read_text(encoding="utf-8").splitlines())
+        assert lines <= 150, f"{path.name} has {lines} lines: domain logic belongs in honk/"
+
+
+def test_no_source_file_is_longer_than_450_lines():
+    sources = domain_files()
+    for folder in LAYER_LINKS:
+        sources += list((ROOT / folder).rglob("*.py"))
+    long = {
+        str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
+    }
+    assert not long
