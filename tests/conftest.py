@@ -95,3 +95,16 @@ def payload_texts(node: object) -> list[str]:
         for value in node:
             found += payload_texts(value)
     return found
+
+
+HISTORIES = ROOT / "tests" / "histories"
+
+
+async def record_history(handle, name: str) -> Path:
+    """Save a workflow's history as a replay fixture; the file name says which path it took."""
+    history = await handle.fetch_history()
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.removeprefix("test_")).strip("-")
+    path = HISTORIES / f"{safe}.json"
+    HISTORIES.mkdir(exist_ok=True)
+    path.write_text(history.to_json() + "\n", encoding="utf-8")
+    return path

@@ -4,10 +4,11 @@ registered under the real activity names."""
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 
 import pytest
-from conftest import eventually
+from conftest import eventually, record_history
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
@@ -175,8 +176,11 @@ def make_request(**options) -> ChangeRequest:
 
 
 @pytest.fixture
-async def run(time_env, task_queue):
-    """Start a worker with the given world and a request; yields (handle, world)."""
+async def run(time_env, task_queue, request):
+    """Start a worker with the given world and a request; yields (handle, world).
+
+    With HONK_RECORD_HISTORIES=1 every workflow a test ran is saved as a replay fixture
+    (tests/histories/, see tests/test_replay.py)."""
     workers = []
 
     async def start(world: World, request: ChangeRequest | None = None, wf_id: str | None = None):
@@ -201,6 +205,9 @@ async def run(time_env, task_queue):
 
     handles = []
     yield start
+    if os.environ.get("HONK_RECORD_HISTORIES") == "1":
+        for number, handle in enumerate(handles):
+            await record_history(handle, f"{request.node.name}-{number}")
     # A workflow left open without its worker would stop the test server from skipping time.
     for handle in handles:
         try:

@@ -1,0 +1,112 @@
+"""Every recorded history of ChangeRequestWorkflow replays against the current code.
+
+A request may wait days for approval while new worker code is deployed; if the new code
+issues different commands for the same history, the request is stuck (NondeterminismError).
+The fixtures in tests/histories/ are real runs of every path of the workflow (merged, repaired
+checks, request-changes rounds, cancel in each stage, expiry, merge repair, continue-as-new,
+failures). Re-record them after a deliberate, patched change with
+`HONK_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_workflow.py` (see README "Changing the workflow safely").
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+from honk.workflows.change_request import ChangeRequestWorkflow
+from honk.workflows.contract import ACTIVITY_NOTIFY, WORKFLOW_TYPE, ChangeRequest, Notice, RequestStatus
+
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+
+
+def load(path: Path) -> WorkflowHistory:
+    text = path.read_text(encoding="utf-8")
+    first = json.loads(text)["events"][0]
+    workflow_id = first.get("workflowExecutionStartedEventAttributes", {}).get("workflowId") or path.stem
+    return WorkflowHistory.from_json(workflow_id, text)
+
+
+async def replay(path: Path, workflow_class: type = ChangeRequestWorkflow) -> None:
+    replayer = Replayer(workflows=[workflow_class], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(load(path))
+
+
+def test_every_path_has_a_recorded_history():
+    names = {p.stem for p in HISTORIES}
+    for path in (
+        "happy_path",
+        "checks_fail_then_pass",
+        "request_changes",
+        "cancel_in_each_waiting_stage",
+        "approval_timeout",
+        "merge_conflict",
+        "continue_as_new",
+        "checks_never_pass",
+    ):
+        assert any(path in name for name in names), f"no recorded history for {path}"
+
+
+@pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
+async def test_recorded_history_replays_on_the_current_code(path):
+    await replay(path)
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class ExtraNotification(ChangeRequestWorkflow):
+    """The change that stranded requests before: one more notification while preparing."""
+
+    @workflow.run
+    async def run(self, request: ChangeRequest) -> RequestStatus:
+        return await super().run(request)
+
+    async def prepare(self) -> None:
+        notice = Notice(
+            request_id=self.state.request_id,
+            repo=self.request.repo,
+            event="status",
+            stage=self.state.stage,
+            text="preparing",
+        )
+        await workflow.execute_activity(ACTIVITY_NOTIFY, notice, start_to_close_timeout=timedelta(minutes=1))
+        await super().prepare()
+
+
+async def test_the_replay_check_catches_an_added_activity_call():
+    happy = next(p for p in HISTORIES if "happy_path" in p.stem)
+    await replay(happy)  # the real code replays...
+    with pytest.raises(NondeterminismError):
+        await replay(happy, ExtraNotification)  # ...the changed copy does not
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class SwappedCalls(ChangeRequestWorkflow):
+    """Two existing activity calls in the other order: prepare first, then say "On it"."""
+
+    @workflow.run
+    async def run(self, request: ChangeRequest) -> RequestStatus:
+        return await super().run(request)
+
+    async def tell(self, event: str, text: str) -> None:
+        if event == "received" and self.prepared is None:
+            self.deferred = (event, text)
+            return
+        await super().tell(event, text)
+
+    async def prepare(self) -> None:
+        await super().prepare()
+        if getattr(self, "deferred", None):
+            await super().tell(*self.deferred)
+
+
+async def test_the_replay_check_catches_swapped_activity_calls():
+    happy = next(p for p in HISTORIES if "happy_path" in p.stem)
+    with pytest.raises(NondeterminismError):
+        await replay(happy, SwappedCalls)
