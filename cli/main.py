@@ -371,6 +371,26 @@ async def chat(
 
 @app.command()
 @command
+async def replay(
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> int:
+    """Replay every running request on this code (run before a deploy); exit 1 if one would break."""
+    from honk.workers.replay import check_running
+
+    verdicts = await check_running(await connect(settings()))
+    if as_json:
+        print_json([v.__dict__ for v in verdicts])
+    else:
+        for v in verdicts:
+            verdict = "compatible" if v.compatible else f"INCOMPATIBLE: {v.problem}"
+            out.print(f"{v.request_id}  {verdict}", highlight=False, soft_wrap=True)
+        broken = sum(not v.compatible for v in verdicts)
+        out.print(f"{len(verdicts)} running request(s) replayed; {broken} incompatible.", highlight=False)
+    return 1 if any(not v.compatible for v in verdicts) else 0
+
+
+@app.command()
+@command
 async def demo() -> int:
     """End to end on the sample Android app with the scripted model; exit 0 only if merged."""
     from honk.cli.demo import run_demo

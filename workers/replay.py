@@ -1,0 +1,54 @@
+"""Before a deploy: do the running requests still replay on this code?
+
+Fetches the history of every running ChangeRequestWorkflow in the namespace and replays it
+against the local workflow code with the same Temporal configuration the workers use. A
+request that does not replay would be stuck after the deploy (NondeterminismError): guard the
+change with `workflow.patched` (README "Changing the workflow safely") before deploying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio.client import Client, WorkflowHistory
+from temporalio.worker import Replayer
+
+from honk.workflows.change_request import ChangeRequestWorkflow
+from honk.workflows.contract import WORKFLOW_TYPE
+
+
+@dataclass(frozen=True)
+class ReplayVerdict:
+    request_id: str
+    run_id: str
+    compatible: bool
+    problem: str | None = None
+
+
+async def running_histories(client: Client, *, limit: int = 10_000) -> list[WorkflowHistory]:
+    query = f'WorkflowType = "{WORKFLOW_TYPE}" AND ExecutionStatus = "Running"'
+    histories = []
+    async for execution in client.list_workflows(query, limit=limit):
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        histories.append(await handle.fetch_history())
+    return histories
+
+
+async def check_running(client: Client, *, limit: int = 10_000) -> list[ReplayVerdict]:
+    """One verdict per running request: compatible with the local code or not, and why."""
+    histories = await running_histories(client, limit=limit)
+    replayer = Replayer(workflows=[ChangeRequestWorkflow], data_converter=client.data_converter)
+    verdicts = []
+    for history in histories:
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        failure = result.replay_failure
+        run_id = history.events[0].workflow_execution_started_event_attributes.original_execution_run_id
+        verdicts.append(
+            ReplayVerdict(
+                request_id=history.workflow_id,
+                run_id=run_id,
+                compatible=failure is None,
+                problem=None if failure is None else f"{type(failure).__name__}: {failure}",
+            )
+        )
+    return verdicts
