@@ -28,4 +28,4 @@ def current_attempt() -> Attempt | None:
     if not activity.in_activity():
         return None
     info = activity.info()
-    return Attempt.of(info.workflow_run_id, info.activity_id, info.attempt)
+    return Attempt.of(info.workflow_run_id or "", info.activity_id, info.attempt)

@@ -129,7 +129,7 @@ class SlackNotifier:
         if origin.user:
             try:
                 response = await self.client.chat_postEphemeral(
-                    channel=origin.channel, user=origin.user, thread_ts=origin.thread_ts, text=text
+                    channel=_channel(notice), user=origin.user, thread_ts=notice.origin.thread_ts, text=text
                 )
                 self.sent.put(notice.request_id, name, response.get("message_ts") or "sent")
                 return
@@ -139,7 +139,7 @@ class SlackNotifier:
         await self._post_once(notice, attempt, "refused", notice.text, [blocks.section(text)])
 
     async def _show_status(self, notice: Notice, attempt: Attempt) -> None:
-        request_id, origin = notice.request_id, notice.origin
+        request_id = notice.request_id
         ts = self.sent.get(request_id, "status")
         if ts is None and not (notice.event == "received" and attempt.number == 1):
             ts = await self._find(notice, lambda p, m: p.get("kind") == "status")
@@ -148,15 +148,15 @@ class SlackNotifier:
         text, body = blocks.status_message(notice)
         if ts:
             try:
-                await self.client.chat_update(channel=origin.channel, ts=ts, text=text, blocks=body)
+                await self.client.chat_update(channel=_channel(notice), ts=ts, text=text, blocks=body)
                 return
             except SlackApiError as exc:
                 if slack_error(exc) not in GONE:
                     raise
                 log.warning("status message gone; posting a new one", extra={"request_id": request_id})
         response = await self.client.chat_postMessage(
-            channel=origin.channel,
-            thread_ts=origin.thread_ts,
+            channel=_channel(notice),
+            thread_ts=notice.origin.thread_ts,
             text=text,
             blocks=body,
             metadata=blocks.metadata(notice, "status", "status"),
@@ -175,7 +175,7 @@ class SlackNotifier:
             ts = await self._find(notice, lambda p, m: p.get("key") == name)
         if ts is None:
             response = await self.client.chat_postMessage(
-                channel=notice.origin.channel,
+                channel=_channel(notice),
                 thread_ts=notice.origin.thread_ts,
                 text=text[:3000],
                 blocks=body,
@@ -202,7 +202,7 @@ class SlackNotifier:
             self.sent.put(notice.request_id, name, filename)
             return
         response = await self.client.files_upload_v2(
-            channel=notice.origin.channel,
+            channel=_channel(notice),
             thread_ts=notice.origin.thread_ts,
             content=data,
             filename=filename,
@@ -214,11 +214,11 @@ class SlackNotifier:
     async def _find(self, notice: Notice, match: Match, *, any_message: bool = False) -> str | None:
         """The ts of the newest Honk message of this request in the thread that `match`es
         (its metadata payload, the message); None when there is none."""
-        origin, cursor, found = notice.origin, None, None
+        cursor, found = None, None
         for _ in range(10):  # 2,000 messages: far more than one request's thread holds
             try:
                 page = await self.client.conversations_replies(
-                    channel=origin.channel, ts=origin.thread_ts, include_all_metadata=True, limit=200, cursor=cursor
+                    channel=_channel(notice), ts=_thread(notice), include_all_metadata=True, limit=200, cursor=cursor
                 )
             except SlackApiError as exc:
                 if slack_error(exc) == "thread_not_found":
@@ -249,7 +249,7 @@ class SlackNotifier:
             return
         text, body = blocks.approval_closed(outcome)
         try:
-            await self.client.chat_update(channel=notice.origin.channel, ts=ts, text=text, blocks=body)
+            await self.client.chat_update(channel=_channel(notice), ts=ts, text=text, blocks=body)
         except SlackApiError as exc:
             if slack_error(exc) not in GONE:
                 raise
@@ -284,6 +284,14 @@ def install_qr_png(links: Links) -> bytes | None:
     if not links.install_page:
         return None
     return qr_code(links.install_page).png
+
+
+def _channel(notice: Notice) -> str:
+    return notice.origin.channel or ""  # `send` sends nothing without a channel and thread
+
+
+def _thread(notice: Notice) -> str:
+    return notice.origin.thread_ts or ""
 
 
 def slack_error(exc: SlackApiError) -> str | None:
