@@ -1,5 +1,6 @@
-"""What every activity adapter shares: the domain's heartbeats reach Temporal, and the
-domain's failures (``HonkError``) become ``ApplicationError``s the workflow can branch on."""
+"""What every activity adapter shares: the domain's heartbeats reach Temporal, the domain's
+failures (``HonkError``) become ``ApplicationError``s the workflow can branch on, and log
+lines name the request (the workflow id) they were written for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from honk import liveness
+from honk import liveness, logs
 from honk.errors import HonkError
 
 
@@ -31,9 +32,13 @@ def application_error(err: HonkError) -> ApplicationError:
 
 
 @contextlib.contextmanager
-def adapting() -> Iterator[None]:
-    """Run domain work inside an activity: heartbeats forwarded, failures translated."""
-    with liveness.using(ActivityPulse()):
+def adapting(request_id: str | None = None) -> Iterator[None]:
+    """Run domain work inside an activity: heartbeats forwarded, failures translated, log
+    lines stamped with `request_id` (by default the running activity's workflow id)."""
+    if request_id is None and activity.in_activity():
+        request_id = activity.info().workflow_id or None
+    stamped = logs.request_context(request_id) if request_id else contextlib.nullcontext()
+    with liveness.using(ActivityPulse()), stamped:
         try:
             yield
         except HonkError as err:

@@ -22,10 +22,10 @@ from temporalio.service import RPCError
 
 from honk import changes, telemetry
 from honk.changes import RequestError
-from honk.chat import blocks
 from honk.chat.guard import Guard
 from honk.chat.parse import read_command, unknown_repo, usage
 from honk.chat.service import ChatService, Place
+from honk.slack import blocks
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,

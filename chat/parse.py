@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from honk.config.registry import REPO_NAME, Registry, RepoEntry
-from honk.slack.client import escape
+from honk.slack.client import USER_MENTION, escape
 
 MAX_INSTRUCTION = 4000  # honk.changes enforces it too; checking here gives a friendlier reply
 
-_USER_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 _CHANNEL_LINK = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^>]*))?>")
 _SPECIAL = re.compile(r"<!([a-z]+)(?:\^[^|>]*)?(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto|ftp)://?[^|>]+)(?:\|([^>]*))?>")
@@ -69,7 +68,7 @@ def plain_text(text: str, bot_user: str | None = None) -> str:
     channel and web links turned back into what the person typed, entities decoded."""
     if bot_user:
         text = re.sub(rf"<@{re.escape(bot_user)}(?:\|[^>]*)?>", " ", text)
-    text = _USER_MENTION.sub(lambda m: f"<@{m.group(1)}>", text)  # kept: the agent may need who
+    text = USER_MENTION.sub(lambda m: f"<@{m.group(1)}>", text)  # kept: the agent may need who
     text = _CHANNEL_LINK.sub(lambda m: f"#{m.group(2) or m.group(1)}", text)
     text = _SPECIAL.sub(lambda m: f"@{m.group(2) or m.group(1)}", text)
     text = _LINK.sub(

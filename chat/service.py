@@ -22,10 +22,10 @@ from temporalio.service import RPCError
 
 from honk import changes
 from honk.changes import RequestError, find_request, slack_request_id
-from honk.chat import blocks
 from honk.chat.parse import ParseError, read_reply, read_request
 from honk.config.registry import Registry, RegistryError, RepoEntry, load_registry
 from honk.config.settings import Settings, SettingsError
+from honk.slack import blocks
 from honk.slack.client import escape
 from honk.workflows.contract import SA_STAGE, Origin, Stage
 

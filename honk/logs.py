@@ -1,6 +1,7 @@
 """Structured logs: one JSON object per line, with whatever `extra=` the caller attached,
-plus the request id and the trace id of the context the line was written in (an activity,
-the workflow, a `request_context` block, the current span)."""
+plus the request id and the trace id of the context the line was written in (the workflow,
+a `request_context` block — activity adapters open one for their workflow id —, the current
+span)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from temporalio import activity, workflow
+from temporalio import workflow
 
 from honk.redact import RedactingFilter
 from honk.telemetry import current_span_id, current_trace_id
@@ -41,8 +42,8 @@ class JsonFormatter(logging.Formatter):
 
 @contextlib.contextmanager
 def request_context(request_id: str | None) -> Iterator[None]:
-    """Lines logged in this block (outside activities and workflows, e.g. the chat service
-    handling a thread) carry `request_id`."""
+    """Lines logged in this block carry `request_id`: an activity's work (activities/adapter.py
+    opens one), the chat service handling a thread."""
     token = _request_id.set(request_id)
     try:
         yield
@@ -51,11 +52,9 @@ def request_context(request_id: str | None) -> Iterator[None]:
 
 
 def current_request_id() -> str | None:
-    """The request (workflow id) of the running activity or workflow, or of the enclosing
+    """The request (workflow id) of the running workflow, or of the enclosing
     `request_context` block."""
     try:
-        if activity.in_activity():
-            return activity.info().workflow_id or None
         if workflow.in_workflow():
             return workflow.info().workflow_id
     except Exception:  # noqa: BLE001 - logging must never fail

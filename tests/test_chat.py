@@ -39,6 +39,7 @@ from honk.chat.parse import ParseError, read_command, read_reply, read_request
 from honk.chat.server import Chat, require_slack_settings
 from honk.config.registry import Registry, load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
+from honk.slack import blocks
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_REQUEST_CHANGES,
@@ -46,7 +47,7 @@ from honk.slack.client import (
     CHANGES_INPUT,
     VIEW_CHANGES,
 )
-from honk.workflows.contract import RequestStatus, Stage
+from honk.workflows.contract import Links, Notice, Origin, RequestStatus, Stage
 
 CHANNEL = "C0MOBILE"
 OTHER_CHANNEL = "C0RANDOM"
@@ -650,3 +651,20 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
         return any(kind_of(m) == "cancelled" for m in fake.thread(CHANNEL, ts))
 
     await eventually(cancelled_posted, what="cancelled reply")
+
+
+def test_status_reply_and_status_message_show_the_same_links():
+    """One renderer for where a request's work can be seen, in the `/honk status` reply and in
+    the status message the notifier keeps up to date; user text escaped in both."""
+    links = Links(install_page="https://builds.example.com/7/index.html", work_branch="honk/<x>")
+    status = RequestStatus(request_id="honk-1", repo="app", instruction="fix <it>", requester="U0BOB", links=links)
+    notice = Notice(
+        request_id="honk-1", repo="app", event="status", stage=Stage.BUILDING, text="Building", origin=Origin()
+    ).model_copy(update={"links": links})
+    reply = blocks.status_text(status)
+    _, message = blocks.status_message(notice)
+    facts = message[2]["elements"][0]["text"]
+    for fact in blocks.link_facts(links):
+        assert fact in reply and fact in facts
+    assert "<https://builds.example.com/7/index.html|install page>" in reply and "`honk/&lt;x&gt;`" in facts
+    assert "fix &lt;it&gt;" in reply

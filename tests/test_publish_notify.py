@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from honk.activities.notify import NotifyActivities
 from honk.builds.artifacts import describe
 from honk.config.settings import Settings, load_settings
 from honk.logs import JsonFormatter
-from honk.notify import NotifyActivities
 from honk.publish import links as signed_links
 from honk.publish.publish import APK_TYPE, LocalStore, PublishActivities
 from honk.workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage

@@ -15,14 +15,19 @@ from slack_fake import BOT_TOKEN, SlackFake
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from honk.activities.notify import NotifyActivities
 from honk.config.settings import Settings, load_settings
-from honk.notify import ChatNotifier, LogNotifier, NotifyActivities, SlackNotifier
+from honk.errors import HonkError
+from honk.notify.exactly_once import Attempt
+from honk.notify.log_notifier import LogNotifier
+from honk.notify.routing import ChatNotifier
 from honk.slack.client import (
     ACTION_APPROVE,
     ACTION_CANCEL,
     ACTION_REQUEST_CHANGES,
     METADATA_EVENT,
 )
+from honk.slack.delivery import SlackNotifier
 from honk.workflows.contract import Links, Notice, Origin, Stage
 
 CHANNEL = "C0MOBILE"
@@ -188,9 +193,9 @@ async def test_qr_upload_retried_after_lost_answer_is_not_duplicated(fake, tmp_p
 
 async def test_first_attempts_never_look_up(fake, tmp_path):
     notifier = SlackNotifier(settings_for(fake, tmp_path))
-    await attempt_env(1, "1").run(notifier.send, notice("received", Stage.RECEIVED, "On it"))
-    await attempt_env(1, "2").run(notifier.send, notice("status", Stage.PREPARING, "Preparing"))
-    await attempt_env(1, "3").run(notifier.send, notice("needs_approval", Stage.AWAITING_APPROVAL, "Review"))
+    await notifier.send(notice("received", Stage.RECEIVED, "On it"), Attempt.of("run-1", "1", 1))
+    await notifier.send(notice("status", Stage.PREPARING, "Preparing"), Attempt.of("run-1", "2", 1))
+    await notifier.send(notice("needs_approval", Stage.AWAITING_APPROVAL, "Review"), Attempt.of("run-1", "3", 1))
     assert fake.calls_to("conversations.replies") == []
 
 
@@ -207,18 +212,18 @@ async def test_short_retry_after_is_waited_out(fake, tmp_path):
 async def test_long_retry_after_is_handed_to_temporal(fake, tmp_path):
     notifier = SlackNotifier(settings_for(fake, tmp_path))
     fake.fail("chat.postMessage", 429, retry_after=120)
-    with pytest.raises(ApplicationError) as failed:
+    with pytest.raises(HonkError) as failed:
         await notifier.send(notice("received", Stage.RECEIVED, "On it"))
-    assert failed.value.type == "SlackRateLimited"
-    assert failed.value.next_retry_delay == timedelta(seconds=120)
+    assert failed.value.kind == "SlackRateLimited" and failed.value.retryable
+    assert failed.value.retry_after == timedelta(seconds=120)
     assert len(fake.calls_to("chat.postMessage")) == 1, "no hammering while rate limited"
 
 
 async def test_permanent_refusal_is_not_retried(fake, tmp_path):
     notifier = SlackNotifier(settings_for(fake, tmp_path, token="xoxb-wrong-token-000"))
-    with pytest.raises(ApplicationError) as failed:
+    with pytest.raises(HonkError) as failed:
         await notifier.send(notice("received", Stage.RECEIVED, "On it"))
-    assert failed.value.type == "SlackRefused" and failed.value.non_retryable
+    assert failed.value.kind == "SlackRefused" and not failed.value.retryable
     assert "invalid_auth" in str(failed.value)
 
 

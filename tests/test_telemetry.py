@@ -8,6 +8,7 @@ tracer provider."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -22,10 +23,12 @@ from honkstack import Stack, needs_android
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from temporalio import workflow
+from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from honk import telemetry
+from honk.activities.adapter import adapting
 from honk.logs import ContextFilter, JsonFormatter, request_context
 from honk.workers.temporal import connect
 from honk.workflows.contract import (
@@ -254,6 +257,26 @@ def test_log_lines_outside_temporal_use_the_request_context_and_current_span(spa
     with request_context("other"):
         log.info("explicit", extra={"request_id": "mine"})
     assert log_lines()[-1]["request_id"] == "mine"
+
+
+async def test_activity_adapters_stamp_log_lines_with_the_workflow_id(log_lines):
+    """The domain never asks Temporal which request it serves: `adapting()` says so."""
+    log = logging.getLogger("honk.domain")
+
+    def work() -> None:
+        with adapting():
+            log.info("inside an activity")
+        with adapting(request_id="honk-explicit"):
+            log.info("named by the adapter")
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id="honk-slack-T1-C1-9.9")
+    env.run(work)
+    log.info("after the activity")
+    inside, named, after = [x for x in log_lines() if x["logger"] == "honk.domain"]
+    assert inside["request_id"] == "honk-slack-T1-C1-9.9"
+    assert named["request_id"] == "honk-explicit"
+    assert "request_id" not in after
 
 
 def test_spans_go_over_otlp_http_only_when_an_endpoint_is_set(monkeypatch):

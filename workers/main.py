@@ -16,12 +16,12 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from honk.activities.notify import NotifyActivities
 from honk.agent.activity import AgentActivities
 from honk.builds.build import BuildActivities
 from honk.checks import CheckActivities
 from honk.config.settings import Settings
 from honk.merge import MergeActivities
-from honk.notify import NotifyActivities
 from honk.publish.publish import PublishActivities
 from honk.redact import remember_secrets, secret_values
 from honk.workflows.change_request import ChangeRequestWorkflow

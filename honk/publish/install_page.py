@@ -1,4 +1,4 @@
-"""The install page of a build, its QR code, and the iOS over-the-air manifest.
+"""The install page of a build and the iOS over-the-air manifest (its QR code: honk/publish/qr.py).
 
 The page is what the engineer opens from the chat thread on a phone: one self-contained
 HTML file (no scripts, no external assets; the QR code is inlined) with the app, version,
@@ -14,44 +14,16 @@ escaped: the page must not run what someone wrote in chat.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import plistlib
-from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-import segno
-
 from honk.builds.artifacts import APK_TYPE
+from honk.publish.qr import QrCode
 from honk.workflows.contract import ArtifactInfo, PublishTask
 
 _KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
-
-
-# --------------------------------------------------------------------------- QR code
-
-
-@dataclass(frozen=True)
-class QrCode:
-    png: bytes
-    svg: str
-
-    @property
-    def data_uri(self) -> str:
-        return "data:image/png;base64," + base64.b64encode(self.png).decode()
-
-
-def qr_code(url: str) -> QrCode:
-    """A QR code of `url`. Error correction M survives a photo of a screen; a quiet zone of
-    four modules is what scanners expect; scale 8 keeps a phone camera happy at arm's length."""
-    code = segno.make(url, error="m", micro=False)
-    png = io.BytesIO()
-    code.save(png, kind="png", scale=8, border=4)
-    svg = io.BytesIO()
-    code.save(svg, kind="svg", scale=4, border=4, xmldecl=False, svgns=True, title="QR code of the install page")
-    return QrCode(png=png.getvalue(), svg=svg.getvalue().decode())
 
 
 # --------------------------------------------------------------------------- iOS manifest

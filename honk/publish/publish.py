@@ -26,8 +26,8 @@ from honk.publish.install_page import (
     install_page,
     itms_services_link,
     manifest_plist,
-    qr_code,
 )
+from honk.publish.qr import qr_code
 from honk.publish.store import ArtifactStore, LocalStore, build_prefix, expiry, make_store
 from honk.workflows.contract import ACTIVITY_PUBLISH, ArtifactInfo, Published, PublishTask
 

@@ -1,15 +1,16 @@
-"""What the chat service and the notify activity share about Slack: the Web API client
-(one place sets its base URL and rate-limit handling), the ids of Honk's buttons and modal,
-and how user text is escaped for Slack's mrkdwn.
+"""What the chat service and the notifier share about Slack: the Web API client (one place
+sets its base URL and rate-limit handling), the ids of Honk's buttons and modal, what a
+Slack user id looks like, and how user text is escaped for Slack's mrkdwn.
 
-The notify activity posts the buttons and the chat service handles them, so their ids live
-here rather than in either of them (nothing imports `chat/`).
+The notifier posts the buttons and the chat service handles them, so their ids live here
+rather than in either of them (nothing imports `chat/`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -24,6 +25,7 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from honk.config.settings import Settings, SettingsError
+from honk.ratelimit import retry_after as header_retry_after
 
 log = logging.getLogger("honk.slack")
 
@@ -37,12 +39,24 @@ CHANGES_BLOCK = "honk_changes_text"
 CHANGES_INPUT = "text"
 
 # Every message Honk posts carries message metadata of this type, so a retried notification
-# can find what an earlier attempt already posted (see activities/notify.py).
+# can find what an earlier attempt already posted (see honk/slack/delivery.py).
 METADATA_EVENT = "honk_notice"
 
 # A 429 whose Retry-After is longer than this is not waited out inside one API call: the
 # notify activity fails and Temporal retries it after exactly that delay instead.
 MAX_INLINE_RETRY_AFTER = 10
+
+
+# A Slack user id (U..., or W... on Enterprise Grid), and a mention of one as Slack sends it
+# (`<@U123>` or `<@U123|name>`).
+USER_ID = r"[UW][A-Z0-9]+"
+USER_MENTION = re.compile(rf"<@({USER_ID})(?:\|[^>]*)?>")
+_USER = re.compile(rf"^{USER_ID}$")
+
+
+def is_user_id(who: str | None) -> bool:
+    """Whether `who` is a Slack user id (rather than a CLI user's name)."""
+    return bool(who and _USER.match(who))
 
 
 def escape(text: str) -> str:
@@ -55,14 +69,8 @@ def retry_after(exc: SlackApiError) -> float | None:
     response = exc.response
     if response is None or response.status_code != 429:
         return None
-    headers = {k.lower(): v for k, v in (response.headers or {}).items()}
-    value = headers.get("retry-after")
-    if isinstance(value, list):
-        value = value[0] if value else None
-    try:
-        return float(value) if value is not None else 1.0
-    except ValueError:
-        return 1.0
+    wait = header_retry_after(response.headers)
+    return 1.0 if wait is None else wait
 
 
 class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
@@ -83,12 +91,8 @@ class BoundedRateLimitRetry(AsyncRateLimitErrorRetryHandler):
     ) -> bool:
         if response is None or response.status_code != 429:
             return False
-        headers = {k.lower(): v for k, v in response.headers.items()}
-        raw = headers.get("retry-after", ["1"])
-        try:
-            wait = float(raw[0] if isinstance(raw, list) else raw)
-        except ValueError:
-            wait = 1.0
+        wait = header_retry_after(response.headers)
+        wait = 1.0 if wait is None else wait
         if wait > self.max_wait:
             log.warning("slack rate limit too long to wait inline", extra={"retry_after_s": wait})
             return False
