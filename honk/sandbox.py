@@ -171,7 +171,8 @@ class Sandbox:
         git_dir = cwd / ".git"
         if git_dir.exists():
             box += ["--ro-bind", str(git_dir), str(git_dir)]
-        return [*box, "--chdir", str(cwd)]
+        # The root bwrap builds is a tmpfs: freeze it, so only the binds above stay writable.
+        return [*box, "--remount-ro", "/", "--chdir", str(cwd)]
 
     def _configured(self, paths: tuple[Path, ...], setting: str) -> list[Path]:
         """Operator-configured paths, except ones that would reveal HOME, /root or /home whole."""
