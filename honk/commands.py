@@ -12,13 +12,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,8 @@ from temporalio.exceptions import CancelledError
 
 from honk import telemetry
 from honk.liveness import beat, cancelled, in_activity
+from honk.log_trim import trim_output
+from honk.process_limits import pids_cgroup
 from honk.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ EXIT_NOT_FOUND = 127
 EXIT_NOT_EXECUTABLE = 126
 
 DEFAULT_KILL_GRACE_S = 5.0
-DEFAULT_MAX_LOG_BYTES = 2 * 1024**3  # a runaway command must not fill the worker's disk
+# A runaway command must not fill the worker's disk; no one reads more than this of a log.
+DEFAULT_MAX_LOG_BYTES = 20 * 1024**2
 _POLL_S = 0.1
 
 
@@ -80,6 +81,7 @@ def command_env(env_extra: Mapping[str, str] | None, home: Path) -> dict[str, st
         LANG="C.UTF-8",
         LC_ALL="C.UTF-8",
         TERM="dumb",  # no colours or progress bars in logs
+        CI="true",  # tools that would prompt or draw progress behave as in CI
         # A same-size edit within the same second would otherwise run stale bytecode.
         PYTHONDONTWRITEBYTECODE="1",
     )
@@ -108,7 +110,7 @@ def run_command(
     log_path: Path,
     heartbeat_every: float = 5,
     kill_grace_s: float = DEFAULT_KILL_GRACE_S,
-    max_log_bytes: int | None = DEFAULT_MAX_LOG_BYTES,
+    max_log_bytes: int | None = None,
     tail_limit: int = 4000,
     sandbox: Sandbox | None = None,
 ) -> CommandResult:
@@ -116,8 +118,12 @@ def run_command(
 
     Heartbeats every `heartbeat_every` seconds while inside an activity. When the activity is
     cancelled the whole process tree is killed and `CancelledError` is raised; a timeout kills
-    the tree too and is reported as `timed_out`, not raised.
+    the tree too and is reported as `timed_out`, not raised. With a `sandbox` the command runs
+    boxed and under its resource limits. The log is cut at `max_log_bytes` (default: the
+    sandbox's configured cap, else `DEFAULT_MAX_LOG_BYTES`) and the command stopped there.
     """
+    if max_log_bytes is None:
+        max_log_bytes = (sandbox.max_log_bytes if sandbox else None) or DEFAULT_MAX_LOG_BYTES
     argv = [str(a) for a in argv]
     if not argv:
         raise ValueError("empty command")
@@ -125,22 +131,24 @@ def run_command(
     started = time.monotonic()
     fields = {"command": argv, "cwd": str(cwd), "log_path": str(log_path)}
 
-    with _scratch_home() as home, _open_log(log_path) as log_file:
+    pids = pids_cgroup(sandbox.limits.processes) if sandbox is not None else contextlib.nullcontext()
+    with pids as cgroup, _scratch_home() as home, _open_log(log_path) as log_file:
         proc: subprocess.Popen[bytes] | None = None
         try:
             # Shielded: a cancellation arriving while the process starts is raised only once
             # `proc` is known, so the except clause below can kill it.
             env = command_env(env_extra, home)
             boxed = argv
-            if sandbox is not None and sandbox.active:
-                _require_executable(argv[0], cwd, env)  # bwrap would hide "not found"
-                boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""))
+            if sandbox is not None:
+                _require_executable(argv[0], cwd, env)  # the box would hide "not found"
+                boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""), cgroup)
             with _shielded():
                 proc = _start(boxed, cwd, env, log_file)
             log.info("command started", extra={**fields, "pid": proc.pid})
             exit_code, stop = _wait(proc, log_file, timeout_s, heartbeat_every, max_log_bytes, argv)
             if stop is not None:
                 _kill_tree(proc, kill_grace_s)
+                _cut(log_file, max_log_bytes)
                 log_file.write(f"\n[honk: {stop.message}, process tree killed]\n".encode())
             else:
                 _reap_leftovers(proc.pid)
@@ -171,6 +179,13 @@ def run_command(
         output_tail=trim_output(log_path, tail_limit),
         error=stop.message if stop else None,
     )
+
+
+def _cut(log_file: BinaryIO, max_bytes: int | None) -> None:
+    """Drop what a fast writer got in past the cap (it is checked every poll), and say so."""
+    if max_bytes is not None and os.fstat(log_file.fileno()).st_size > max_bytes:
+        os.ftruncate(log_file.fileno(), max_bytes)
+        log_file.write(f"\n[honk: log truncated at {max_bytes} bytes]".encode())
 
 
 def _require_executable(program: str, cwd: Path, env: Mapping[str, str]) -> None:
@@ -315,119 +330,3 @@ def _reap_leftovers(pgid: int) -> None:
     """Background processes a command left behind (a daemon a test started) die with it."""
     if _signal_group(pgid, signal.SIGKILL):
         log.info("killed processes left behind by a command", extra={"pgid": pgid})
-
-
-# --------------------------------------------------------------------------- trimming
-
-# Lines worth showing a coding agent: test failures, assertions, tracebacks, compiler errors.
-_INTERESTING = re.compile(
-    r"error:|Error|ERROR|FAILED|FAIL\b|failed|assert|Assert|Traceback|panicked|Exception"
-    r"|^E {2,}"  # pytest's assertion detail lines
-    r"|^\s*File \".*\", line \d+"  # Python traceback frames
-    r"|^\s*[\w./\\-]*\w\.\w+:\d+(?::\d+)?:"  # path/to/file.ext:line[:col]: (compilers, linters)
-)
-_ANSI = re.compile(rb"\x1b\[[0-9;?]*[ -/]*[@-~]")
-_MAX_LINE = 400  # characters kept of one line; minified JS or base64 blobs are not helpful
-_TAIL_LINES = 200
-
-
-def trim_output(log_path: Path, limit: int = 4000) -> str:
-    """At most `limit` characters of `log_path` that matter for fixing a failure.
-
-    The log is read line by line (a multi-GB log costs a few hundred KB of memory): the
-    first error-looking lines are kept (the first error is usually the cause), plus the last
-    lines (where test runners print their summary), in log order, with markers such as
-    ``[… 12345 lines omitted …]`` where lines were left out.
-    """
-    try:
-        lines = _read_lines(log_path)
-        total, errors, tail = _select(lines, limit)
-    except FileNotFoundError:
-        return ""
-    return _assemble(total, errors, tail, limit)
-
-
-def _read_lines(path: Path) -> Iterator[str]:
-    """Lines of the log without newlines, each cut to `_MAX_LINE` characters, without ever
-    reading a whole (possibly gigantic) line into memory."""
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.readline(_MAX_LINE * 4)
-            if not chunk:
-                return
-            if not chunk.endswith(b"\n"):
-                # Over-long line: keep its start, skip the rest in bounded reads.
-                while (more := f.readline(64 * 1024)) and not more.endswith(b"\n"):
-                    pass
-            yield _clean(chunk)
-
-
-def _clean(raw: bytes) -> str:
-    raw = _ANSI.sub(b"", raw.rstrip(b"\r\n"))
-    raw = raw.rsplit(b"\r", 1)[-1]  # progress bars redraw with \r: keep the final state
-    text = raw.decode("utf-8", errors="replace").rstrip()
-    if len(text) > _MAX_LINE:
-        text = text[:_MAX_LINE] + " […]"
-    return text
-
-
-def _select(lines: Iterator[str], limit: int) -> tuple[int, list[tuple[int, str]], deque[tuple[int, str]]]:
-    """One pass: count lines, keep the first interesting ones (up to `limit` characters,
-    duplicates once) and the last `_TAIL_LINES` lines."""
-    errors: list[tuple[int, str]] = []
-    seen: set[str] = set()
-    budget = limit
-    tail: deque[tuple[int, str]] = deque(maxlen=_TAIL_LINES)
-    total = 0
-    for number, line in enumerate(lines):
-        total = number + 1
-        tail.append((number, line))
-        if budget > 0 and line not in seen and _INTERESTING.search(line):
-            seen.add(line)
-            errors.append((number, line))
-            budget -= len(line) + 1
-    return total, errors, tail
-
-
-def _assemble(total: int, errors: list[tuple[int, str]], tail: deque[tuple[int, str]], limit: int) -> str:
-    # The tail gets up to half the room when there are errors to show, all of it otherwise.
-    tail_room = limit // 2 if errors else limit
-    kept_tail: list[tuple[int, str]] = []
-    used = 0
-    for number, line in reversed(tail):
-        if used + len(line) + 1 > tail_room and kept_tail:
-            break
-        kept_tail.append((number, line))
-        used += len(line) + 1
-    kept_tail.reverse()
-    first_tail = kept_tail[0][0] if kept_tail else total
-
-    chosen = dict(kept_tail)
-    # Earliest errors first, in the room the tail left (markers cost ~40 characters each).
-    room = limit - used
-    for number, line in errors:
-        if number >= first_tail:
-            break
-        cost = len(line) + 1 + 40
-        if cost > room:
-            break
-        chosen[number] = line
-        room -= cost
-
-    out: list[str] = []
-    previous = -1
-    for number in sorted(chosen):
-        if number > previous + 1:
-            out.append(_omitted(number - previous - 1))
-        out.append(chosen[number])
-        previous = number
-    if total > previous + 1:
-        out.append(_omitted(total - previous - 1))
-    text = "\n".join(out)
-    if len(text) > limit:  # only when a single line is longer than the whole limit
-        text = "[…]" + text[-(limit - 3) :]
-    return text
-
-
-def _omitted(count: int) -> str:
-    return f"[… {count} line{'s' if count != 1 else ''} omitted …]"

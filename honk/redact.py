@@ -1,13 +1,15 @@
 """Secret hygiene: one redactor for logs, chat messages, check output and the agent's tool
 results. It removes token shapes (Slack, Anthropic, AWS, GitHub, bearer headers, URL
-passwords) and the exact values of the secrets this process was configured with."""
+passwords) and the exact values of the secrets this process was configured with, including
+every environment variable whose name looks secret (MY_DEPLOY_TOKEN, AWS_SECRET_ACCESS_KEY)."""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from pydantic import SecretStr
 
@@ -62,9 +64,21 @@ def remember_secrets(values: Iterable[str | SecretStr | None]) -> None:
     _redactor.add(str(v) for v in plain)
 
 
-def secret_values(settings: object) -> list[str]:
-    """Every SecretStr the settings hold (API keys, tokens, passwords, encryption keys)."""
-    found = []
+# Names of environment variables whose values are secrets, whatever Honk knows them as.
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|CREDENTIAL|PRIVATE|API_?KEY|(?:^|_)KEY$", re.I)
+
+
+def secret_env_values(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the environment variables with secret-looking names (default: this process's)."""
+    environ = os.environ if environ is None else environ
+    return [value for name, value in environ.items() if value and SECRET_NAME.search(name)]
+
+
+def secret_values(settings: object, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every secret the worker holds: each SecretStr of the settings (API keys, tokens,
+    passwords, encryption keys) and every secret-named environment variable's value, so that
+    `remember_secrets(secret_values(settings))` at process start masks them all."""
+    found = secret_env_values(environ)
     for name in type(settings).model_fields:  # type: ignore[attr-defined]
         value = getattr(settings, name, None)
         if isinstance(value, SecretStr):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import os
 import socket
 import sys
 import uuid
@@ -20,6 +22,11 @@ from honk.workflows.contract import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[1]
+
+# The suite's checks run this interpreter (sys.executable), which the sandbox's system view
+# does not show: configure it as a read-only tool directory, as an operator would a prebuilt
+# virtualenv (the worker's own interpreter is never shown by accident).
+os.environ.setdefault("HONK_SANDBOX_TOOLS", json.dumps(sorted({sys.prefix, sys.base_prefix})))
 
 
 @pytest.fixture(scope="session")

@@ -69,7 +69,7 @@ def test_environment_is_scrubbed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     for secret in ("sk-ant-secret-xyz", "xoxb-secret-token", "aws-secret-abc"):
         assert secret not in text
     assert not [k for k in env if k.startswith("HONK_") or k.endswith(("_KEY", "_TOKEN"))]
-    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TERM", "PYTHONDONTWRITEBYTECODE", "GREETING"}
+    assert set(env) <= {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TERM", "CI", "PYTHONDONTWRITEBYTECODE", "GREETING"}
     assert env["GREETING"] == "hi" and env["TERM"] == "dumb"
     assert env["HOME"] != os.environ.get("HOME")
     assert env["TMPDIR"].startswith(env["HOME"])

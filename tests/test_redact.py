@@ -8,7 +8,7 @@ import logging
 
 from honk.config.settings import load_settings
 from honk.logs import configure_logging
-from honk.redact import MASK, Redactor, remember_secrets, secret_values
+from honk.redact import MASK, Redactor, redact, remember_secrets, secret_env_values, secret_values
 
 TOKENS = {
     "slack bot": "xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUv",
@@ -67,3 +67,28 @@ def test_agent_tool_results_and_check_output_are_redacted(tmp_path):
     spec = CheckSpec(name="leaky", run=["cat", "settings.env"])
     [run] = run_checks_in(load_settings(data_dir=tmp_path / "data"), tmp_path, [spec], "honk-x-1", "t")
     assert TOKENS["slack bot"] not in run.output and MASK in run.output
+
+
+def test_secret_named_environment_variables_are_secrets():
+    environ = {
+        "MY_DEPLOY_TOKEN": "deploy-0123456789",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-not-the-shape",
+        "DB_PASSWORD": "hunter2hunter2",
+        "STRIPE_API_KEY": "rk_live_abcdef",
+        "SIGNING_KEY": "signing-abcdef",
+        "GOOGLE_CREDENTIALS": "cred-abcdef",
+        "PATH": "/usr/local/bin:/usr/bin",
+        "KEYBOARD": "us-international",
+        "LANG": "C.UTF-8",
+    }
+    values = secret_env_values(environ)
+    assert sorted(values) == sorted(v for k, v in environ.items() if k not in ("PATH", "KEYBOARD", "LANG"))
+    redactor = Redactor(values)
+    assert redactor("push with deploy-0123456789 as hunter2hunter2") == f"push with {MASK} as {MASK}"
+    assert redactor("PATH=/usr/local/bin:/usr/bin") == "PATH=/usr/local/bin:/usr/bin"
+
+
+def test_worker_start_registers_secret_named_environment_values(monkeypatch):
+    monkeypatch.setenv("MY_DEPLOY_TOKEN", "deploy-token-from-env-42")
+    remember_secrets(secret_values(load_settings()))  # what the worker and chat service do at start
+    assert redact("summary: deploy-token-from-env-42") == f"summary: {MASK}"

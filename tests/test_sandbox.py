@@ -114,9 +114,15 @@ def test_without_sandbox_the_same_check_escapes_and_honk_warns(tmp_path, listene
 
 
 def test_wrap_exposes_only_the_workspace_home_and_configured_paths(tmp_path):
+    for name in ("ws", "home", "cache"):
+        (tmp_path / name).mkdir()
     box = Sandbox("bwrap", writable=(tmp_path / "cache",)).wrap(["make", "test"], tmp_path / "ws", tmp_path / "home")
     binds = [box[i + 1] for i, arg in enumerate(box) if arg == "--bind"]
-    assert binds == [str(tmp_path / "ws"), str(tmp_path / "home"), str(tmp_path / "cache")]
-    assert "--unshare-all" in box and "--share-net" not in box
-    assert box[box.index("--ro-bind") + 1 : box.index("--ro-bind") + 3] == ["/", "/"]
+    assert binds == [str(tmp_path / "home"), str(tmp_path / "cache"), str(tmp_path / "ws")]
+    for flag in ("--unshare-user", "--unshare-pid", "--unshare-net", "--new-session", "--die-with-parent"):
+        assert flag in box
+    assert box[box.index("--cap-drop") + 1] == "ALL" and box[box.index("--uid") + 1] == "65534"
+    read_only = [box[i + 1] for i, arg in enumerate(box) if arg == "--ro-bind"]
+    assert "/" not in read_only and "/usr" in read_only
+    assert not [p for p in read_only if p.startswith(("/root", "/home"))]
     assert box[-3:] == ["--", "make", "test"]

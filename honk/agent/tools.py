@@ -1,19 +1,24 @@
 """The agent's narrow tool set, confined to the workspace.
 
-Every path the model names is resolved (symlinks included) and must stay inside the
-workspace and outside `.git/`; anything else is refused and reported back to the model as
-a tool error, never executed. There is no shell, no network and no push here.
+Every path the model names, and every file `list_files` and `search` visit, is resolved
+(symlinks included) and must stay inside the workspace and outside `.git/`; symlinks that
+leave it and special files (fifos, devices, sockets) are refused or skipped, never read.
+`search` uses RE2 (linear time: no pattern can freeze the worker) with bounded output.
+There is no shell, no network and no push here.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import os
-import re
+import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import re2
 
 from honk.redact import redact
 
@@ -22,6 +27,8 @@ MAX_READ_CHARS = 40_000
 MAX_WRITE_BYTES = 1_000_000
 MAX_LIST = 500
 MAX_MATCHES = 100
+MAX_SEARCH_FILE_BYTES = 2_000_000  # bigger files are data, not code worth grepping
+SEARCH_SECONDS = 10.0  # a search over a huge tree stops with what it found
 OUTPUT_LIMIT = 4000  # characters of check output that reach the model
 
 
@@ -37,11 +44,31 @@ class ToolResult:
 
 
 def _walk(base: Path):
-    """Files below `base` in a stable order, never descending into .git or symlinked dirs."""
+    """Entries below `base` in a stable order, never descending into .git or symlinked dirs
+    (the caller still confines each entry: a file may be a symlink to anywhere)."""
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames[:] = sorted(d for d in dirnames if d != ".git")
         for name in sorted(filenames):
             yield Path(dirpath) / name
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+def _compile(pattern: str):
+    options = re2.Options()
+    options.log_errors = False
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ToolError(
+            f"invalid regular expression: {reason} (RE2 syntax: no lookarounds or backreferences)"
+        ) from None
 
 
 def _schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -139,6 +166,22 @@ class WorkspaceTools:
             raise ToolError(f"{relative} does not exist")
         return candidate
 
+    def files(self, base: Path):
+        """The regular files below `base` (or `base` itself) that are inside the workspace:
+        as (resolved path, name as the model sees it); everything else is skipped silently."""
+        for entry in [base] if not base.is_dir() else _walk(base):
+            real = entry.resolve()
+            if not real.is_relative_to(self.root) or ".git" in real.relative_to(self.root).parts:
+                continue
+            if _is_regular(real):
+                yield real, entry.relative_to(self.root).as_posix()
+
+    def regular_file(self, relative: Any) -> Path:
+        target = self.resolve(relative, must_exist=True)
+        if not _is_regular(target):
+            raise ToolError(f"{relative} is not a regular file")
+        return target
+
     def shown(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
 
@@ -165,17 +208,15 @@ class WorkspaceTools:
     def tool_list_files(self, path: str = ".", pattern: str | None = None) -> ToolResult:
         base = self.resolve(path, must_exist=True)
         found: list[str] = []
-        for file in _walk(base):
-            if pattern is None or fnmatch.fnmatch(file.name, pattern):
-                found.append(self.shown(file))
+        for _, name in self.files(base):
+            if pattern is None or fnmatch.fnmatch(name.rsplit("/", 1)[-1], pattern):
+                found.append(name)
                 if len(found) >= MAX_LIST:
                     return ToolResult("\n".join(found) + f"\n[… stopped at {MAX_LIST} files …]")
         return ToolResult("\n".join(found) or "(no files)")
 
     def tool_read_file(self, path: str, start_line: int = 1, end_line: int | None = None) -> ToolResult:
-        target = self.resolve(path, must_exist=True)
-        if not target.is_file():
-            raise ToolError(f"{path} is not a file")
+        target = self.regular_file(path)
         lines = target.read_text(encoding="utf-8", errors="replace").splitlines()
         start = max(1, start_line)
         end = min(len(lines), end_line or start + MAX_READ_LINES - 1, start + MAX_READ_LINES - 1)
@@ -186,28 +227,32 @@ class WorkspaceTools:
         return ToolResult(f"{self.shown(target)} ({len(lines)} lines)\n{body}{more}")
 
     def tool_search(self, pattern: str, path: str = ".", glob: str | None = None) -> ToolResult:
-        try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            raise ToolError(f"invalid regular expression: {exc}") from None
+        if not isinstance(pattern, str) or not pattern:
+            raise ToolError("a pattern is required")
+        regex = _compile(pattern)
         base = self.resolve(path, must_exist=True)
         hits: list[str] = []
-        for file in [base] if base.is_file() else _walk(base):
-            if glob and not fnmatch.fnmatch(file.name, glob):
+        deadline = time.monotonic() + SEARCH_SECONDS
+        for file, name in self.files(base):
+            if glob and not fnmatch.fnmatch(name.rsplit("/", 1)[-1], glob):
                 continue
+            if time.monotonic() > deadline:
+                return ToolResult("\n".join(hits) + f"\n[… search stopped after {SEARCH_SECONDS:g}s …]")
             try:
+                if file.stat().st_size > MAX_SEARCH_FILE_BYTES:
+                    continue
                 text = file.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError):
                 continue
             for number, line in enumerate(text.splitlines(), 1):
                 if regex.search(line):
-                    hits.append(f"{self.shown(file)}:{number}: {line.strip()[:200]}")
+                    hits.append(f"{name}:{number}: {line.strip()[:200]}")
                     if len(hits) >= MAX_MATCHES:
                         return ToolResult("\n".join(hits) + "\n[… more matches not shown …]")
         return ToolResult("\n".join(hits) or "no matches")
 
     def tool_edit_file(self, path: str, old_text: str, new_text: str) -> ToolResult:
-        target = self.resolve(path, must_exist=True)
+        target = self.regular_file(path)
         text = target.read_text(encoding="utf-8")
         count = text.count(old_text) if old_text else 0
         if count != 1:
@@ -226,15 +271,15 @@ class WorkspaceTools:
         target = self.resolve(path)
         if target.is_dir():
             raise ToolError(f"{path} is a directory")
+        if target.exists() and not _is_regular(target):
+            raise ToolError(f"{path} is not a regular file")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
         self.changed = True
         return ToolResult(f"wrote {self.shown(target)} ({len(content)} characters)")
 
     def tool_delete_file(self, path: str) -> ToolResult:
-        target = self.resolve(path, must_exist=True)
-        if not target.is_file():
-            raise ToolError(f"{path} is not a file")
+        target = self.regular_file(path)
         target.unlink()
         self.changed = True
         return ToolResult(f"deleted {self.shown(target)}")

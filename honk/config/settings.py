@@ -54,6 +54,16 @@ class Settings(BaseSettings):
     sandbox_writable: list[Path] = Field(
         default_factory=list, description="extra paths sandboxed commands may write (operator's choice)"
     )
+    sandbox_tools: list[Path] = Field(
+        default_factory=list,
+        description="directories sandboxed commands may read besides the system's (a prebuilt virtualenv, an SDK)",
+    )
+    sandbox_uid: int = Field(65534, ge=1, description="unprivileged uid (and gid) commands run as in the box")
+    limit_processes: int = Field(1024, ge=16, description="processes and threads one repository command may run")
+    limit_memory_mb: int = Field(8192, ge=64, description="address space of each process of a repository command")
+    limit_file_size_mb: int = Field(2048, ge=1, description="largest file a repository command may write")
+    limit_open_files: int = Field(4096, ge=64, description="open files per process of a repository command")
+    check_log_max_mb: int = Field(20, ge=1, description="a command's log is cut (and the command stopped) beyond this")
     max_concurrent_activities: int = Field(4, ge=1, le=256)
     public_url: str | None = Field(None, description="base URL that serves the artifact store")
     # Where builds and install pages are published (activities/store.py). Links expire:
