@@ -10,7 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the install page at a phone's size and its QR code.
 APT_PACKAGES := git python3-venv default-jre-headless aapt zipalign apksigner libsmali-java \
 	android-framework-res bubblewrap \
-	chromium zbar-tools
+	chromium zbar-tools docker-compose
 
 .PHONY: setup apt demo test test-all lint clean
 .DEFAULT_GOAL := help

@@ -235,12 +235,19 @@ def offline_model_server(settings: Settings) -> ScriptedModelServer:
 class EmbeddedStack:
     """Dev server + artifact web server + (optionally) a worker, in this process."""
 
-    def __init__(self, settings: Settings, *, with_worker: bool = True, store_port: int = 8234) -> None:
+    def __init__(self, settings: Settings, *, with_worker: bool = True) -> None:
+        from honk.cli.serve import artifact_url
+
         self.server = DevServer(settings)
-        port = store_port if not port_open("127.0.0.1", store_port) else 0
-        self.store = StoreServer(settings.store_dir, signed_links.signing_key(settings), port=port)
-        # Links in install pages point at the store server unless a public URL is configured.
-        updates: dict[str, object] = {"public_url": settings.public_url or self.store.url}
+        probe = "127.0.0.1" if settings.artifact_host in ("0.0.0.0", "::") else settings.artifact_host
+        port = settings.artifact_port if not port_open(probe, settings.artifact_port) else 0
+        self.store = StoreServer(
+            settings.store_dir, signed_links.signing_key(settings), host=settings.artifact_host, port=port
+        )
+        # Links in install pages (and their QR codes) carry the public URL, else the address
+        # a phone can reach this server at (the LAN address when bound to all interfaces).
+        self.store.url = artifact_url(settings, self.store.httpd.server_address[1])
+        updates: dict[str, object] = {"public_url": self.store.url}
         # Without an API key the agent talks to the scripted model, through the same client.
         self.model_server = offline_model_server(settings) if settings.offline_model else None
         if self.model_server:
@@ -317,7 +324,10 @@ async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
 
     configure_logging(settings.log_level)
     console = Console(stderr=True)
+    from honk.cli.serve import phone_hint
+
     async with EmbeddedStack(settings, with_worker=with_worker) as stack:
+        hint = phone_hint(settings)
         console.print(
             f"[bold]Honk dev stack[/]\n"
             f"  Temporal     {settings.temporal_address} (namespace {settings.temporal_namespace})\n"
@@ -332,6 +342,7 @@ async def run_dev(settings: Settings, *, with_worker: bool = True) -> None:
                 if settings.metrics_port
                 else ""
             )
+            + (f"  Phones       {hint}\n" if hint else "")
             + "Press Ctrl-C to stop; in-flight requests resume on the next `honk dev`."
         )
         if not with_worker:

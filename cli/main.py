@@ -22,6 +22,8 @@ from honk.changes import (
     list_requests,
     start_request,
 )
+from honk.cli import serve as honk_serve
+from honk.cli import setup as honk_setup
 from honk.cli.devstack import DevStackError
 from honk.cli.display import render_status, timeline_line
 from honk.config.registry import RegistryError, load_registry
@@ -396,6 +398,10 @@ async def demo() -> int:
     from honk.cli.demo import run_demo
 
     return await run_demo(settings())
+
+
+app.command("setup")(command(honk_setup.setup))
+app.command("serve")(command(honk_serve.serve))
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from temporalio.converter import DataConverter, DefaultFailureConverterWithEncod
 
 from honk import telemetry
 from honk.config.settings import Settings
+from honk.config.temporal_connection import connection_options
 
 
 class TemporalUnavailable(Exception):
@@ -53,7 +54,7 @@ async def connect(settings: Settings, *, service: str = "honk") -> Client:
     try:
         return await Client.connect(
             settings.temporal_address,
-            namespace=settings.temporal_namespace,
+            **connection_options(settings),
             data_converter=data_converter(settings),
             interceptors=interceptors(settings),
             runtime=telemetry.runtime(settings, service),

@@ -23,6 +23,15 @@ class Settings(BaseSettings):
 
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
     temporal_namespace: str = "default"
+    # Any Temporal (honk/config/temporal_connection.py): TLS with the system's roots or a private
+    # CA, mutual TLS with a client certificate, or a Temporal Cloud API key (implies TLS).
+    temporal_tls: bool = Field(False, description="TLS to the frontend (implied by any other TLS setting)")
+    temporal_tls_ca: Path | None = Field(None, description="PEM CA of the server (default: system roots)")
+    temporal_tls_cert: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
+    temporal_tls_key: Path | None = Field(None, description="PEM key of the client certificate")
+    temporal_tls_server_name: str | None = Field(None, description="name to verify in the server's certificate")
+    temporal_api_key: SecretStr | None = Field(None, description="Temporal Cloud API key")
+    temporal_api_key_file: Path | None = Field(None, description="file holding the API key (e.g. a mounted secret)")
     task_queue: str = Field("honk", description="queue for the workflow and default activities")
     data_dir: Path = Field(Path(".honk"), description="workspaces, artifacts, dev-server state")
     registry: Path = Field(Path("honk.toml"), description="repository registry file")
@@ -65,7 +74,11 @@ class Settings(BaseSettings):
     limit_open_files: int = Field(4096, ge=64, description="open files per process of a repository command")
     check_log_max_mb: int = Field(20, ge=1, description="a command's log is cut (and the command stopped) beyond this")
     max_concurrent_activities: int = Field(4, ge=1, le=256)
-    public_url: str | None = Field(None, description="base URL that serves the artifact store")
+    public_url: str | None = Field(
+        None, description="base URL a phone reaches the artifact web service at; default http://artifact_host:port"
+    )
+    artifact_host: str = Field("127.0.0.1", description="address the artifact web service listens on")
+    artifact_port: int = Field(8234, ge=0, le=65535, description="port of the artifact web service (0: any free)")
     # Where builds and install pages are published (activities/store.py). Links expire:
     # SigV4 presigned URLs live 7 days at most, and local links follow the same rule.
     artifact_store: Literal["local", "s3"] = Field("local", description="local or s3")
@@ -131,7 +144,16 @@ class Settings(BaseSettings):
         None, description="when set, the codec server requires 'Authorization: Bearer <token>'"
     )
 
-    @field_validator("data_dir", "registry", "agent_script", mode="after")
+    @field_validator(
+        "data_dir",
+        "registry",
+        "agent_script",
+        "temporal_tls_ca",
+        "temporal_tls_cert",
+        "temporal_tls_key",
+        "temporal_api_key_file",
+        mode="after",
+    )
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         return value.expanduser().absolute() if value is not None else None
@@ -199,6 +221,13 @@ class Settings(BaseSettings):
 
         parse_keys(value.get_secret_value())  # raises with a message that shows no key material
         return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL a phone can open, got {value!r}")
+        return value.rstrip("/") if value else value
 
     @field_validator("codec_url")
     @classmethod
