@@ -32,8 +32,10 @@ def application_error(err: HonkError) -> ApplicationError:
 
 @contextlib.contextmanager
 def adapting() -> Iterator[None]:
-    """Run domain work inside an activity: heartbeats forwarded, failures translated."""
-    with liveness.using(ActivityPulse()):
+    """Run domain work inside an activity: heartbeats forwarded, failures translated.
+    Called directly (tests, benchmarks) outside an activity, there is no one to beat to."""
+    pulse = liveness.using(ActivityPulse()) if activity.in_activity() else contextlib.nullcontext()
+    with pulse:
         try:
             yield
         except HonkError as err:

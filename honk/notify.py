@@ -64,7 +64,7 @@ from honk.slack.client import (
     web_client,
 )
 from honk.workflows.contract import ACTIVITY_NOTIFY, Notice, Stage
-from honk.workspace import safe_name
+from honk.workspace.paths import safe_name
 
 log = logging.getLogger("honk.notify")
 slack_log = logging.getLogger("honk.notify.slack")
