@@ -18,9 +18,12 @@ import tempfile
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from honk.config.settings import Settings
 from honk.redact import remember_secrets
+
+if TYPE_CHECKING:  # the registry imports this module; settings need not load with it
+    from honk.config.settings import Settings
 
 
 def split_credentials(url: str) -> tuple[str, str | None, str | None]:
