@@ -34,11 +34,14 @@ def application_error(err: HonkError) -> ApplicationError:
 @contextlib.contextmanager
 def adapting(request_id: str | None = None) -> Iterator[None]:
     """Run domain work inside an activity: heartbeats forwarded, failures translated, log
-    lines stamped with `request_id` (by default the running activity's workflow id)."""
-    if request_id is None and activity.in_activity():
+    lines stamped with `request_id` (by default the running activity's workflow id).
+    Called directly (tests, benchmarks) outside an activity, there is no one to beat to."""
+    inside = activity.in_activity()
+    if request_id is None and inside:
         request_id = activity.info().workflow_id or None
     stamped = logs.request_context(request_id) if request_id else contextlib.nullcontext()
-    with liveness.using(ActivityPulse()), stamped:
+    pulse = liveness.using(ActivityPulse()) if inside else contextlib.nullcontext()
+    with pulse, stamped:
         try:
             yield
         except HonkError as err:

@@ -22,7 +22,8 @@ from honk.liveness import cancelled, heartbeating
 from honk.redact import redact
 from honk.sandbox import Sandbox
 from honk.workflows.contract import ACTIVITY_CHECKS, CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
-from honk.workspace import Workspaces, safe_name
+from honk.workspace import Workspaces
+from honk.workspace.paths import safe_name
 
 log = logging.getLogger(__name__)
 

@@ -31,26 +31,20 @@ import git
 
 from honk.config.registry import Registry, RepoEntry
 from honk.config.settings import Settings
+from honk.git.branches import delete_remote_branch
+from honk.git.credentials import GitCredentials
+from honk.git.runner import GitError, open_repo, rev, run_git
+from honk.redact import redact
 from honk.workflows.contract import WorkspaceRef
-from honk.workspace import (
-    GitCredentials,
-    GitError,
-    LockBusy,
-    Workspaces,
-    delete_remote_branch,
-    open_repo,
-    redact,
-    rev,
-    run_git,
-    safe_name,
-)
-from honk.workspace import _rmtree as delete_tree
+from honk.workspace import Workspaces
+from honk.workspace.locks import LockBusy
+from honk.workspace.paths import delete_tree, safe_name
 
 log = logging.getLogger(__name__)
 
 BRANCH_PREFIX = "honk/"
 REQUEST_PREFIX = "honk-"  # workflow id `honk-<x>` works on branch `honk/<x>`
-# Half-made or half-scrubbed directories a crash can leave (see activities/workspace.py).
+# Half-made or half-scrubbed directories a crash can leave (see honk/workspace/pool.py).
 _LEFTOVER_PREFIXES = (".recycle-", ".git-")
 
 IsRunning = Callable[[str], bool]

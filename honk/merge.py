@@ -19,17 +19,11 @@ from honk import liveness
 from honk.checks import config_error, run_checks_in
 from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.git.credentials import GitCredentials
+from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
 from honk.workflows.contract import ACTIVITY_MERGE, ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
-from honk.workspace import (
-    GitCredentials,
-    GitError,
-    Workspaces,
-    is_permanent_remote_error,
-    open_repo,
-    remote_error,
-    rev,
-    run_git,
-)
+from honk.workspace import Workspaces
+from honk.workspace.request import remote_error
 
 log = logging.getLogger(__name__)
 

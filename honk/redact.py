@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterable, Mapping
 
 from pydantic import SecretStr
@@ -53,15 +54,21 @@ class Redactor:
 
 _redactor = Redactor()
 
+# `scheme://user:password@` or `scheme://token@`: git's messages show remotes, and a user
+# name alone can be a token, so the whole userinfo goes.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
+
 
 def redact(text: str) -> str:
-    """Redact with the process-wide secrets (see `remember_secrets`)."""
-    return _redactor(text)
+    """Strip the userinfo of every URL in `text`, then mask every secret this process knows
+    of (see `remember_secrets`) and every token shape."""
+    return _redactor(_URL_USERINFO.sub(r"\g<scheme>", text)) if text else text
 
 
 def remember_secrets(values: Iterable[str | SecretStr | None]) -> None:
-    plain = [v.get_secret_value() if isinstance(v, SecretStr) else v for v in values if v is not None]
-    _redactor.add(str(v) for v in plain)
+    """Mask these values (and their URL-encoded forms, as they appear in remotes) from now on."""
+    plain = [str(v.get_secret_value() if isinstance(v, SecretStr) else v) for v in values if v]
+    _redactor.add([*plain, *(urllib.parse.quote(v, safe="") for v in plain)])
 
 
 # Names of environment variables whose values are secrets, whatever Honk knows them as.

@@ -23,20 +23,16 @@ import git
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from honk import git_askpass
+from honk.activities.workspace import WorkspaceActivities
 from honk.config.registry import load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
+from honk.errors import HonkError
+from honk.git import askpass as git_askpass
+from honk.git.credentials import GitCredentials, askpass_program, split_credentials
 from honk.merge import MergeActivities
-from honk.redact import MASK
+from honk.redact import MASK, redact
 from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
-from honk.workspace import (
-    GitCredentials,
-    WorkspaceActivities,
-    Workspaces,
-    askpass_program,
-    redact,
-    split_credentials,
-)
+from honk.workspace import Workspaces
 
 USERNAME = "honk-bot"
 
@@ -297,7 +293,7 @@ def test_prepare_commit_push_merge_cleanup_with_credentials_from_the_environment
     for argv in argv_log:
         assert not any(password in part or pair in part for part in argv), argv
     assert_not_logged(caplog.records, password)
-    assert any(r.name == "honk.workspace" for r in caplog.records)
+    assert any(r.name.startswith("honk.workspace.") for r in caplog.records)
 
 
 def test_credentials_from_settings_and_a_recycled_workspace(tmp_path, server, password, no_env_credentials, caplog):
@@ -359,9 +355,9 @@ def test_wrong_password_is_a_clear_non_retryable_error(tmp_path, server, no_env_
 
 def test_missing_credentials_are_a_clear_non_retryable_error(tmp_path, server, no_env_credentials):
     settings = Settings(data_dir=tmp_path / "data")
-    with pytest.raises(ApplicationError) as err:
+    with pytest.raises(HonkError) as err:
         Workspaces(settings).ensure(make_ref(server))
-    assert err.value.type == "RemoteError" and err.value.non_retryable
+    assert err.value.kind == "RemoteError" and not err.value.retryable
     assert "could not read Username" in str(err.value)
 
 
@@ -369,9 +365,9 @@ def test_credentials_are_only_given_to_their_host(tmp_path, server, password, no
     settings = Settings(
         data_dir=tmp_path / "data", git_username=USERNAME, git_password=password, git_host="git.example.com"
     )
-    with pytest.raises(ApplicationError) as err:
+    with pytest.raises(HonkError) as err:
         Workspaces(settings).ensure(make_ref(server))
-    assert err.value.non_retryable
+    assert not err.value.retryable
     assert all(status == 401 for _, status in server.seen)
 
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from honk.config.registry import RegistryError, load_registry, valid_branch
+from honk.config.registry import RegistryError, load_registry
 from honk.config.repository import RepoConfigError, load_repo_config
+from honk.git.refs import valid_branch
 
 EXAMPLES = settings(
     max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]

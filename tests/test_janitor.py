@@ -16,8 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from honk.activities.workspace import WorkspaceActivities
 from honk.config.registry import load_registry
 from honk.config.settings import Settings
+from honk.git.branches import delete_remote_branch
+from honk.git.runner import GitError
 from honk.janitor import (
     parse_duration,
     request_for_branch,
@@ -25,12 +28,7 @@ from honk.janitor import (
     sweep,
 )
 from honk.workflows.contract import ChangeRequest, WorkspaceRef
-from honk.workspace import (
-    GitError,
-    WorkspaceActivities,
-    Workspaces,
-    delete_remote_branch,
-)
+from honk.workspace import Workspaces
 
 DAY = 86400
 OLD = time.time() - 30 * DAY  # a month ago

@@ -12,9 +12,13 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from honk.activities.workspace import WorkspaceActivities
 from honk.config.settings import Settings
+from honk.errors import HonkError
+from honk.git.runner import GitError
+from honk.redact import redact
 from honk.workflows.contract import CleanupTask, WorkspaceRef
-from honk.workspace import GitError, WorkspaceActivities, Workspaces, redact
+from honk.workspace import Workspaces
 
 HONK_TOML = """\
 [[checks]]
@@ -331,10 +335,10 @@ def test_missing_remote_is_a_clear_remote_error(settings, tmp_path):
 
 def test_missing_base_branch_is_a_remote_error(settings, remote):
     ref = make_ref(remote, base_branch="production")
-    with pytest.raises(ApplicationError) as err:
+    with pytest.raises(HonkError) as err:
         Workspaces(settings).ensure(ref)
-    assert err.value.type == "RemoteError"
-    assert err.value.non_retryable
+    assert err.value.kind == "RemoteError"
+    assert not err.value.retryable
     assert "'production'" in err.value.message and str(remote) in err.value.message
 
 
@@ -363,11 +367,11 @@ def test_redact_strips_userinfo_only():
     ],
 )
 def test_invalid_refs_are_refused(settings, remote, over):
-    with pytest.raises(ApplicationError) as err:
+    with pytest.raises(HonkError) as err:
         ref = make_ref(remote).model_copy(update=over)
         Workspaces(settings).ensure(ref)
-    assert err.value.type == "InvalidWorkspace"
-    assert err.value.non_retryable
+    assert err.value.kind == "InvalidWorkspace"
+    assert not err.value.retryable
 
 
 # --------------------------------------------------------------------------- cleanup

@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from honk.activities.notify import NotifyActivities
+from honk.activities.workspace import WorkspaceActivities
 from honk.agent.activity import AgentActivities
 from honk.builds.build import BuildActivities
 from honk.checks import CheckActivities
@@ -25,7 +26,6 @@ from honk.merge import MergeActivities
 from honk.publish.publish import PublishActivities
 from honk.redact import remember_secrets, secret_values
 from honk.workflows.change_request import ChangeRequestWorkflow
-from honk.workspace import WorkspaceActivities
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,10 @@ from honk.agent.tools import WorkspaceTools
 from honk.checks import config_error, run_checks_in
 from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
 from honk.workflows.contract import ACTIVITY_AGENT, AgentOutcome, AgentTask, ChecksOutcome
-from honk.workspace import Workspaces, open_repo, run_git
+from honk.workspace import Workspaces
 
 log = logging.getLogger(__name__)
 

@@ -54,7 +54,8 @@ from honk.workflows.contract import (
     BuildTask,
     WorkspaceRef,
 )
-from honk.workspace import Workspaces, safe_name
+from honk.workspace import Workspaces
+from honk.workspace.paths import safe_name
 
 __all__ = [
     "DRIVERS",

@@ -10,24 +10,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from honk.workspace import split_credentials
+from honk.git.credentials import split_credentials
+from honk.git.refs import valid_branch
 
 REPO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 MAX_REGISTRY_BYTES = 1024 * 1024
-
-
-def valid_branch(name: str) -> bool:
-    """git check-ref-format's rules for a branch name, without running git."""
-    return bool(
-        0 < len(name) <= 200
-        and not name.startswith(("-", "/", "."))
-        and not name.endswith(("/", ".", ".lock"))
-        and ".." not in name
-        and "//" not in name
-        and "@{" not in name
-        and "/." not in name
-        and not re.search(r"[\x00-\x20\x7f~^:?*\[\\]", name)
-    )
 
 
 class RegistryError(Exception):

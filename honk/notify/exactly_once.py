@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from honk.workspace import safe_name
+from honk.workspace.paths import safe_name
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from honk.notify.exactly_once import Attempt
 from honk.workflows.contract import Notice
-from honk.workspace import safe_name
+from honk.workspace.paths import safe_name
 
 log = logging.getLogger("honk.notify")
 

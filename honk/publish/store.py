@@ -32,7 +32,7 @@ from honk.config.settings import Settings
 from honk.liveness import beat
 from honk.publish import links as signed_links
 from honk.publish.links import check_key
-from honk.workspace import safe_name
+from honk.workspace.paths import safe_name
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ credentials, ``HONK_GIT_USERNAME`` / ``HONK_GIT_PASSWORD`` in that one command's
 That way a credential is never an argument (visible in ``ps``), never in a config file and
 never in a URL that git could print or store.
 
-git calls ``git_askpass.py "Username for 'https://host': "`` and then
-``git_askpass.py "Password for 'https://user@host': "``; the answer goes to stdout. Any other
+git calls ``askpass.py "Username for 'https://host': "`` and then
+``askpass.py "Password for 'https://user@host': "``; the answer goes to stdout. Any other
 prompt (an ssh passphrase, a host-key question) or a missing value exits 1, so git reports
 a clear "could not read ..." instead of hanging. With ``HONK_GIT_HOST`` set, only prompts
 for that host (``host`` or ``host:port``) are answered: a remote elsewhere never sees the token.

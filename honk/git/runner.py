@@ -1,0 +1,137 @@
+"""The one hardened git runner Honk uses on the worker.
+
+Every git command runs as an argv (never a shell string) with configuration that keeps
+repository-controlled programs from running (hooks, fsmonitor) and an environment that fixes
+Honk's identity and never prompts. Failures come back as `GitError`, with credentials
+removed and a verdict on whether a remote failure is permanent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import git
+
+from honk import telemetry
+from honk.git.credentials import GitCredentials, askpass_env
+from honk.redact import redact
+
+HONK_NAME = "Honk"
+HONK_EMAIL = "honk@localhost"
+
+# A hung clone/fetch/push would otherwise keep heartbeating forever from the helper thread.
+NETWORK_TIMEOUT_S = 15 * 60
+
+# Applied to every git invocation. The agent can write inside the workspace, so nothing in
+# it may make git run programs (hooks, fsmonitor); commits must not depend on a signing key.
+_SAFE_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "core.fsmonitor=false",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+)
+
+# Identity through the environment: it beats any GIT_AUTHOR_* a worker inherited and never
+# touches global config. No prompts: a worker has no terminal to answer them.
+_GIT_ENV = {
+    "GIT_AUTHOR_NAME": HONK_NAME,
+    "GIT_AUTHOR_EMAIL": HONK_EMAIL,
+    "GIT_COMMITTER_NAME": HONK_NAME,
+    "GIT_COMMITTER_EMAIL": HONK_EMAIL,
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_EDITOR": "true",
+}
+
+# stderr fragments that mean "this remote will not work until someone fixes the request or
+# the registry" (as opposed to a network blip, which a retry handles).
+_PERMANENT_REMOTE_ERRORS = (
+    "does not appear to be a git repository",
+    "repository not found",
+    "not found",
+    "does not exist",
+    "authentication failed",
+    "permission denied",
+    "could not read username",
+    "unsupported protocol",
+    "transport '",  # "transport 'x' not allowed"
+)
+
+
+class GitError(RuntimeError):
+    """A git command failed. Retryable; the message and stderr carry no credentials."""
+
+    def __init__(self, command: str, exc: git.GitCommandError) -> None:
+        self.command = command
+        self.status = exc.status
+        # GitPython pre-formats these as "\n  stderr: '...'"; keep only git's own words.
+        self.stderr = redact(_text(exc.stderr).removeprefix("\n  stderr: '").removesuffix("'"))
+        self.stdout = redact(_text(exc.stdout).removeprefix("\n  stdout: '").removesuffix("'"))
+        detail = self.stderr.strip() or self.stdout.strip() or f"exit status {exc.status}"
+        super().__init__(f"git {command} failed: {detail}")
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
+
+
+def is_permanent_remote_error(exc: GitError) -> bool:
+    """True when the remote refused for a reason a retry cannot fix (missing repository,
+    bad credentials, forbidden transport); False for what may be a network blip."""
+    lowered = exc.stderr.lower()
+    return any(fragment in lowered for fragment in _PERMANENT_REMOTE_ERRORS)
+
+
+@telemetry.traced(
+    lambda target, command, *a, **k: f"git {command}",
+    attrs=lambda target, command, *a, network=False, **k: {"git.command": command, "network": network},
+)
+def run_git(
+    target: git.Repo | git.Git,
+    command: str,
+    *args: str,
+    network: bool = False,
+    strip: bool = True,
+    credentials: GitCredentials | None = None,
+) -> str:
+    """Run `git <command> <args...>` as an argv (never a shell) with the safety settings.
+
+    Raises GitError. `network` commands are killed after NETWORK_TIMEOUT_S and may
+    authenticate: with `credentials`, else with the worker's HONK_GIT_* variables, else with
+    whatever the worker's git has (credential helper, ssh keys).
+    """
+    cmd = target.git if isinstance(target, git.Repo) else target
+    runner = getattr(cmd(c=list(_SAFE_CONFIG)), command.replace("-", "_"))
+    env = {**_GIT_ENV, **askpass_env(credentials)} if network else _GIT_ENV
+    try:
+        output = runner(
+            *args,
+            env=env,
+            kill_after_timeout=NETWORK_TIMEOUT_S if network else None,
+            strip_newline_in_stdout=strip,
+        )
+    except git.GitCommandError as exc:
+        raise GitError(command, exc) from None
+    return str(output)
+
+
+def rev(repo: git.Repo, name: str) -> str | None:
+    """The commit `name` points to, or None when it does not exist."""
+    try:
+        return run_git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+    except GitError:
+        return None
+
+
+@contextlib.contextmanager
+def open_repo(path: Path) -> Iterator[git.Repo]:
+    """A Repo for one thread's use; closed afterwards (it keeps cat-file processes)."""
+    repo = git.Repo(path)
+    try:
+        yield repo
+    finally:
+        repo.close()

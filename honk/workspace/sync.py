@@ -1,0 +1,95 @@
+"""A workspace's work branch against the remote: reset to what was pushed, commit the
+agent's changes, push them, and compare with the base."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import git
+
+from honk import liveness
+from honk.git.credentials import GitCredentials
+from honk.git.runner import GitError, is_permanent_remote_error, rev, run_git
+from honk.workflows.contract import WorkspaceRef
+from honk.workspace.request import log_fields, remote_error
+
+log = logging.getLogger(__name__)
+
+
+def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False) -> str:
+    """Point the work branch at `start` and make the tree exactly that commit.
+
+    `fresh`: the `.git` is brand-new (pool or clone), so there is no merge, rebase or
+    cherry-pick state to drop and the forced checkout alone gives the exact tree; the reset
+    (another pass over every file, ~40% of a warm workspace's time on a large repository)
+    only matters for a workspace a previous step of the request used."""
+    git_dir = Path(repo.git_dir)
+    if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
+        run_git(repo, "rebase", "--quit")  # a crash mid-merge left a rebase behind
+    run_git(repo, "checkout", "--quiet", "--force", "--no-track", "-B", ref.work_branch, start, "--")
+    if not fresh:
+        run_git(repo, "reset", "--quiet", "--hard", start)  # also drops MERGE_HEAD & co
+    run_git(repo, "clean", "-ffdxq")
+    return run_git(repo, "rev-parse", "HEAD")
+
+
+def commit_all(repo: git.Repo, message: str) -> str | None:
+    """Commit every change in the work tree as Honk; None when nothing changed."""
+    run_git(repo, "add", "--all")
+    if not run_git(repo, "status", "--porcelain"):
+        return None
+    run_git(repo, "commit", "--quiet", "--no-verify", "-m", message.strip() or "Honk: update workspace")
+    return run_git(repo, "rev-parse", "HEAD")
+
+
+def push_work_branch(repo: git.Repo, ref: WorkspaceRef, credentials: GitCredentials | None) -> str:
+    """Push the work branch to `origin` and return its sha. Idempotent.
+
+    The lease is the remote work branch as last fetched: a duplicate attempt on another
+    worker that pushed meanwhile is refused rather than overwritten. The refspec names only
+    the work branch, so the base is never touched.
+    """
+    work = f"refs/heads/{ref.work_branch}"
+    sha = run_git(repo, "rev-parse", work)
+    lease = rev(repo, f"refs/remotes/origin/{ref.work_branch}") or ""
+    try:
+        with liveness.heartbeating("git push", ref.work_branch):
+            run_git(
+                repo,
+                "push",
+                "--quiet",
+                f"--force-with-lease={work}:{lease}",
+                "origin",
+                f"{work}:{work}",
+                network=True,
+                credentials=credentials,
+            )
+    except GitError as exc:
+        if is_permanent_remote_error(exc):
+            raise remote_error(ref, f"cannot push: {exc.stderr}") from None
+        log.warning("push failed", extra=log_fields(ref, error=str(exc)))
+        raise
+    return sha
+
+
+def diff_is_empty(repo: git.Repo, ref: WorkspaceRef) -> bool:
+    """True when the committed work branch has the same tree as `origin/<base>`."""
+    work = run_git(repo, "rev-parse", f"refs/heads/{ref.work_branch}^{{tree}}")
+    base = run_git(repo, "rev-parse", f"refs/remotes/origin/{ref.base_branch}^{{tree}}")
+    return work == base
+
+
+def changed_files(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
+    """Paths the work branch changed since its merge-base with the base (renames count as
+    both paths)."""
+    out = run_git(
+        repo,
+        "diff",
+        "--name-only",
+        "--no-renames",
+        "-z",
+        f"refs/remotes/origin/{ref.base_branch}...refs/heads/{ref.work_branch}",
+        strip=False,
+    )
+    return [name for name in out.split("\0") if name]
