@@ -23,6 +23,10 @@ class ActivityPulse:
     def cancelled(self) -> bool:
         return activity.is_cancelled()
 
+    def shielded(self) -> contextlib.AbstractContextManager[None]:
+        # A sync activity's cancellation is raised into its thread at any bytecode.
+        return activity.shield_thread_cancel_exception()
+
 
 def application_error(err: HonkError) -> ApplicationError:
     return ApplicationError(
@@ -32,8 +36,13 @@ def application_error(err: HonkError) -> ApplicationError:
 
 @contextlib.contextmanager
 def adapting() -> Iterator[None]:
-    """Run domain work inside an activity: heartbeats forwarded, failures translated."""
-    with liveness.using(ActivityPulse()):
+    """Run domain work inside an activity: heartbeats forwarded, failures translated.
+
+    Called outside an activity (tests call adapters directly) there is nothing to beat to."""
+    pulse: contextlib.AbstractContextManager[None] = (
+        liveness.using(ActivityPulse()) if activity.in_activity() else contextlib.nullcontext()
+    )
+    with pulse:
         try:
             yield
         except HonkError as err:

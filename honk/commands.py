@@ -24,11 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from honk import telemetry
-from honk.liveness import beat, cancelled, in_activity
+from honk.liveness import beat, cancelled, shielded
 from honk.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
@@ -135,7 +134,7 @@ def run_command(
             if sandbox is not None and sandbox.active:
                 _require_executable(argv[0], cwd, env)  # bwrap would hide "not found"
                 boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""))
-            with _shielded():
+            with shielded():
                 proc = _start(boxed, cwd, env, log_file)
             log.info("command started", extra={**fields, "pid": proc.pid})
             exit_code, stop = _wait(proc, log_file, timeout_s, heartbeat_every, max_log_bytes, argv)
@@ -150,7 +149,7 @@ def run_command(
             # Cancellation (raised by us or injected into this thread by the SDK) or a bug:
             # never leave the tree running behind us.
             if proc is not None:
-                with _shielded():
+                with shielded():
                     _kill_tree(proc, kill_grace_s)
                     note = f"\n[honk: stopped ({type(exc).__name__}), process tree killed]\n"
                     log_file.write(note.encode())
@@ -274,12 +273,6 @@ def _scratch_home() -> Iterator[Path]:
         yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _shielded() -> contextlib.AbstractContextManager[None]:
-    # Inside a sync activity the SDK may raise CancelledError into this thread at any
-    # bytecode; the cleanup that kills the tree must not be interrupted half-way.
-    return activity.shield_thread_cancel_exception() if in_activity() else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- killing

@@ -24,9 +24,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from honk import git_askpass
+from honk.activities.merge import MergeActivities
 from honk.config.registry import load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
-from honk.merge import MergeActivities
 from honk.redact import MASK
 from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
 from honk.workspace import (

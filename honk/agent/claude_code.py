@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from honk import liveness
 from honk.agent.backend import AgentContext, AgentRun
@@ -43,6 +43,7 @@ from honk.agent.prompt import system_prompt, user_prompt
 from honk.agent.tools import ToolError, WorkspaceTools
 from honk.commands import command_env
 from honk.config.settings import Settings, SettingsError
+from honk.errors import HonkError
 from honk.workflows.contract import AgentTask, Usage
 
 log = logging.getLogger(__name__)
@@ -190,10 +191,10 @@ def cli_environment(settings: Settings, home: Path, budget_seconds: float) -> di
     """What the CLI process may see: the scrubbed base every repository command gets, plus the
     model endpoint and key from Honk's settings (never from the worker's environment)."""
     if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
-        raise ApplicationError(
+        raise HonkError(
             "no model configured: set HONK_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
-            type="ConfigError",
-            non_retryable=True,
+            kind="ConfigError",
+            retryable=False,
         )
     env = command_env(None, home)
     env.update(
@@ -247,8 +248,8 @@ def _usage_of(data: dict[str, Any] | None, cost: float) -> Usage:
     )
 
 
-def result_error(result: Any, assistant_error: str | None) -> ApplicationError:
-    """Map a failed run to a Temporal retry decision, like `messages.model_error`: refusals
+def result_error(result: Any, assistant_error: str | None) -> HonkError:
+    """Map a failed run to a retry decision, like `messages.model_error`: refusals
     (400/401/403/404) are final, everything else (429, 529, 5xx, a crashed CLI) is retried."""
     status = getattr(result, "api_error_status", None) if result is not None else None
     text = (
@@ -271,18 +272,16 @@ def result_error(result: Any, assistant_error: str | None) -> ApplicationError:
             if status in (401, 403) or assistant_error == "authentication_failed"
             else ""
         )
-        return ApplicationError(
+        return HonkError(
             f"the model API refused the request ({status or assistant_error}): {text}.{hint}",
-            type="ModelRequestRejected",
-            non_retryable=True,
+            kind="ModelRequestRejected",
+            retryable=False,
         )
     if status is not None or assistant_error is not None:
-        return ApplicationError(
-            f"the model API is unavailable ({status or assistant_error}): {text}", type="ModelUnavailable"
-        )
+        return HonkError(f"the model API is unavailable ({status or assistant_error}): {text}", kind="ModelUnavailable")
     if result is None:
-        return ApplicationError("Claude Code ended without a result", type="ClaudeCodeError")
-    return ApplicationError(f"Claude Code failed ({getattr(result, 'subtype', '?')}): {text}", type="ClaudeCodeError")
+        return HonkError("Claude Code ended without a result", kind="ClaudeCodeError")
+    return HonkError(f"Claude Code failed ({getattr(result, 'subtype', '?')}): {text}", kind="ClaudeCodeError")
 
 
 @dataclass
@@ -369,14 +368,12 @@ class ClaudeCodeBackend:
                 async with sdk.ClaudeSDKClient(options) as client:
                     await client.query(user_prompt(task, ctx.resumed))
                     await self._drive(client, state)
-            except (ApplicationError, CancelledError):
+            except (HonkError, CancelledError):
                 raise
             except sdk.CLINotFoundError as exc:
-                raise ApplicationError(
-                    f"Claude Code could not start: {exc}", type="ConfigError", non_retryable=True
-                ) from None
+                raise HonkError(f"Claude Code could not start: {exc}", kind="ConfigError", retryable=False) from None
             except sdk.ClaudeSDKError as exc:
-                raise ApplicationError(f"Claude Code failed: {exc}", type="ClaudeCodeError") from None
+                raise HonkError(f"Claude Code failed: {exc}", kind="ClaudeCodeError") from None
         return self._outcome(state)
 
     async def _drive(self, client: Any, state: _Run) -> None:
