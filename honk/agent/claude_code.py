@@ -41,11 +41,12 @@ from honk.agent.claude_code_confinement import (
     refusal,
     write_launcher,
 )
+from honk.agent.claude_code_reports import MessageUsage, result_error, usage_of
 from honk.agent.pricing import Meter
 from honk.agent.prompt import system_prompt, user_prompt
 from honk.config.settings import Settings, SettingsError
 from honk.errors import HonkError
-from honk.workflows.contract import AgentTask, Usage
+from honk.workflows.contract import AgentTask
 
 log = logging.getLogger(__name__)
 
@@ -85,53 +86,6 @@ def bundled_cli(sdk: Any) -> str:
 
 
 # --------------------------------------------------------------------------- the backend
-
-
-def _usage_of(data: dict[str, Any] | None, cost: float) -> Usage:
-    data = data or {}
-    return Usage(
-        input_tokens=int(data.get("input_tokens") or data.get("inputTokens") or 0),
-        output_tokens=int(data.get("output_tokens") or data.get("outputTokens") or 0),
-        cache_write_tokens=int(data.get("cache_creation_input_tokens") or data.get("cacheCreationInputTokens") or 0),
-        cache_read_tokens=int(data.get("cache_read_input_tokens") or data.get("cacheReadInputTokens") or 0),
-        cost_usd=round(float(cost or 0), 6),
-    )
-
-
-def result_error(result: Any, assistant_error: str | None) -> HonkError:
-    """Map a failed run to a retry decision, like `messages.model_error`: refusals
-    (400/401/403/404) are final, everything else (429, 529, 5xx, a crashed CLI) is retried."""
-    status = getattr(result, "api_error_status", None) if result is not None else None
-    text = (
-        (
-            getattr(result, "result", None)
-            or "; ".join(getattr(result, "errors", None) or [])
-            or assistant_error
-            or "no detail"
-        )
-        if result is not None
-        else (assistant_error or "no detail")
-    )
-    if status in (400, 401, 403, 404) or assistant_error in (
-        "authentication_failed",
-        "billing_error",
-        "invalid_request",
-    ):
-        hint = (
-            " Check HONK_ANTHROPIC_API_KEY."
-            if status in (401, 403) or assistant_error == "authentication_failed"
-            else ""
-        )
-        return HonkError(
-            f"the model API refused the request ({status or assistant_error}): {text}.{hint}",
-            kind="ModelRequestRejected",
-            retryable=False,
-        )
-    if status is not None or assistant_error is not None:
-        return HonkError(f"the model API is unavailable ({status or assistant_error}): {text}", kind="ModelUnavailable")
-    if result is None:
-        return HonkError("Claude Code ended without a result", kind="ClaudeCodeError")
-    return HonkError(f"Claude Code failed ({getattr(result, 'subtype', '?')}): {text}", kind="ClaudeCodeError")
 
 
 @dataclass
@@ -269,7 +223,7 @@ class ClaudeCodeBackend:
                     if message.model and message.model != "<synthetic>":
                         state.turn += 1
                         state.model = message.model
-                        state.meter.add(message.model, _Usage(message.usage))
+                        state.meter.add(message.model, MessageUsage(message.usage))
                 if state.stop is None and state.view().tokens > budget.max_tokens:
                     state.stop = f"the token budget ({budget.max_tokens})"
                 elif state.stop is None and state.view().total.cost_usd > budget.max_dollars:
@@ -286,9 +240,9 @@ class ClaudeCodeBackend:
             # The CLI's own accounting is authoritative for what it sent.
             if result.model_usage:
                 for name, data in result.model_usage.items():
-                    meter.add_usage(name, _usage_of(dict(data), data.get("costUSD", 0)))
+                    meter.add_usage(name, usage_of(dict(data), data.get("costUSD", 0)))
             else:
-                meter.add_usage(model, _usage_of(result.usage, result.total_cost_usd or 0))
+                meter.add_usage(model, usage_of(result.usage, result.total_cost_usd or 0))
         else:
             for name, usage in state.meter.by_model.items():
                 meter.add_usage(name, usage)
@@ -390,14 +344,3 @@ class ClaudeCodeBackend:
             return {}  # no opinion: allowed_tools and acceptEdits decide
 
         return pre_tool_use
-
-
-class _Usage:
-    """An AssistantMessage's usage dict, shaped like the API's usage object for `Meter.add`."""
-
-    def __init__(self, data: dict[str, Any] | None) -> None:
-        data = data or {}
-        self.input_tokens = data.get("input_tokens", 0)
-        self.output_tokens = data.get("output_tokens", 0)
-        self.cache_creation_input_tokens = data.get("cache_creation_input_tokens", 0)
-        self.cache_read_input_tokens = data.get("cache_read_input_tokens", 0)
