@@ -13,7 +13,8 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
 from honk.activities.adapter import adapting
-from honk.commands import EXIT_NOT_FOUND, run_command, trim_output
+from honk.commands import EXIT_NOT_FOUND, run_command
+from honk.log_trim import trim_output
 
 PY = sys.executable
 

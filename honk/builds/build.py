@@ -37,11 +37,12 @@ from honk.checks import (
     logs_dir,
     request_artifacts_dir,
 )
-from honk.commands import CommandResult, run_command, trim_output
+from honk.commands import CommandResult, run_command
 from honk.config.repository import BuildSpec, RepoConfigError, load_repo_config
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.liveness import beat, heartbeating
+from honk.log_trim import trim_output
 from honk.publish.store import ArtifactStore, build_prefix, make_store
 from honk.redact import redact
 from honk.sandbox import Sandbox
