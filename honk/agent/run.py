@@ -116,7 +116,7 @@ class AgentRunner:
             status=status,
             summary=run.summary,
             changed_files=changed,
-            head_sha=head,  # type: ignore[arg-type]
+            head_sha=head,
             backend=self.backend.name,
             model=run.model or self.settings.model,
             turns=run.turns,

@@ -25,7 +25,7 @@ class _StoreHandler(http.server.SimpleHTTPRequestHandler):
     store_root: Path
     signing_key: bytes
 
-    def send_head(self):  # type: ignore[override]
+    def send_head(self):
         parsed = urllib.parse.urlsplit(self.path)
         key = urllib.parse.unquote(parsed.path).lstrip("/")
         query = urllib.parse.parse_qs(parsed.query)
