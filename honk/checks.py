@@ -30,7 +30,7 @@ OUTPUT_LIMIT = 4000  # characters of a check's output that reach the model
 
 
 class WorkspaceProvider(Protocol):
-    """What checks and builds need from `activities.workspace.Workspaces`."""
+    """What checks and builds need from `honk.workspace.Workspaces`."""
 
     def locked(self, ref: WorkspaceRef) -> AbstractContextManager[None]: ...
 
