@@ -24,6 +24,10 @@ class ActivityPulse:
     def cancelled(self) -> bool:
         return activity.is_cancelled()
 
+    def shielded(self) -> contextlib.AbstractContextManager[None]:
+        # A sync activity's cancellation is raised into its thread at any bytecode.
+        return activity.shield_thread_cancel_exception()
+
 
 def application_error(err: HonkError) -> ApplicationError:
     return ApplicationError(

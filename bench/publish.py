@@ -55,9 +55,9 @@ def write_artifact(path: Path, size_mb: int) -> str:
 
 def child(args: argparse.Namespace) -> None:
     """The publisher: import, note the baseline, publish, report."""
-    from honk.builds.build import sha256_file
+    from honk.activities.publish import PublishActivities
+    from honk.builds.collect import sha256_file
     from honk.config.settings import load_settings
-    from honk.publish.publish import PublishActivities
     from honk.workflows.contract import ArtifactInfo, PublishTask
 
     settings = load_settings(

@@ -12,16 +12,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from honk.commands import run_command
 from honk.config.repository import CheckSpec, RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.errors import HonkError, permanent
 from honk.liveness import cancelled, heartbeating
 from honk.redact import redact
 from honk.sandbox import Sandbox
-from honk.workflows.contract import ACTIVITY_CHECKS, CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
+from honk.workflows.contract import CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
 from honk.workspace import Workspaces
 from honk.workspace.paths import safe_name
 
@@ -31,7 +31,7 @@ OUTPUT_LIMIT = 4000  # characters of a check's output that reach the model
 
 
 class WorkspaceProvider(Protocol):
-    """What checks and builds need from `activities.workspace.Workspaces`."""
+    """What checks and builds need from `honk.workspace.Workspaces`."""
 
     def locked(self, ref: WorkspaceRef) -> AbstractContextManager[None]: ...
 
@@ -51,18 +51,18 @@ def logs_dir(settings: Settings, request_id: str) -> Path:
     return request_artifacts_dir(settings, request_id) / "logs"
 
 
-def config_error(exc: RepoConfigError) -> ApplicationError:
+def config_error(exc: RepoConfigError) -> HonkError:
     """A broken `.honk.toml` does not fix itself on retry: fail the step at once."""
-    return ApplicationError(str(exc), type="ConfigError", non_retryable=True)
+    return permanent(str(exc), "ConfigError")
 
 
-class CheckActivities:
+class Checks:
     def __init__(self, settings: Settings, workspaces: WorkspaceProvider | None = None) -> None:
         self.settings = settings
         self.workspaces = workspaces or Workspaces(settings)
 
-    @activity.defn(name=ACTIVITY_CHECKS)
-    def run_checks(self, task: ChecksTask) -> ChecksOutcome:
+    def run(self, task: ChecksTask) -> ChecksOutcome:
+        """Run every check of the base branch's configuration on the workspace's tree."""
         ref = task.workspace
         # Held throughout: another step of this request on this host (a parallel build
         # target) would otherwise reset and `git clean` the tree under the running checks.

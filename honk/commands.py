@@ -3,8 +3,8 @@
 The command is the repository's code, so it is treated as untrusted: it gets an argv (never a
 shell string), a scrubbed environment without the worker's secrets, its own process group so
 a timeout or a cancelled request kills everything it started, and its output goes straight to
-a log file on disk (a 1 GB log never sits in the worker's memory). `trim_output` then reduces
-that log to the few kilobytes that matter for fixing a failure.
+a log file on disk (a 1 GB log never sits in the worker's memory). `trim_output` (honk/log_trim.py)
+then reduces that log to the few kilobytes that matter for fixing a failure.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from temporalio import activity
 from temporalio.exceptions import CancelledError
 
 from honk import telemetry
-from honk.liveness import beat, cancelled, in_activity
+from honk.liveness import beat, cancelled, shielded
 from honk.log_trim import trim_output
 from honk.process_limits import pids_cgroup
 from honk.sandbox import Sandbox
@@ -142,7 +141,7 @@ def run_command(
             if sandbox is not None:
                 _require_executable(argv[0], cwd, env)  # the box would hide "not found"
                 boxed = sandbox.wrap(argv, cwd, home, env.get("PATH", ""), cgroup)
-            with _shielded():
+            with shielded():
                 proc = _start(boxed, cwd, env, log_file)
             log.info("command started", extra={**fields, "pid": proc.pid})
             exit_code, stop = _wait(proc, log_file, timeout_s, heartbeat_every, max_log_bytes, argv)
@@ -158,7 +157,7 @@ def run_command(
             # Cancellation (raised by us or injected into this thread by the SDK) or a bug:
             # never leave the tree running behind us.
             if proc is not None:
-                with _shielded():
+                with shielded():
                     _kill_tree(proc, kill_grace_s)
                     note = f"\n[honk: stopped ({type(exc).__name__}), process tree killed]\n"
                     log_file.write(note.encode())
@@ -289,12 +288,6 @@ def _scratch_home() -> Iterator[Path]:
         yield home
     finally:
         shutil.rmtree(home, ignore_errors=True)
-
-
-def _shielded() -> contextlib.AbstractContextManager[None]:
-    # Inside a sync activity the SDK may raise CancelledError into this thread at any
-    # bytecode; the cleanup that kills the tree must not be interrupted half-way.
-    return activity.shield_thread_cancel_exception() if in_activity() else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- killing

@@ -20,6 +20,8 @@ class Pulse(Protocol):
 
     def cancelled(self) -> bool: ...
 
+    def shielded(self) -> contextlib.AbstractContextManager[None]: ...
+
 
 class _Still:
     def beat(self, *details: Any) -> None:
@@ -27,6 +29,9 @@ class _Still:
 
     def cancelled(self) -> bool:
         return False
+
+    def shielded(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 _current: contextvars.ContextVar[Pulse | None] = contextvars.ContextVar("honk_pulse", default=None)
@@ -57,6 +62,12 @@ def beat(*details: Any) -> None:
 
 def cancelled() -> bool:
     return _pulse().cancelled()
+
+
+def shielded() -> contextlib.AbstractContextManager[None]:
+    """A block the caller's cancellation may not interrupt half-way (cleanup that kills a
+    process tree); a cancellation that arrives meanwhile is raised when it ends."""
+    return _pulse().shielded()
 
 
 @contextlib.contextmanager

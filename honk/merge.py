@@ -1,7 +1,7 @@
 """Merge an approved, tested work branch into the base branch.
 
 Idempotent: the merged commit carries a `Honk-Request: <id>` trailer, and every attempt
-first looks for it on the base, so a retry after a crash between the push and the activity's
+first looks for it on the base, so a retry after a crash between the push and the step's
 completion returns the existing commit instead of merging twice.
 """
 
@@ -12,16 +12,15 @@ import logging
 from collections.abc import Iterator
 
 import git
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from honk import liveness
 from honk.checks import config_error, run_checks_in
 from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.errors import HonkError, permanent
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
-from honk.workflows.contract import ACTIVITY_MERGE, ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
+from honk.workflows.contract import ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
 from honk.workspace import Workspaces
 from honk.workspace.request import remote_error
 
@@ -43,13 +42,13 @@ _BASE_MOVED = (
 CONFLICT_EXCERPT = 3000  # characters of conflicting hunks sent back to the agent
 
 
-class MergeActivities:
+class Merger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.workspaces = Workspaces(settings)
 
-    @activity.defn(name=ACTIVITY_MERGE)
     def merge(self, task: MergeTask) -> MergeOutcome:
+        """Put the tested commit on the base (once), re-checking if the base moved."""
         ref = task.workspace
         with self.workspaces.locked(ref):
             path = self.workspaces.ensure(ref)  # also fetches the latest base
@@ -67,9 +66,8 @@ class MergeActivities:
                     return outcome
                 log.info("base moved during merge; redoing", extra={"request_id": ref.request_id, "attempt": attempt})
         # Retryable: a busy base is not a reason to fail the request.
-        raise ApplicationError(
-            f"{ref.base_branch!r} moved {MAX_PUSH_ATTEMPTS} times while merging; will retry",
-            type="BaseMoving",
+        raise HonkError(
+            f"{ref.base_branch!r} moved {MAX_PUSH_ATTEMPTS} times while merging; will retry", kind="BaseMoving"
         )
 
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
@@ -81,11 +79,10 @@ class MergeActivities:
         runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
         report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
         if not report.passed:
-            raise ApplicationError(
+            raise permanent(
                 f"checks failed on {task.workspace.base_branch!r} combined with the change, so "
                 f"nothing was pushed:\n{report.failure_report()}",
-                type="CombinedChecksFailed",
-                non_retryable=True,
+                "CombinedChecksFailed",
             )
 
 
@@ -106,10 +103,9 @@ def _attempt(
     base_sha = run_git(repo, "rev-parse", base_ref)
     merge_base = _merge_base(repo, base_sha, work_sha)
     if merge_base is None:
-        raise ApplicationError(
+        raise permanent(
             f"{ref.work_branch!r} and {ref.base_branch!r} share no history",
-            type="MergeConflict",
-            non_retryable=True,
+            "MergeConflict",
         )
     if merge_base == work_sha:  # everything on the work branch is already in the base
         raise _nothing_to_merge(ref)
@@ -149,10 +145,9 @@ def _require_tested(repo: git.Repo, ref: WorkspaceRef, tested_sha: str) -> str:
     work_sha = rev(repo, f"refs/remotes/origin/{ref.work_branch}")
     if work_sha != tested_sha:
         found = work_sha or "missing"
-        raise ApplicationError(
+        raise permanent(
             f"refusing to merge untested code: remote {ref.work_branch!r} is at {found}, checks passed on {tested_sha}",
-            type="UntestedChange",
-            non_retryable=True,
+            "UntestedChange",
         )
     return work_sha
 
@@ -166,11 +161,10 @@ def _merge_base(repo: git.Repo, a: str, b: str) -> str | None:
         raise
 
 
-def _nothing_to_merge(ref: WorkspaceRef) -> ApplicationError:
-    return ApplicationError(
+def _nothing_to_merge(ref: WorkspaceRef) -> HonkError:
+    return permanent(
         f"{ref.work_branch!r} has no changes against {ref.base_branch!r}",
-        type="NothingToMerge",
-        non_retryable=True,
+        "NothingToMerge",
     )
 
 
@@ -248,12 +242,11 @@ def _conflicts_abort(repo: git.Repo, ref: WorkspaceRef, abort: tuple[str, ...]) 
             run_git(repo, *abort)
         if not conflicted:
             raise
-        raise ApplicationError(
+        raise permanent(
             f"merging {ref.work_branch!r} into {ref.base_branch!r} conflicts in: "
             + ", ".join(conflicted)
             + (f"\n\nConflicting hunks:\n{hunks}" if hunks else ""),
-            type="MergeConflict",
-            non_retryable=True,
+            "MergeConflict",
         ) from None
 
 
@@ -317,10 +310,9 @@ def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str, credentials: GitCred
             return False
         if "[remote rejected]" in stderr:
             # A server-side policy (protected branch, hook) said no: retrying cannot help.
-            raise ApplicationError(
+            raise permanent(
                 f"remote refused the push to {ref.base_branch!r}: {exc.stderr.strip()}",
-                type="PushRejected",
-                non_retryable=True,
+                "PushRejected",
             ) from None
         if is_permanent_remote_error(exc):
             raise remote_error(ref, f"cannot push: {exc.stderr}") from None

@@ -12,7 +12,7 @@ from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honkstack import Stack
 from temporalio.exceptions import ApplicationError
 
-from honk.agent.activity import AgentActivities
+from honk.activities.agent import AgentActivities
 from honk.agent.tools import WorkspaceTools
 from honk.config.settings import load_settings
 from honk.workflows.contract import AgentTask, Stage, WorkspaceRef

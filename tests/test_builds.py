@@ -18,7 +18,7 @@ from honkstack import Stack, needs_android
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
-from honk.builds.build import BuildActivities
+from honk.activities.build import BuildActivities
 from honk.config.settings import Settings, load_settings
 from honk.workflows.contract import BuildTask, Stage, WorkspaceRef
 from honk.workspace import Workspaces

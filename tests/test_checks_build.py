@@ -18,8 +18,8 @@ import pytest
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from honk.builds.build import BuildActivities
-from honk.checks import CheckActivities
+from honk.activities.build import BuildActivities
+from honk.activities.checks import CheckActivities
 from honk.config.settings import Settings, load_settings
 from honk.workflows.contract import BuildTask, ChecksTask, WorkspaceRef
 from honk.workspace import Workspaces

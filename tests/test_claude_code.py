@@ -15,14 +15,13 @@ import git
 import pytest
 from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honkstack import Stack
-from temporalio.exceptions import ApplicationError
 from test_agent import (  # one sample project for both backends
     CALC_BUG,
     TEST_CALC,
     calc_repo,
 )
 
-from honk.agent.activity import AgentActivities
+from honk.activities.agent import AgentActivities
 from honk.agent.backend import AgentContext, Budget
 from honk.agent.claude_code import (
     ClaudeCodeBackend,
@@ -33,6 +32,7 @@ from honk.agent.claude_code import (
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
 from honk.config.settings import SettingsError, load_settings
+from honk.errors import HonkError
 from honk.workflows.contract import AgentTask, Stage, WorkspaceRef
 
 pytestmark = pytest.mark.claude_code
@@ -597,9 +597,9 @@ def test_wall_clock_budget_interrupts_a_hanging_model_call(fake, tmp_path):
 def test_unauthorised_fails_fast_with_a_clear_non_retryable_error(fake, tmp_path):
     model = fake({"replies": [FIX_CALC]})
     ws = Workspace(tmp_path)
-    with pytest.raises(ApplicationError) as failed:
+    with pytest.raises(HonkError) as failed:
         backend_for(model, tmp_path, key="sk-ant-wrong").run(ws.ctx, task("Fix the crash in add"))
-    assert failed.value.non_retryable and failed.value.type == "ModelRequestRejected"
+    assert not failed.value.retryable and failed.value.kind == "ModelRequestRejected"
     assert "401" in failed.value.message and "HONK_ANTHROPIC_API_KEY" in failed.value.message
     assert "sk-ant-wrong" not in failed.value.message
 

@@ -12,7 +12,9 @@ import pytest
 from temporalio.exceptions import CancelledError
 from temporalio.testing import ActivityEnvironment
 
-from honk.commands import EXIT_NOT_FOUND, run_command, trim_output
+from honk.activities.adapter import adapting
+from honk.commands import EXIT_NOT_FOUND, run_command
+from honk.log_trim import trim_output
 
 PY = sys.executable
 
@@ -139,9 +141,14 @@ def test_cancellation_kills_the_tree_and_raises(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     threading.Timer(1.0, env.cancel).start()
     started = time.monotonic()
+
+    def in_activity(*args, **kwargs):  # as an activity adapter runs domain code
+        with adapting():
+            return run_command(*args, **kwargs)
+
     with pytest.raises(CancelledError):
         env.run(
-            run_command,
+            in_activity,
             ["sh", "-c", f"sleep 60 & echo $! > {pid_file}; wait"],
             tmp_path,
             timeout_s=60,

@@ -23,13 +23,13 @@ import git
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from honk.activities.merge import MergeActivities
 from honk.activities.workspace import WorkspaceActivities
 from honk.config.registry import load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
 from honk.errors import HonkError
 from honk.git import askpass as git_askpass
 from honk.git.credentials import GitCredentials, askpass_program, split_credentials
-from honk.merge import MergeActivities
 from honk.redact import MASK, redact
 from honk.workflows.contract import CleanupTask, MergeTask, WorkspaceRef
 from honk.workspace import Workspaces

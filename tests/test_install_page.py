@@ -21,13 +21,13 @@ from honkstack import needs_android
 from phone_browser import CHROMIUM, PhoneBrowser
 from sample_apps import artifact_for, build_sample_apk, make_ipa, task_for
 
+from honk.activities.publish import PublishActivities
 from honk.builds.artifacts import APK_TYPE, describe
-from honk.cli.devstack import StoreServer
 from honk.config.settings import load_settings
 from honk.publish import links as signed_links
 from honk.publish.install_page import itms_services_link, manifest_plist
-from honk.publish.publish import PublishActivities
 from honk.publish.qr import qr_code
+from honk.publish.server import StoreServer
 
 REQUEST = "honk-slack-T1-C1-1700000000.000100"
 BUILD = 91_234_567  # seconds since 2024 (the workflow's numbering); grows per build

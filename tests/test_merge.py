@@ -9,8 +9,8 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from honk import merge as merge_module
+from honk.activities.merge import MergeActivities
 from honk.config.settings import Settings
-from honk.merge import MergeActivities
 from honk.workflows.contract import MergeTask, WorkspaceRef
 from honk.workspace import Workspaces
 

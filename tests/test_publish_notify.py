@@ -14,11 +14,12 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.notify import NotifyActivities
+from honk.activities.publish import PublishActivities
 from honk.builds.artifacts import describe
 from honk.config.settings import Settings, load_settings
 from honk.logs import JsonFormatter
 from honk.publish import links as signed_links
-from honk.publish.publish import APK_TYPE, LocalStore, PublishActivities
+from honk.publish.publish import APK_TYPE, LocalStore
 from honk.workflows.contract import ArtifactInfo, Links, Notice, Origin, PublishTask, Stage
 
 REQUEST = "honk-slack-T1-C1-1700000000.000100"

@@ -23,11 +23,11 @@ from moto_s3 import MotoServer
 from sample_apps import artifact_for, make_ipa, task_for
 from temporalio.exceptions import ApplicationError
 
+from honk.activities.build import BuildActivities
+from honk.activities.publish import PublishActivities
 from honk.builds.artifacts import APK_TYPE
-from honk.builds.build import BuildActivities
 from honk.cli.demo import SAMPLE_APP, create_remote
 from honk.config.settings import SettingsError, load_settings
-from honk.publish.publish import PublishActivities
 from honk.publish.store import MiB, S3Store, make_store, s3_client
 from honk.workflows.contract import BuildTask, WorkspaceRef
 from honk.workspace import Workspaces

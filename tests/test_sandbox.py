@@ -10,7 +10,7 @@ from pathlib import Path
 import git
 import pytest
 
-from honk.checks import CheckActivities
+from honk.activities.checks import CheckActivities
 from honk.config.settings import load_settings
 from honk.sandbox import Sandbox, bwrap_works
 from honk.workflows.contract import ChecksTask, WorkspaceRef

@@ -16,14 +16,14 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from honk.activities.agent import AgentActivities
+from honk.activities.build import BuildActivities
+from honk.activities.checks import CheckActivities
+from honk.activities.merge import MergeActivities
 from honk.activities.notify import NotifyActivities
+from honk.activities.publish import PublishActivities
 from honk.activities.workspace import WorkspaceActivities
-from honk.agent.activity import AgentActivities
-from honk.builds.build import BuildActivities
-from honk.checks import CheckActivities
 from honk.config.settings import Settings
-from honk.merge import MergeActivities
-from honk.publish.publish import PublishActivities
 from honk.redact import remember_secrets, secret_values
 from honk.workflows.change_request import ChangeRequestWorkflow
 

@@ -5,15 +5,9 @@ Claude Code runs as a subprocess in the workspace with the same limits as the de
 - Tools: only the file tools (Read, Edit, Write, Glob, Grep) plus Honk's own in-process MCP
   tools `run_checks`, `delete_file` and `finish`, which run through `WorkspaceTools` (the same
   confined code and the same trimmed check output as the default backend). No shell, no web.
-- A PreToolUse hook refuses every call outside that set and every path outside the workspace
-  or inside `.git` (checked with `WorkspaceTools.resolve`, so the rules are identical); a
-  failing hook blocks the call. Shell commands (a `git push` above all) are refused.
-- No settings, hooks, MCP servers or plugins from the repository or a user's home are loaded;
-  prompts are delivered verbatim (no `@file` expansion from the request text).
-- The CLI process gets a scrubbed environment: a temporary HOME and TMPDIR, the model
-  endpoint and key from Honk's settings, `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`, and
-  nothing else from the worker (the SDK merges the worker's whole environment into the
-  child's, so a small launcher execs the CLI with only the allowed variables).
+- A PreToolUse hook refuses every other call, every path outside the workspace or inside
+  `.git`, and shell commands; the CLI sees a scrubbed environment and loads no settings,
+  hooks or plugins from the repository (honk/agent/claude_code_confinement.py).
 - Budgets: turns (`max_turns`), dollars (`max_budget_usd` and Honk's meter), tokens and wall
   clock (the run is interrupted); the partial work is committed and pushed either way.
 - Heartbeats on every message, checkpoints (commit + push) after turns that edited files,
@@ -25,63 +19,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from honk import liveness
 from honk.agent.backend import AgentContext, AgentRun
+from honk.agent.claude_code_confinement import (
+    ALLOWED_TOOLS,
+    DISALLOWED_TOOLS,
+    EDITING_TOOLS,
+    FILE_TOOLS,
+    SDK_ENV,
+    SERVER,
+    cli_environment,
+    refusal,
+    write_launcher,
+)
+from honk.agent.claude_code_reports import MessageUsage, result_error, usage_of
 from honk.agent.pricing import Meter
 from honk.agent.prompt import system_prompt, user_prompt
-from honk.agent.tools import ToolError, WorkspaceTools
-from honk.commands import command_env
 from honk.config.settings import Settings, SettingsError
-from honk.workflows.contract import AgentTask, Usage
+from honk.errors import HonkError
+from honk.workflows.contract import AgentTask
 
 log = logging.getLogger(__name__)
 
 EXTRA_HINT = "pip install 'honk[claude-code]'"
-SERVER = "honk"  # the in-process MCP server's name; its tools are mcp__honk__<name>
-FILE_TOOLS = ("Read", "Edit", "Write", "Glob", "Grep")
-HONK_TOOLS = tuple(f"mcp__{SERVER}__{name}" for name in ("run_checks", "delete_file", "finish"))
-ALLOWED_TOOLS = frozenset(FILE_TOOLS + HONK_TOOLS)
-# Never offered (the `tools` list already leaves them out); listed so a newer CLI that adds
-# them to the base set still keeps them away from the model.
-DISALLOWED_TOOLS = (
-    "Bash",
-    "BashOutput",
-    "KillShell",
-    "WebFetch",
-    "WebSearch",
-    "NotebookEdit",
-    "Task",
-    "Agent",
-    "Skill",
-    "SlashCommand",
-    "TodoWrite",
-    "ExitPlanMode",
-)
-# Calls that change files: they wait for a running checkpoint and mark the work dirty.
-EDITING_TOOLS = frozenset({"Edit", "Write", "MultiEdit", "NotebookEdit", f"mcp__{SERVER}__delete_file"})
-PATH_KEYS = ("file_path", "path", "notebook_path")
-GLOB_MAGIC = re.compile(r"[*?\[{]")
-PUSH = re.compile(r"\bpush\b", re.IGNORECASE)
-# Set by the SDK for its own protocol with the CLI; nothing secret.
-SDK_ENV = (
-    "CLAUDE_CODE_ENTRYPOINT",
-    "CLAUDE_AGENT_SDK_VERSION",
-    "CLAUDE_CODE_SDK_READS_SESSION_STATE",
-    "CLAUDE_AGENT_SDK_CLIENT_APP",
-    "CLAUDE_CODE_ENABLE_SDK_FILE_CHECKPOINTING",
-    "PWD",
-)
 INTERRUPT_GRACE_S = 15.0
 BEAT_EVERY_S = 5.0
 
@@ -116,173 +85,7 @@ def bundled_cli(sdk: Any) -> str:
     return found
 
 
-# --------------------------------------------------------------------------- confinement
-
-
-def _inside(path: Path, roots: tuple[Path, ...]) -> Path | None:
-    """`path` (absolute) relative to the first root that contains it lexically, else None."""
-    for root in roots:
-        if path.is_relative_to(root):
-            return path.relative_to(root)
-    return None
-
-
-def _check_path(tools: WorkspaceTools, roots: tuple[Path, ...], value: str) -> None:
-    """Raise ToolError unless `value` names something inside the workspace, outside .git."""
-    if value.startswith("~"):
-        raise ToolError(f"{value!r} is outside the repository")
-    raw = Path(value)
-    if raw.is_absolute():
-        relative = _inside(raw, roots)
-        if relative is None:
-            raise ToolError(f"{value!r} is outside the repository")
-        value = relative.as_posix() or "."
-    tools.resolve(value)
-
-
-def _pattern_root(pattern: str) -> str:
-    """The literal directory a glob pattern starts from (`src/**/*.py` -> `src`)."""
-    parts = Path(pattern).parts
-    literal = []
-    for part in parts:
-        if GLOB_MAGIC.search(part):
-            break
-        literal.append(part)
-    return str(Path(*literal)) if literal else "."
-
-
-def refusal(tools: WorkspaceTools, tool: str, args: dict[str, Any], roots: tuple[Path, ...] = ()) -> str | None:
-    """Why this tool call must not run, or None. The same rules as the default backend's tools."""
-    roots = tuple(dict.fromkeys((tools.root, *roots)))
-    if any(isinstance(args.get(k), str) for k in ("command", "cmd", "script")):
-        if any(PUSH.search(str(args.get(k, ""))) for k in ("command", "cmd", "script")):
-            return "Pushing is Honk's job: the agent never pushes (Honk commits and pushes your work)."
-        return "There is no shell in this session; use the file tools and mcp__honk__run_checks."
-    if tool not in ALLOWED_TOOLS:
-        return f"{tool} is not available to Honk's agent; use the file tools and mcp__honk__run_checks."
-    try:
-        for key in PATH_KEYS:
-            value = args.get(key)
-            if value is None or value == "":
-                continue
-            if not isinstance(value, str):
-                raise ToolError(f"{key} must be a string")
-            _check_path(tools, roots, value)
-        for key in ("pattern", "glob"):
-            value = args.get(key)
-            if tool == "Grep" and key == "pattern":
-                continue  # a regular expression, not a path
-            if isinstance(value, str) and value:
-                if ".." in Path(value).parts or ".git" in Path(value).parts:
-                    raise ToolError(f"the pattern {value!r} leaves the repository or enters .git")
-                _check_path(tools, roots, _pattern_root(value))
-        if tool == "MultiEdit" and not args.get("file_path"):
-            raise ToolError("a path is required")
-    except ToolError as exc:
-        return f"Refused: {exc}. Work only inside the repository (never .git)."
-    return None
-
-
-# --------------------------------------------------------------------------- the CLI's environment
-
-
-def cli_environment(settings: Settings, home: Path, budget_seconds: float) -> dict[str, str]:
-    """What the CLI process may see: the scrubbed base every repository command gets, plus the
-    model endpoint and key from Honk's settings (never from the worker's environment)."""
-    if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
-        raise ApplicationError(
-            "no model configured: set HONK_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
-            type="ConfigError",
-            non_retryable=True,
-        )
-    env = command_env(None, home)
-    env.update(
-        ANTHROPIC_API_KEY=settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "unset",
-        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC="1",
-        DISABLE_AUTOUPDATER="1",
-        DISABLE_TELEMETRY="1",
-        DISABLE_ERROR_REPORTING="1",
-        CLAUDE_CONFIG_DIR=str(home / ".claude"),
-        CLAUDE_CODE_TMPDIR=env["TMPDIR"],
-        CLAUDE_CODE_MAX_RETRIES="2",  # as the default backend's client; Temporal retries the rest
-        API_TIMEOUT_MS=str(int(settings.model_timeout_s * 1000)),
-        MCP_TOOL_TIMEOUT=str(int(max(budget_seconds, 60) * 1000)),  # checks may take minutes
-    )
-    if settings.anthropic_base_url:
-        env["ANTHROPIC_BASE_URL"] = settings.anthropic_base_url
-    return env
-
-
-LAUNCHER = """\
-#!{python} -IS
-# Honk's launcher for the Claude Code CLI: the SDK hands its child the worker's whole
-# environment; keep only what Honk allowed, then become the CLI.
-import os, sys
-KEEP = {keep!r}
-env = {{k: v for k, v in os.environ.items() if k in KEEP}}
-os.execve({cli!r}, [{cli!r}, *sys.argv[1:]], env)
-"""
-
-
-def write_launcher(directory: Path, cli: str, keep: set[str]) -> Path:
-    """An executable that runs `cli` with only the variables named in `keep` (names only:
-    the values travel through the process environment, never through a file or argv)."""
-    path = directory / "claude"
-    path.write_text(LAUNCHER.format(python=sys.executable, keep=sorted(keep), cli=cli), encoding="utf-8")
-    path.chmod(0o700)
-    return path
-
-
 # --------------------------------------------------------------------------- the backend
-
-
-def _usage_of(data: dict[str, Any] | None, cost: float) -> Usage:
-    data = data or {}
-    return Usage(
-        input_tokens=int(data.get("input_tokens") or data.get("inputTokens") or 0),
-        output_tokens=int(data.get("output_tokens") or data.get("outputTokens") or 0),
-        cache_write_tokens=int(data.get("cache_creation_input_tokens") or data.get("cacheCreationInputTokens") or 0),
-        cache_read_tokens=int(data.get("cache_read_input_tokens") or data.get("cacheReadInputTokens") or 0),
-        cost_usd=round(float(cost or 0), 6),
-    )
-
-
-def result_error(result: Any, assistant_error: str | None) -> ApplicationError:
-    """Map a failed run to a Temporal retry decision, like `messages.model_error`: refusals
-    (400/401/403/404) are final, everything else (429, 529, 5xx, a crashed CLI) is retried."""
-    status = getattr(result, "api_error_status", None) if result is not None else None
-    text = (
-        (
-            getattr(result, "result", None)
-            or "; ".join(getattr(result, "errors", None) or [])
-            or assistant_error
-            or "no detail"
-        )
-        if result is not None
-        else (assistant_error or "no detail")
-    )
-    if status in (400, 401, 403, 404) or assistant_error in (
-        "authentication_failed",
-        "billing_error",
-        "invalid_request",
-    ):
-        hint = (
-            " Check HONK_ANTHROPIC_API_KEY."
-            if status in (401, 403) or assistant_error == "authentication_failed"
-            else ""
-        )
-        return ApplicationError(
-            f"the model API refused the request ({status or assistant_error}): {text}.{hint}",
-            type="ModelRequestRejected",
-            non_retryable=True,
-        )
-    if status is not None or assistant_error is not None:
-        return ApplicationError(
-            f"the model API is unavailable ({status or assistant_error}): {text}", type="ModelUnavailable"
-        )
-    if result is None:
-        return ApplicationError("Claude Code ended without a result", type="ClaudeCodeError")
-    return ApplicationError(f"Claude Code failed ({getattr(result, 'subtype', '?')}): {text}", type="ClaudeCodeError")
 
 
 @dataclass
@@ -369,14 +172,12 @@ class ClaudeCodeBackend:
                 async with sdk.ClaudeSDKClient(options) as client:
                     await client.query(user_prompt(task, ctx.resumed))
                     await self._drive(client, state)
-            except (ApplicationError, CancelledError):
+            except (HonkError, CancelledError):
                 raise
             except sdk.CLINotFoundError as exc:
-                raise ApplicationError(
-                    f"Claude Code could not start: {exc}", type="ConfigError", non_retryable=True
-                ) from None
+                raise HonkError(f"Claude Code could not start: {exc}", kind="ConfigError", retryable=False) from None
             except sdk.ClaudeSDKError as exc:
-                raise ApplicationError(f"Claude Code failed: {exc}", type="ClaudeCodeError") from None
+                raise HonkError(f"Claude Code failed: {exc}", kind="ClaudeCodeError") from None
         return self._outcome(state)
 
     async def _drive(self, client: Any, state: _Run) -> None:
@@ -422,7 +223,7 @@ class ClaudeCodeBackend:
                     if message.model and message.model != "<synthetic>":
                         state.turn += 1
                         state.model = message.model
-                        state.meter.add(message.model, _Usage(message.usage))
+                        state.meter.add(message.model, MessageUsage(message.usage))
                 if state.stop is None and state.view().tokens > budget.max_tokens:
                     state.stop = f"the token budget ({budget.max_tokens})"
                 elif state.stop is None and state.view().total.cost_usd > budget.max_dollars:
@@ -439,9 +240,9 @@ class ClaudeCodeBackend:
             # The CLI's own accounting is authoritative for what it sent.
             if result.model_usage:
                 for name, data in result.model_usage.items():
-                    meter.add_usage(name, _usage_of(dict(data), data.get("costUSD", 0)))
+                    meter.add_usage(name, usage_of(dict(data), data.get("costUSD", 0)))
             else:
-                meter.add_usage(model, _usage_of(result.usage, result.total_cost_usd or 0))
+                meter.add_usage(model, usage_of(result.usage, result.total_cost_usd or 0))
         else:
             for name, usage in state.meter.by_model.items():
                 meter.add_usage(name, usage)
@@ -543,14 +344,3 @@ class ClaudeCodeBackend:
             return {}  # no opinion: allowed_tools and acceptEdits decide
 
         return pre_tool_use
-
-
-class _Usage:
-    """An AssistantMessage's usage dict, shaped like the API's usage object for `Meter.add`."""
-
-    def __init__(self, data: dict[str, Any] | None) -> None:
-        data = data or {}
-        self.input_tokens = data.get("input_tokens", 0)
-        self.output_tokens = data.get("output_tokens", 0)
-        self.cache_creation_input_tokens = data.get("cache_creation_input_tokens", 0)
-        self.cache_read_input_tokens = data.get("cache_read_input_tokens", 0)

@@ -2,7 +2,7 @@
 
 One model call a turn (streamed), the tools run locally on the workspace, usage and cost are
 metered per model, budgets fail closed (the work so far is kept and pushed), and Anthropic
-errors become Temporal retries or clear non-retryable failures.
+errors become retryable failures (keeping the server's pacing) or clear permanent ones.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 import anthropic
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import CancelledError
 
 from honk import liveness, telemetry
 from honk.agent.backend import AgentContext, AgentRun
@@ -21,6 +21,8 @@ from honk.agent.pricing import Meter
 from honk.agent.prompt import system_prompt, user_prompt
 from honk.agent.tools import DEFINITIONS
 from honk.config.settings import Settings
+from honk.errors import HonkError
+from honk.ratelimit import retry_after
 from honk.workflows.contract import AgentTask
 
 log = logging.getLogger(__name__)
@@ -31,10 +33,10 @@ CACHE = {"type": "ephemeral"}
 
 def make_client(settings: Settings) -> anthropic.Anthropic:
     if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
-        raise ApplicationError(
+        raise HonkError(
             "no model configured: set HONK_ANTHROPIC_API_KEY (or ANTHROPIC_API_KEY)",
-            type="ConfigError",
-            non_retryable=True,
+            kind="ConfigError",
+            retryable=False,
         )
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "unset"
     return anthropic.Anthropic(
@@ -45,8 +47,8 @@ def make_client(settings: Settings) -> anthropic.Anthropic:
     )
 
 
-def model_error(exc: anthropic.APIError) -> ApplicationError:
-    """Map an Anthropic failure to a Temporal retry decision, keeping the server's pacing."""
+def model_error(exc: anthropic.APIError) -> HonkError:
+    """Map an Anthropic failure to a retry decision, keeping the server's pacing."""
     status = getattr(exc, "status_code", None)
     if isinstance(
         exc,
@@ -58,21 +60,17 @@ def model_error(exc: anthropic.APIError) -> ApplicationError:
         ),
     ):
         hint = " Check HONK_ANTHROPIC_API_KEY." if status in (401, 403) else ""
-        return ApplicationError(
+        return HonkError(
             f"the model API refused the request ({status}): {exc.message}.{hint}",
-            type="ModelRequestRejected",
-            non_retryable=True,
+            kind="ModelRequestRejected",
+            retryable=False,
         )
-    delay = None
     response = getattr(exc, "response", None)
-    if response is not None:
-        retry_after = response.headers.get("retry-after")
-        if retry_after and retry_after.replace(".", "", 1).isdigit():
-            delay = timedelta(seconds=min(float(retry_after), 600))
-    return ApplicationError(
+    seconds = retry_after(response.headers) if response is not None else None
+    return HonkError(
         f"the model API is unavailable ({status or type(exc).__name__}): {exc.message}",
-        type="ModelUnavailable",
-        next_retry_delay=delay,
+        kind="ModelUnavailable",
+        retry_after=timedelta(seconds=seconds) if seconds is not None else None,
     )
 
 

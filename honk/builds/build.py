@@ -3,7 +3,8 @@
 Build systems differ in how they are invoked (a command, gradle, xcodebuild, fastlane, expo),
 not in what Honk does around them: check out the commit, run the steps with a log, collect
 files by glob, hash them and read what they say about themselves. So each system is a small
-`BuildDriver` (activities/build_drivers.py) and everything else lives here.
+`BuildDriver` (honk/builds/drivers.py), collecting the files is honk/builds/collect.py,
+and everything else lives here.
 
 Each target builds in its own checkout of the work branch, so the targets of one request
 really build at the same time on one worker, and a build never disturbs the workspace the
@@ -13,17 +14,13 @@ agent and the checks use.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import time
 from pathlib import Path
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
-
 from honk import telemetry
-from honk.builds.artifacts import describe
+from honk.builds.collect import collect_artifacts
 from honk.builds.drivers import (
     DRIVERS,
     BuildContext,
@@ -40,15 +37,16 @@ from honk.checks import (
     logs_dir,
     request_artifacts_dir,
 )
-from honk.commands import CommandResult, run_command, trim_output
+from honk.commands import CommandResult, run_command
 from honk.config.repository import BuildSpec, RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.errors import HonkError, permanent
 from honk.liveness import beat, heartbeating
+from honk.log_trim import trim_output
 from honk.publish.store import ArtifactStore, build_prefix, make_store
 from honk.redact import redact
 from honk.sandbox import Sandbox
 from honk.workflows.contract import (
-    ACTIVITY_BUILD,
     ArtifactInfo,
     BuildOutcome,
     BuildTask,
@@ -57,20 +55,11 @@ from honk.workflows.contract import (
 from honk.workspace import Workspaces
 from honk.workspace.paths import safe_name
 
-__all__ = [
-    "DRIVERS",
-    "BuildActivities",
-    "BuildContext",
-    "BuildDriver",
-    "CommandDriver",
-    "collect_artifacts",
-    "copy_and_hash",
-    "sha256_file",
-]
+__all__ = ["DRIVERS", "BuildContext", "BuildDriver", "Builder", "CommandDriver"]
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1024 * 1024
+_CHUNK = 1024 * 1024  # log copying
 FAILURE_TAIL_LIMIT = 4000
 
 
@@ -80,7 +69,7 @@ def build_workspace(ref: WorkspaceRef, target: str) -> WorkspaceRef:
     return ref.model_copy(update={"request_id": f"{ref.request_id}.build.{target}"})
 
 
-class BuildActivities:
+class Builder:
     def __init__(
         self,
         settings: Settings,
@@ -93,8 +82,8 @@ class BuildActivities:
         self.drivers = drivers or DRIVERS
         self._store = store
 
-    @activity.defn(name=ACTIVITY_BUILD)
     def build(self, task: BuildTask) -> BuildOutcome:
+        """Build one target at the work branch's head, in a checkout of its own."""
         ref = build_workspace(task.workspace, task.target)
         # Held throughout: a retried attempt of this target on this host waits for the
         # first one instead of resetting its tree mid-build.
@@ -151,11 +140,7 @@ class BuildActivities:
             raise config_error(exc) from None
         driver = self.drivers.get(spec.driver)
         if driver is None:
-            raise ApplicationError(
-                f"build target {spec.name!r}: no driver {spec.driver!r} on this worker",
-                type="ConfigError",
-                non_retryable=True,
-            )
+            raise permanent(f"build target {spec.name!r}: no driver {spec.driver!r} on this worker", "ConfigError")
         return spec, driver
 
     @telemetry.traced(
@@ -250,10 +235,8 @@ def run_steps(driver: BuildDriver, ctx: BuildContext, sandbox: Sandbox | None = 
     try:
         driver.finish(ctx)
     except (BuildSetupError, OSError, ValueError) as exc:
-        raise ApplicationError(
-            f"build {spec.name!r} ({driver.name}) finished but its output is unusable: {exc}",
-            type="BuildFailed",
-            non_retryable=True,
+        raise permanent(
+            f"build {spec.name!r} ({driver.name}) finished but its output is unusable: {exc}", "BuildFailed"
         ) from None
 
 
@@ -267,9 +250,7 @@ def _append_log(log_path: Path, step_log: Path, step: BuildStep | None) -> None:
     step_log.unlink(missing_ok=True)
 
 
-def _build_failed(
-    spec: BuildSpec, step: BuildStep, result: CommandResult, log_path: Path, several: bool
-) -> ApplicationError:
+def _build_failed(spec: BuildSpec, step: BuildStep, result: CommandResult, log_path: Path, several: bool) -> HonkError:
     """Builds are deterministic enough that retrying the same commit only wastes time; the
     workflow decides what to do (usually: report, or hand the log to the agent)."""
     why = f"exit code {result.exit_code}" if result.exit_code is not None else "killed"
@@ -279,88 +260,4 @@ def _build_failed(
     # The step's own log was merged into the target's: trim what the step printed from there.
     tail = redact(result.output_tail or trim_output(log_path, FAILURE_TAIL_LIMIT))
     message = f"build {spec.name!r} failed{where} ({why}); log {log_path}:\n{tail}"
-    return ApplicationError(message, type="BuildFailed", non_retryable=True)
-
-
-# --------------------------------------------------------------------------- artifacts
-
-
-def collect_artifacts(root: Path, spec: BuildSpec, dest: Path, patterns: list[str] | None = None) -> list[ArtifactInfo]:
-    """Copy the files matching the globs into `dest` (emptied first, so a retried build
-    leaves no stale files) and describe them from their content."""
-    patterns = patterns or list(spec.artifacts or [])
-    matches = match_artifacts(root, patterns)
-    if not matches:
-        raise ApplicationError(
-            f"build {spec.name!r} produced no file matching {', '.join(patterns)}",
-            type="NoArtifacts",
-            non_retryable=True,
-        )
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    artifacts = []
-    for source in matches:
-        name = _unique_name(source, root, dest)
-        beat({"collecting": name})
-        sha256, size = copy_and_hash(source, dest / name)
-        artifacts.append(
-            ArtifactInfo(
-                target=spec.name,
-                name=name,
-                path=str(dest / name),
-                sha256=sha256,
-                size=size,
-                **describe(dest / name),
-            )
-        )
-    return artifacts
-
-
-def match_artifacts(root: Path, patterns: list[str]) -> list[Path]:
-    """Regular files under `root` matching any glob, once each, in a stable order.
-
-    Matches are resolved, and anything that leads outside the workspace (a symlink to
-    /etc or the worker's home) is skipped: the artifact gets published.
-    """
-    root = root.resolve()
-    found: dict[Path, None] = {}
-    for pattern in patterns:
-        for path in sorted(root.glob(pattern)):
-            real = path.resolve()
-            if not real.is_relative_to(root):
-                log.warning("artifact outside the workspace skipped", extra={"path": str(path)})
-                continue
-            if real.is_file():
-                found.setdefault(real)
-    return list(found)
-
-
-def _unique_name(source: Path, root: Path, dest: Path) -> str:
-    """The file name, or its workspace-relative path flattened when two files share a name."""
-    if not (dest / source.name).exists():
-        return source.name
-    return "_".join(source.relative_to(root.resolve()).parts)
-
-
-def copy_and_hash(source: Path, target: Path) -> tuple[str, int]:
-    """Copy in chunks, hashing on the way: one read of a possibly large file."""
-    digest = hashlib.sha256()
-    size = 0
-    with open(source, "rb") as src, open(target, "wb") as out:
-        while chunk := src.read(_CHUNK):
-            digest.update(chunk)
-            out.write(chunk)
-            size += len(chunk)
-    shutil.copystat(source, target)
-    return digest.hexdigest(), size
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+    return permanent(message, "BuildFailed")

@@ -1,7 +1,7 @@
 """Expiring signed links for the local artifact store.
 
 A link is `<public_url>/<key>?expires=<unix time>&sig=<hmac>`: the publishing worker signs,
-Honk's web service (honk/devstack.py `StoreServer`) checks. So an install link posted in a
+Honk's web service (honk/publish/server.py `StoreServer`) checks. So an install link posted in a
 chat thread works for the link's lifetime and nothing else in the store can be guessed or
 listed. The same key must be configured on every worker and on the web service
 (HONK_LINK_SIGNING_KEY); on one host a generated key file in the data directory is shared.

@@ -1,8 +1,8 @@
 """Publish a build: store its artifacts, an iOS manifest per IPA, a QR code and an install
 page, and return the links.
 
-Storage sits behind `ArtifactStore` (activities/store.py: `local` or `s3`); the page and
-manifest are built in activities/install_page.py. Keys are `<request>/<build number>/<name>`,
+Storage sits behind `ArtifactStore` (honk/publish/store.py: `local` or `s3`); the page and
+manifest are built in honk/publish/install_page.py. Keys are `<request>/<build number>/<name>`,
 derived from the request and build number only, so a retried publish overwrites its own
 objects instead of leaving duplicates behind.
 """
@@ -13,13 +13,11 @@ import logging
 import re
 from pathlib import Path, PurePosixPath
 
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
-
 from honk.builds.artifacts import APK_TYPE, content_type_for
-from honk.builds.build import sha256_file
+from honk.builds.collect import sha256_file
 from honk.checks import request_artifacts_dir
 from honk.config.settings import Settings
+from honk.errors import permanent
 from honk.liveness import beat
 from honk.publish.install_page import (
     app_title,
@@ -29,9 +27,9 @@ from honk.publish.install_page import (
 )
 from honk.publish.qr import qr_code
 from honk.publish.store import ArtifactStore, LocalStore, build_prefix, expiry, make_store
-from honk.workflows.contract import ACTIVITY_PUBLISH, ArtifactInfo, Published, PublishTask
+from honk.workflows.contract import ArtifactInfo, Published, PublishTask
 
-__all__ = ["APK_TYPE", "LocalStore", "PublishActivities", "content_type_for"]
+__all__ = ["APK_TYPE", "LocalStore", "Publisher", "content_type_for"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +39,13 @@ _RESERVED = {PAGE_NAME, QR_NAME}
 _MANIFEST_SUFFIX = ".manifest.plist"
 
 
-class PublishActivities:
+class Publisher:
     def __init__(self, settings: Settings, store: ArtifactStore | None = None) -> None:
         self.settings = settings
         self.store = store or make_store(settings)
 
-    @activity.defn(name=ACTIVITY_PUBLISH)
     def publish(self, task: PublishTask) -> Published:
+        """Store the build's artifacts and its install page; return the links."""
         prefix = build_prefix(task.request_id, task.build_number)
         expires, expires_at = expiry(self.store)
         # Every artifact is found before the first upload: all or nothing becomes visible.
@@ -121,11 +119,10 @@ class PublishActivities:
             if stored and stored.size == artifact.size and stored.sha256 in (None, artifact.sha256):
                 return artifact.stored_key
             if not Path(artifact.path).is_file():
-                raise ApplicationError(
+                raise permanent(
                     f"artifact {artifact.name!r} is neither in the store at {artifact.stored_key} "
                     f"(found: {stored}) nor on this host at {artifact.path}",
-                    type="ArtifactMissing",
-                    non_retryable=True,
+                    "ArtifactMissing",
                 )
         _verify(artifact)
         return None
@@ -176,17 +173,12 @@ def _verify(artifact: ArtifactInfo) -> None:
     long after the build, and a wrong binary must never get an install link."""
     path = Path(artifact.path)
     if not path.is_file():
-        raise ApplicationError(
-            f"artifact {artifact.name!r} not found at {path} (built on another host?)",
-            type="ArtifactMissing",
-            non_retryable=True,
-        )
+        raise permanent(f"artifact {artifact.name!r} not found at {path} (built on another host?)", "ArtifactMissing")
     sha256, size = sha256_file(path)
     if (sha256, size) != (artifact.sha256, artifact.size):
-        raise ApplicationError(
+        raise permanent(
             f"artifact {artifact.name!r} at {path} changed since the build "
             f"(sha256 {sha256[:12]}…, {size} bytes; expected {artifact.sha256[:12]}…, "
             f"{artifact.size} bytes)",
-            type="ArtifactChanged",
-            non_retryable=True,
+            "ArtifactChanged",
         )

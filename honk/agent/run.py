@@ -1,5 +1,5 @@
-"""The `run_agent` activity: prepare the workspace, run the backend within its budget,
-review the diff, commit and push.
+"""One agent round: prepare the workspace, run the backend within its budget, review the
+diff, commit and push.
 
 The work branch is pushed whenever the agent changed files, so a retried activity (another
 worker, after a crash) continues from the pushed branch rather than from scratch.
@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-
-from temporalio import activity
 
 from honk import liveness, telemetry
 from honk.agent.backend import AgentBackend, AgentContext, AgentRun, Budget
@@ -24,7 +22,7 @@ from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.settings import Settings
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
-from honk.workflows.contract import ACTIVITY_AGENT, AgentOutcome, AgentTask, ChecksOutcome
+from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome
 from honk.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -38,14 +36,14 @@ def make_backend(settings: Settings) -> AgentBackend:
     return MessagesBackend(settings)
 
 
-class AgentActivities:
+class AgentRunner:
     def __init__(self, settings: Settings, backend: AgentBackend | None = None) -> None:
         self.settings = settings
         self.workspaces = Workspaces(settings)
         self.backend = backend or make_backend(settings)
 
-    @activity.defn(name=ACTIVITY_AGENT)
-    def run_agent(self, task: AgentTask) -> AgentOutcome:
+    def run(self, task: AgentTask, attempt: int = 1) -> AgentOutcome:
+        """Run one round; `attempt` > 1 means an interrupted run of it may have left work."""
         ref = task.workspace
         root = self.workspaces.ensure(ref)
         liveness.beat({"round": task.round, "attempt": task.attempt, "turn": 0})
@@ -81,7 +79,7 @@ class AgentActivities:
             checkpoint=checkpoint,
             changed_files=lambda: self.workspaces.changed_files(ref),
             beat=_beat,
-            resumed=self._resumed(ref),
+            resumed=self._resumed(ref, attempt),
             meter=meter,
         )
         run = self.backend.run(ctx, task)
@@ -119,7 +117,7 @@ class AgentActivities:
             status=status,
             summary=run.summary,
             changed_files=changed,
-            head_sha=head,  # type: ignore[arg-type]
+            head_sha=head,
             backend=self.backend.name,
             model=run.model or self.settings.model,
             turns=run.turns,
@@ -175,14 +173,13 @@ class AgentActivities:
         with open_repo(root) as repo:
             return run_git(repo, "diff", "--no-color", f"origin/{task.workspace.base_branch}...HEAD", strip=False)
 
-    def _resumed(self, ref) -> str:
+    def _resumed(self, ref, attempt: int) -> str:
         """On a retried attempt, tell the model what the interrupted run already did."""
-        if activity.in_activity() and activity.info().attempt > 1:
+        if attempt > 1:
             files = self.workspaces.changed_files(ref)
             return "Files already changed: " + (", ".join(files) if files else "none")
         return ""
 
 
 def _beat(turn: int, meter: Meter) -> None:
-    if activity.in_activity():
-        activity.heartbeat({"turn": turn, "tokens": meter.tokens, "cost_usd": meter.total.cost_usd})
+    liveness.beat({"turn": turn, "tokens": meter.tokens, "cost_usd": meter.total.cost_usd})
