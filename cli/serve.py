@@ -59,8 +59,8 @@ def phone_hint(settings: Settings) -> str | None:
 def start_store(settings: Settings):
     """The artifact web service on HONK_ARTIFACT_HOST:HONK_ARTIFACT_PORT, and the settings
     whose public URL points at it."""
-    from honk.publish.server import StoreServer
     from honk.publish import links as signed_links
+    from honk.publish.server import StoreServer
 
     try:
         server = StoreServer(
