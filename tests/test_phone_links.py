@@ -21,9 +21,9 @@ from honkstack import needs_android
 from phone_browser import CHROMIUM, PhoneBrowser
 from sample_apps import artifact_for, build_sample_apk, task_for
 
+from honk.activities.publish import PublishActivities
 from honk.cli.serve import artifact_url, lan_address, phone_hint
 from honk.config.settings import SettingsError, load_settings
-from honk.publish.publish import PublishActivities
 
 REQUEST = "honk-slack-T1-C1-1700000000.000200"
 BUILD = 91_234_600
