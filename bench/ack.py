@@ -6,7 +6,7 @@ Slack retries any event not acknowledged within 3 seconds, so the service must a
 once and leave the work (starting a Temporal workflow, replying) to a background task.
 
 Everything is real and local: a Temporal dev server (in a temporary directory), the Slack
-Web API fake from tests/slack_fake.py, and `honk chat` as its own process (uvicorn on
+Web API fake from tests/support/slack_fake.py, and `honk chat` as its own process (uvicorn on
 127.0.0.1). The script fires `events` signed `app_mention` events — each a new request in
 its own thread — at `rate` per second, timing each from sending the request to receiving
 the response, then waits until the service has started every request. Prints JSON:
@@ -39,7 +39,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout
-sys.path.insert(0, str(ROOT / "tests"))  # the Slack fake lives with the tests
+sys.path.insert(0, str(ROOT / "tests" / "support"))  # the Slack fake lives with the tests
 
 from slack_fake import (  # noqa: E402
     APP_TOKEN,

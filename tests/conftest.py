@@ -104,7 +104,7 @@ def payload_texts(node: object) -> list[str]:
     return found
 
 
-HISTORIES = ROOT / "tests" / "histories"
+HISTORIES = ROOT / "tests" / "workflow" / "histories"
 
 
 async def record_history(handle, name: str) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOMAIN = ROOT / "honk"
 LAYER_LINKS = {"workflows", "activities", "workers", "chat", "cli"}  # symlinks into honk/
 

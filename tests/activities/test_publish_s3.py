@@ -230,7 +230,7 @@ def test_store_settings(tmp_path: Path) -> None:
 
 def test_bench_publish_runs_and_stays_small(tmp_path: Path) -> None:
     """bench/publish.py end to end on a smaller file (the 500 MB run is the benchmark)."""
-    bench = Path(__file__).resolve().parents[1] / "bench" / "publish.py"
+    bench = Path(__file__).resolve().parents[2] / "bench" / "publish.py"
     done = subprocess.run(
         [sys.executable, str(bench), "--size-mb", "40", "--part-size-mb", "5"],
         check=False,

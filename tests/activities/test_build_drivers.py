@@ -55,7 +55,7 @@ def git(*args: str, cwd: Path) -> str:
 def settings(tmp_path: Path) -> Settings:
     # The fake tools record their calls beside the workspace and import the project (tests/):
     # the sandbox must show both (a checkout under /tmp is otherwise hidden by its fresh /tmp).
-    return load_settings(data_dir=tmp_path / "data", sandbox_writable=[tmp_path, Path(__file__).parents[1]])
+    return load_settings(data_dir=tmp_path / "data", sandbox_writable=[tmp_path, Path(__file__).parents[2]])
 
 
 @pytest.fixture
@@ -365,7 +365,7 @@ def test_fastlane_through_bundler(settings, make_repo, tools, tmp_path) -> None:
         "bundle",
         f"""
         import shutil
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1] / 'support')!r})
         from sample_apps import make_ipa
         from pathlib import Path
         make_ipa(Path("HonkHello.ipa"), build=os.environ["HONK_BUILD_NUMBER"])

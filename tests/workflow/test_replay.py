@@ -2,10 +2,10 @@
 
 A request may wait days for approval while new worker code is deployed; if the new code
 issues different commands for the same history, the request is stuck (NondeterminismError).
-The fixtures in tests/histories/ are real runs of every path of the workflow (merged, repaired
+The fixtures in tests/workflow/histories/ are real runs of every path of the workflow (merged, repaired
 checks, request-changes rounds, cancel in each stage, expiry, merge repair, continue-as-new,
 failures). Re-record them after a deliberate, patched change with
-`HONK_RECORD_HISTORIES=1 .venv/bin/pytest tests/test_workflow.py` (see README "Changing the workflow safely").
+`HONK_RECORD_HISTORIES=1 .venv/bin/pytest tests/workflow/test_workflow.py` (see README "Changing the workflow safely").
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello-android"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello-android"
 FRAMEWORK_RES = Path("/usr/share/android-framework-res/framework-res.apk")
 
 _missing = [t for t in ("java", "aapt", "zipalign", "apksigner") if shutil.which(t) is None]

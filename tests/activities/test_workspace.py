@@ -618,7 +618,7 @@ def test_bench_repository_builder_small(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "bench_workspace", Path(__file__).resolve().parents[1] / "bench" / "workspace.py"
+        "bench_workspace", Path(__file__).resolve().parents[2] / "bench" / "workspace.py"
     )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)

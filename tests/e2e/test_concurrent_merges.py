@@ -150,7 +150,7 @@ async def test_base_moved_combined_tree_rechecked_before_push(dev_env, tmp_path,
 
 
 async def test_conflict_goes_back_to_agent_with_hunks_then_merges(dev_env, tmp_path, task_queue):
-    resolved = (Path(__file__).resolve().parents[1] / "examples/hello-android/res/values/strings.xml").read_text()
+    resolved = (Path(__file__).resolve().parents[2] / "examples/hello-android/res/values/strings.xml").read_text()
     resolved = resolved.replace("Hello from Honk!", "Hello from the bus and the office!")
     script = {
         "replies": [

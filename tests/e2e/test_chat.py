@@ -1,6 +1,6 @@
 """The chat service over real HTTP (uvicorn) and Socket Mode, with correctly signed requests,
 against the Slack fake and a real Temporal dev server. The end-to-end tests run the real
-activities (tests/honkstack.py) with the Slack notifier pointed at the same fake."""
+activities (tests/support/honkstack.py) with the Slack notifier pointed at the same fake."""
 
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ async def run(time_env, task_queue, request):
     """Start a worker with the given world and a request; yields (handle, world).
 
     With HONK_RECORD_HISTORIES=1 every workflow a test ran is saved as a replay fixture
-    (tests/histories/, see tests/test_replay.py)."""
+    (tests/workflow/histories/, see tests/workflow/test_replay.py)."""
     workers = []
 
     async def start(world: World, request: ChangeRequest | None = None, wf_id: str | None = None):
