@@ -73,7 +73,7 @@ class Guard:
                 )
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
         if event_id and not self.events.first_time(str(event_id)):
-            retry = (req.headers.get("x-slack-retry-num") or [None])[0]
+            retry = (req.headers.get("x-slack-retry-num") or [""])[0] or None
             log.info("duplicate event acknowledged", extra={**_where(req), "event_id": event_id, "retry": retry})
             # X-Slack-No-Retry: the first delivery is being handled; stop sending this one.
             return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})

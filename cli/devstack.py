@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from pydantic import SecretStr
+from temporalio.client import Client
 
+from honk.cli.codec_server import CodecServer
 from honk.cli.scripted_model import (
     DEFAULT_SCRIPT,
     MODEL_NAME,
@@ -171,8 +173,8 @@ class EmbeddedStack:
             )
         self.settings = settings.model_copy(update=updates)
         self.with_worker = with_worker
-        self.client = None
-        self.codec = None  # the codec server, when payloads are encrypted
+        self._client: Client | None = None
+        self.codec: CodecServer | None = None  # the codec server, when payloads are encrypted
         self._stop = asyncio.Event()
         self._worker_task: asyncio.Task | None = None
 
@@ -185,7 +187,7 @@ class EmbeddedStack:
         self.store.start()
         if self.model_server:
             self.model_server.start()
-        self.client = await wait_for_server(self.settings)
+        self._client = await wait_for_server(self.settings)
         if self.with_worker:
             workers = build_workers(self.client, self.settings)
             self._worker_task = asyncio.create_task(run_workers(workers, self._stop))
@@ -215,6 +217,12 @@ class EmbeddedStack:
             ) from None
         if not self.settings.codec_url:  # e.g. an ephemeral port: tell the UI where it ended up
             self.server.codec_endpoint = self.codec.url
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise DevStackError("the embedded stack is not running (use it as `async with`)")
+        return self._client
 
     @property
     def model_label(self) -> str:

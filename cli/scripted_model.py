@@ -112,8 +112,8 @@ class ScriptedModel:
         reply = self.match(prompt)
         if JUDGE_MARKER in system:
             verdict = (reply or {}).get("verdict", {"approve": True, "reason": "The change does what was asked."})
-            content = [{"type": "tool_use", "id": self._id("toolu"), "name": "verdict", "input": verdict}]
-            return self._message(body, content, "tool_use")
+            call = [{"type": "tool_use", "id": self._id("toolu"), "name": "verdict", "input": verdict}]
+            return self._message(body, call, "tool_use")
         turn = sum(1 for m in messages if m.get("role") == "assistant")
         claude_code = claude_code_tools(body)
         turns = (

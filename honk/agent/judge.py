@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 import anthropic
+from anthropic.types import ToolParam
 
 from honk import telemetry
 from honk.agent.messages import model_error
@@ -22,7 +23,7 @@ JUDGE_SYSTEM = (
     "tests, downgrades dependencies, rewrites unrelated code, or does something else than "
     "asked. Answer with the verdict tool; give a one-sentence reason the agent can act on."
 )
-VERDICT_TOOL = {
+VERDICT_TOOL: ToolParam = {
     "name": "verdict",
     "description": "Your decision on the change.",
     "input_schema": {

@@ -163,8 +163,8 @@ def _ota(path: Path) -> dict[str, Any]:
         if OTA_CONFIG in names:
             loaded = json.loads(_read_small(bundle, bundle.getinfo(OTA_CONFIG)))
             config = loaded if isinstance(loaded, dict) else {}
-    android = config.get("android") if isinstance(config.get("android"), dict) else {}
-    ios = config.get("ios") if isinstance(config.get("ios"), dict) else {}
+    android = config["android"] if isinstance(config.get("android"), dict) else {}
+    ios = config["ios"] if isinstance(config.get("ios"), dict) else {}
     return {
         "kind": "ota",
         "platforms": sorted(str(p) for p in metadata["fileMetadata"]),
