@@ -30,12 +30,14 @@ from honk import telemetry
 from honk.config.registry import Registry, RegistryError
 from honk.config.settings import Settings
 from honk.workflows.contract import (
+    ACTIONS,
     QUERY_STATUS,
     SA_REPO,
     SA_REQUESTER,
     SA_STAGE,
     UPDATE_DECIDE,
     WORKFLOW_TYPE,
+    Action,
     ChangeRequest,
     DecisionOutcome,
     DecisionUpdate,
@@ -46,7 +48,6 @@ from honk.workflows.contract import (
 )
 
 MAX_INSTRUCTION = 4000
-ACTIONS = {"approve": "approve", "revise": "request_changes", "cancel": "cancel"}
 
 
 class RequestError(Exception):
@@ -187,18 +188,18 @@ async def get_status(client: Client, request_id: str, *, query_timeout: float = 
 
 
 async def decide(
-    client: Client, request_id: str, action: str, by: str, text: str = "", *, answer_within: float = 10.0
+    client: Client, request_id: str, action: Action, by: str, text: str = "", *, answer_within: float = 10.0
 ) -> DecisionOutcome:
     """Send a decision through the validated update for an immediate yes/no. When no worker
     answers in time, fall back to the durable signal; it is applied (or refused and recorded)
     when a worker picks the request up."""
-    if action not in ACTIONS.values():
+    if action not in ACTIONS:
         raise RequestError(f"unknown action {action!r}")
     info = await describe(client, request_id)
     if info.status != Status.RUNNING:
         raise RequestError(f"request {request_id} has already ended ({info.status.name})")
     handle = client.get_workflow_handle(request_id)
-    payload = DecisionUpdate(action=action, by=by, text=text)  # type: ignore[arg-type]
+    payload = DecisionUpdate(action=action, by=by, text=text)
     try:
         return await handle.execute_update(
             UPDATE_DECIDE,
