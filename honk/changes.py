@@ -37,7 +37,6 @@ from honk.workflows.contract import (
     SA_STAGE,
     UPDATE_DECIDE,
     WORKFLOW_TYPE,
-    Action,
     ChangeRequest,
     DecisionOutcome,
     DecisionUpdate,
@@ -188,7 +187,7 @@ async def get_status(client: Client, request_id: str, *, query_timeout: float = 
 
 
 async def decide(
-    client: Client, request_id: str, action: Action, by: str, text: str = "", *, answer_within: float = 10.0
+    client: Client, request_id: str, action: str, by: str, text: str = "", *, answer_within: float = 10.0
 ) -> DecisionOutcome:
     """Send a decision through the validated update for an immediate yes/no. When no worker
     answers in time, fall back to the durable signal; it is applied (or refused and recorded)
@@ -199,7 +198,7 @@ async def decide(
     if info.status != Status.RUNNING:
         raise RequestError(f"request {request_id} has already ended ({info.status.name})")
     handle = client.get_workflow_handle(request_id)
-    payload = DecisionUpdate(action=action, by=by, text=text)
+    payload = DecisionUpdate.model_validate({"action": action, "by": by, "text": text})
     try:
         return await handle.execute_update(
             UPDATE_DECIDE,
