@@ -25,7 +25,7 @@ def test_every_step_is_one_registered_activity_with_its_types(tmp_path):
     for step in STEPS:
         fn = registered[step.name]
         hints = typing.get_type_hints(fn)
-        params = [p for p in inspect.signature(fn).parameters.values()]
+        params = list(inspect.signature(fn).parameters.values())
         assert len(params) == 1, f"{step.name} takes one argument"
         assert hints[params[0].name] is step.input, f"{step.name} takes {step.input.__name__}"
         assert hints["return"] is step.output, f"{step.name} returns {step.output.__name__}"
