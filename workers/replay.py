@@ -8,10 +8,13 @@ change with `workflow.patched` (README "Changing the workflow safely") before de
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import Replayer
 
 from honk.config.settings import Settings
@@ -20,10 +23,19 @@ from honk.workflows.change_request import ChangeRequestWorkflow
 from honk.workflows.contract import WORKFLOW_TYPE
 
 
+@functools.cache
+def _runtime() -> Runtime:
+    """The SDK core reports each nondeterministic run as a warning on stdout; send those to
+    Python logging (stderr) instead, so `honk replay --json` prints only its verdicts."""
+    forward = LogForwardingConfig(logger=logging.getLogger("temporalio.replay"))
+    logging_config = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"), forwarding=forward)
+    return Runtime(telemetry=TelemetryConfig(logging=logging_config))
+
+
 def replayer(settings: Settings, workflow: type = ChangeRequestWorkflow, **options: Any) -> Replayer:
     """A `Replayer` of the workflow with the same configuration as the workers (histories
     are encrypted with the same keys)."""
-    return Replayer(workflows=[workflow], plugins=[HonkPlugin(settings)], **options)
+    return Replayer(workflows=[workflow], plugins=[HonkPlugin(settings)], runtime=_runtime(), **options)
 
 
 @dataclass(frozen=True)
