@@ -126,6 +126,7 @@ class LoadStack:
                     raise
                 await asyncio.sleep(0.3)
         self.start_worker()
+        self.worker_start_s = await self.wait_worker_ready()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -146,6 +147,31 @@ class LoadStack:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    async def wait_worker_ready(self, timeout: float = 60) -> float:
+        """Seconds until the worker polls its workflow and activity queues (its start cost)."""
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.worker and self.worker.poll() is not None:
+                raise RuntimeError(f"the worker exited with {self.worker.returncode}:\n{self.worker_log_tail()}")
+            polling = []
+            for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+                answer = await self.client.workflow_service.describe_task_queue(  # type: ignore[union-attr]
+                    DescribeTaskQueueRequest(
+                        namespace=self.settings.temporal_namespace,
+                        task_queue=TaskQueue(name=self.settings.task_queue),
+                        task_queue_type=kind,
+                    )
+                )
+                polling.append(any(p.identity.startswith(f"{self.worker.pid}@") for p in answer.pollers))  # type: ignore[union-attr]
+            if all(polling):
+                return time.monotonic() - started
+            await asyncio.sleep(0.1)
+        raise RuntimeError(f"the worker did not poll within {timeout:.0f}s:\n{self.worker_log_tail()}")
 
     def stop_worker(self) -> None:
         if self.worker and self.worker.poll() is None:

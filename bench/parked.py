@@ -65,6 +65,7 @@ async def main(count: int, activities: int, timeout: float) -> dict:
         stack.stop_worker()
         stack.start_worker()
         restart = time.perf_counter()
+        worker_restart_s = await stack.wait_worker_ready()
         statuses = await bounded(ids, lambda i: stack.status(i, timeout=60))
         answered = sum(not isinstance(s, BaseException) and s.stage.value == "AWAITING_APPROVAL" for s in statuses)
         answer_all_s = time.perf_counter() - restart
@@ -86,6 +87,7 @@ async def main(count: int, activities: int, timeout: float) -> dict:
         "worker_rss_mb": round(worker_rss, 1),
         "worker_rss_after_restart_mb": round(worker_rss_after, 1),
         "db_mb": round(db, 1),
+        "worker_restart_s": round(worker_restart_s, 2),
         "answered": answered,
         "answer_all_after_restart_s": round(answer_all_s, 1),
         "accepted": accepted,

@@ -53,6 +53,7 @@ async def main(requests: int, activities: int, timeout: float) -> dict:
         "p99_s": round(percentile(took, 99), 2) if took else None,
         "max_concurrent_activities": activities,
         "worker_rss_mb": round(worker_rss, 1),
+        "worker_start_s": round(stack.worker_start_s, 2),
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),
         **({"worker_log_tail": log_tail} if log_tail else {}),

@@ -74,6 +74,8 @@ RETRY_WORLD = RetryPolicy(
     maximum_attempts=5,
 )
 RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# Notices go out in order from a queue instead of holding up the pipeline at every stage.
+PATCH_QUEUED_NOTICES = "queued-notices"
 
 
 class RequestFailed(Exception):
@@ -120,6 +122,8 @@ class ChangeRequestWorkflow:
         self.cancellation: Decision | None = None
         self.running: set[workflow.ActivityHandle] = set()
         self.keep_branch = False
+        self.outbox: list[Notice] = []
+        self.courier: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ the process
 
@@ -154,6 +158,7 @@ class ChangeRequestWorkflow:
             self.cancellation = self.cancellation or Decision(by="temporal", text="workflow cancelled")
             await self.finish(Stage.CANCELLED, "cancelled", self.cancel_message())
             raise
+        await self.flush_notices()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state
 
@@ -444,6 +449,7 @@ class ChangeRequestWorkflow:
         await self.cleanup()
         await self.enter(stage, message)
         await self.tell(event, message)  # type: ignore[arg-type]
+        await self.flush_notices()  # before the run ends: a closed workflow sends nothing
 
     async def cleanup(self) -> None:
         try:
@@ -459,6 +465,7 @@ class ChangeRequestWorkflow:
             self.note(f"Cleanup failed (the janitor will retry): {self.explain(err)}", kind="warning")
 
     async def continue_as_new(self) -> None:
+        await self.flush_notices()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.approval or self.cancellation:
             return  # a decision landed meanwhile; it is not part of the carried state
@@ -628,8 +635,30 @@ class ChangeRequestWorkflow:
             stage=self.state.stage,
             text=text,
             origin=self.request.origin,
-            links=self.state.links,
+            links=self.state.links.model_copy(),
         )
+        if workflow.patched(PATCH_QUEUED_NOTICES):
+            self.outbox.append(notice)
+            if self.courier is None:
+                self.courier = asyncio.create_task(self.deliver())
+            return
+        await self.send(notice)
+
+    async def deliver(self) -> None:
+        """Send queued notices one at a time, in order (the chat message is updated in place)."""
+        try:
+            while self.outbox:
+                await self.send(self.outbox[0])
+                self.outbox.pop(0)
+        finally:
+            self.courier = None
+
+    async def flush_notices(self) -> None:
+        if self.courier is not None:
+            await workflow.wait_condition(lambda: self.courier is None)
+
+    async def send(self, notice: Notice) -> None:
+        event = notice.event
         try:
             await workflow.execute_activity(
                 ACTIVITY_NOTIFY,
