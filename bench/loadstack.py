@@ -90,8 +90,7 @@ class LoadStack:
         self.model = ScriptedModelServer(ScriptedModel(SCRIPT))
         registry = self.tmp / "honk.toml"
         registry.write_text(f'[repos.{REPO}]\nremote = "{self.remote}"\napprovers = ["{REQUESTER}"]\n')
-        self.env = {
-            **os.environ,
+        own = {
             "HONK_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
             "HONK_UI_PORT": str(free_port()),
             "HONK_TASK_QUEUE": "bench",
@@ -103,10 +102,9 @@ class LoadStack:
             "HONK_MAX_CONCURRENT_ACTIVITIES": str(activities),
             "HONK_JUDGE": "true" if judge else "false",
             "HONK_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
         }
-        env_settings = {k[5:].lower(): v for k, v in self.env.items() if k.startswith("HONK_")}
-        self.settings = load_settings(**env_settings)
+        self.env = {**os.environ, **own, "PYTHONPATH": str(ROOT)}
+        self.settings = load_settings(**{k.removeprefix("HONK_").lower(): v for k, v in own.items()})
         self.registry = load_registry(registry, self.settings.data_dir)
         self.server = DevServer(self.settings)
         self.worker: subprocess.Popen | None = None
