@@ -106,3 +106,83 @@ class FaultProxy:
             for sock in (src, dst):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+class HttpFaultProxy:
+    """An HTTP forwarder on 127.0.0.1 (for S3): passes requests through, or, for requests
+    matching `only` (method, path), answers an error status or holds them unanswered."""
+
+    def __init__(self, upstream: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.upstream = urlsplit(upstream)
+        self.mode, self.status = PASS, 503
+        self.only: tuple[str, str] | None = None  # (method, path fragment)
+        self.hits = 0  # requests the fault answered or held
+        self.release = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self) -> None:
+                import http.client
+
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if proxy._applies(self.command, self.path):
+                    proxy.hits += 1
+                    if proxy.mode == HANG:
+                        proxy.release.wait(600)
+                        self.close_connection = True
+                        return
+                    payload = b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>"
+                    self.send_response(proxy.status)
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                answer = conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward  # noqa: N815
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _applies(self, method: str, path: str) -> bool:
+        if self.mode == PASS:
+            return False
+        return self.only is None or (method == self.only[0] and self.only[1] in path)
+
+    def fail(self, status: int, only: tuple[str, str] | None = None) -> None:
+        self.mode, self.status, self.only = "status", status, only
+
+    def hang(self, only: tuple[str, str] | None = None) -> None:
+        self.release.clear()
+        self.mode, self.only = HANG, only
+
+    def heal(self) -> None:
+        self.mode = PASS
+        self.release.set()
+
+    def close(self) -> None:
+        self.heal()
+        self.server.shutdown()
