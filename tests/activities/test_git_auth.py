@@ -356,8 +356,8 @@ async def test_request_over_authenticated_https_leaves_no_credential_anywhere(
     import asyncio
     import shutil as _shutil
 
+    from conftest import readable_history
     from honkstack import Stack
-    from test_secret_scan import readable_history
 
     from honk.workflows.contract import Stage
 
