@@ -11,7 +11,7 @@ import logging
 
 import pytest
 from anthropic_fake import API_KEY
-from conftest import eventually
+from conftest import eventually, readable_history
 from honkstack import needs_android
 from slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, block_action, mention
 from test_chat import ALICE, BOB, CHANNEL, fake, kind_of, new_ts, stack_chat  # noqa: F401
