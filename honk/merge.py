@@ -21,7 +21,7 @@ from honk.errors import HonkError, permanent
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
 from honk.workflows.contract import ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
-from honk.workspace import Workspaces
+from honk.workspace import Workspaces, hygiene
 from honk.workspace.request import remote_error
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,9 @@ class Merger:
         except RepoConfigError as exc:
             raise config_error(exc) from None
         runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
+        # The checks are repository code: nothing they left may steer the git that follows.
+        self.workspaces.verified(task.workspace)
+        hygiene.remove_nested_repositories(root)
         report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
         if not report.passed:
             raise permanent(
