@@ -20,6 +20,7 @@ from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
+from honk.redact import redact
 from honk.workflows.contract import ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
 from honk.workspace import Workspaces, hygiene
 from honk.workspace.request import remote_error
@@ -175,10 +176,11 @@ def _nothing_to_merge(ref: WorkspaceRef) -> HonkError:
 
 
 def merge_message(task: MergeTask) -> str:
-    title = (task.title.strip().splitlines() or ["Honk change"])[0].strip()
+    # Title and body carry the agent's summary: redacted before they enter history forever.
+    title = (redact(task.title).strip().splitlines() or ["Honk change"])[0].strip()
     parts = [title]
     if task.body.strip():
-        parts.append(task.body.strip())
+        parts.append(redact(task.body).strip())
     parts.append(trailers(task))
     return "\n\n".join(parts) + "\n"
 

@@ -22,6 +22,7 @@ from honk.config.repository import RepoConfigError, load_repo_config
 from honk.config.settings import Settings
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
+from honk.redact import redact
 from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome
 from honk.workspace import Workspaces
 
@@ -86,9 +87,10 @@ class AgentRunner:
         judge_enabled = config.agent.judge if config.agent.judge is not None else self.settings.judge
         if run.status == "finished" and judge_enabled:
             run = self._judged(ctx, task, run, root)
-        committed = self.workspaces.commit_all(
-            ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{run.summary}"
-        )
+        # The summary is model output: it goes to commits, pages, chat and history, so it is
+        # redacted once, here, where it enters Honk.
+        summary = redact(run.summary)
+        committed = self.workspaces.commit_all(ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{summary}")
         head = self.workspaces.push(ref)
         changed = self.workspaces.changed_files(ref)
         status = run.status
@@ -115,7 +117,7 @@ class AgentRunner:
         )
         return AgentOutcome(
             status=status,
-            summary=run.summary,
+            summary=summary,
             changed_files=changed,
             head_sha=head,
             backend=self.backend.name,

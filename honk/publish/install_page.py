@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from honk.builds.artifacts import APK_TYPE
 from honk.publish.qr import QrCode
+from honk.redact import redact
 from honk.workflows.contract import ArtifactInfo, PublishTask
 
 _KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
@@ -144,7 +145,7 @@ code {{ font-size: .8rem; }}
 </section>
 <section>
 <h2>What changed</h2>
-<p class="text" id="summary">{e(task.summary or "(no summary)")}</p>
+<p class="text" id="summary">{e(redact(task.summary) or "(no summary)")}</p>
 </section>
 <section>
 <h2>Request</h2>
