@@ -15,7 +15,7 @@ import git
 
 from honk import liveness
 from honk.checks import config_error, run_checks_in
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.git.credentials import GitCredentials
@@ -74,7 +74,7 @@ class Merger:
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
         """The base moved since the checks ran: the combined tree must pass them too."""
         try:
-            specs = load_repo_config(root).checks
+            specs = self.workspaces.repo_config(task.workspace).checks  # the base branch's
         except RepoConfigError as exc:
             raise config_error(exc) from None
         runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")

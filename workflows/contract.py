@@ -90,6 +90,9 @@ class RequestOptions(Model):
     heartbeat_timeout: timedelta = Field(
         timedelta(seconds=60), description="a worker silent this long is presumed dead; its step retries"
     )
+    allow_protected_changes: bool = Field(
+        False, description="let the agent change protected paths (.honk.toml, check scripts, CI configuration)"
+    )
 
 
 class Decision(Model):
@@ -258,6 +261,9 @@ class AgentTask(Model):
     attempt: int
     invocation: int
     update_base: bool = Field(False, description="merge the latest base in first (conflict repair)")
+    allow_protected_changes: bool = Field(
+        False, description="the agent may change protected paths (.honk.toml, check scripts, CI)"
+    )
 
 
 class AgentOutcome(Model):
@@ -291,11 +297,22 @@ class CheckRun(Model):
         return self.exit_code == 0 and not self.timed_out
 
 
+def protected_changes_text(paths: list[str], limit: int = 10) -> str:
+    """The plain words every surface (chat, install page, status, Temporal UI) uses."""
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+    return f"This change modifies protected files: {shown}."
+
+
 class ChecksOutcome(Model):
     passed: bool
     head_sha: str
     runs: list[CheckRun] = Field(default_factory=list)
     diff_empty: bool = False
+    protected_changes: list[str] = Field(
+        default_factory=list, description="protected paths (.honk.toml, check scripts, CI) this change modifies"
+    )
 
     def failure_report(self) -> str:
         parts = []
@@ -328,6 +345,7 @@ class PublishTask(Model):
     instruction: str
     summary: str
     artifacts: list[ArtifactInfo]
+    protected_changes: list[str] = Field(default_factory=list)
 
 
 class Published(Model):
@@ -362,6 +380,7 @@ class Notice(Model):
     text: str
     origin: Origin = Field(default_factory=Origin)
     links: Links = Field(default_factory=Links)
+    protected_changes: list[str] = Field(default_factory=list, description="shown with the approval request")
 
 
 class MergeTask(Model):

@@ -18,7 +18,8 @@ from honk.agent.messages import MessagesBackend, make_client
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
 from honk.checks import config_error, run_checks_in
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.protect import NOTHING_PROTECTED
+from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
@@ -51,9 +52,12 @@ class AgentRunner:
         if task.update_base:
             task = self._absorb_base(root, task)
         try:
-            config = load_repo_config(root)
+            # The base branch's: an agent that rewrites `.honk.toml` changes nothing it obeys.
+            config, protected = self.workspaces.base_config(ref)
         except RepoConfigError as exc:
             raise config_error(exc) from None
+        if task.allow_protected_changes:
+            protected = NOTHING_PROTECTED
         meter = Meter()
         checks_run = 0
 
@@ -74,7 +78,7 @@ class AgentRunner:
 
         ctx = AgentContext(
             root=root,
-            tools=WorkspaceTools(root, run_checks),
+            tools=WorkspaceTools(root, run_checks, protected=protected),
             budget=Budget.of(self.settings, config.agent),
             instructions_file=config.agent.instructions_file,
             checkpoint=checkpoint,

@@ -30,7 +30,7 @@ from honk.slack.client import (
     escape,
     is_user_id,
 )
-from honk.workflows.contract import Links, Notice, RequestStatus, Stage
+from honk.workflows.contract import Links, Notice, RequestStatus, Stage, protected_changes_text
 
 Blocks = list[dict[str, Any]]
 
@@ -204,11 +204,12 @@ def needs_approval(notice: Notice) -> tuple[str, Blocks]:
             "confirm": confirm_cancel,
         },
     ]
-    body = [
-        section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}"),
-        {"type": "actions", "block_id": DECISION_BLOCK, "elements": buttons},
-    ]
-    return f"Ready for review: {notice.text}", body
+    body = [section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}")]
+    warning = protected_changes_text(notice.protected_changes)
+    if warning:  # the approver must know the verifier itself changed
+        body.append(section(f":warning: *{escape(warning)}*"))
+    body.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": buttons})
+    return f"Ready for review: {notice.text}" + (f" {warning}" if warning else ""), body
 
 
 def approval_closed(outcome: str) -> tuple[str, Blocks]:

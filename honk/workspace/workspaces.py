@@ -29,7 +29,8 @@ from pathlib import Path
 
 import git
 
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.protect import ProtectedPaths
+from honk.config.repository import RepoConfig, RepoConfigError
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.git.branches import delete_remote_branch
@@ -38,6 +39,7 @@ from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev,
 from honk.workflows.contract import BuildTargetRef, PreparedWorkspace, WorkspaceRef
 from honk.workspace import hygiene
 from honk.workspace import sync as work_branch
+from honk.workspace.base_config import base_repo_config
 from honk.workspace.locks import file_lock
 from honk.workspace.mirror import fetch_from_mirror, refresh_mirror
 from honk.workspace.paths import delete_tree, safe_name
@@ -115,7 +117,7 @@ class Workspaces:
             state = self.sync(ref)
             head = self.push(ref)
             try:
-                config = load_repo_config(state.path)
+                config = self.repo_config(ref)
             except RepoConfigError as exc:
                 raise permanent(str(exc), "ConfigError") from None
         return PreparedWorkspace(
@@ -259,6 +261,21 @@ class Workspaces:
         """True when the committed work branch has the same tree as `origin/<base>`."""
         with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return work_branch.diff_is_empty(repo, ref)
+
+    def repo_config(self, ref: WorkspaceRef) -> RepoConfig:
+        """The request's checks, builds and agent settings: the base branch's `.honk.toml`
+        (never the work tree's). Raises RepoConfigError."""
+        return self.base_config(ref)[0]
+
+    def base_config(self, ref: WorkspaceRef) -> tuple[RepoConfig, ProtectedPaths]:
+        """The base branch's configuration and the paths it protects."""
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
+            return base_repo_config(repo, ref.base_branch)
+
+    def protected_changes(self, ref: WorkspaceRef) -> list[str]:
+        """Protected paths the work branch changed (what the approver must be told)."""
+        protected = self.base_config(ref)[1]
+        return protected.among(self.changed_files(ref))
 
     def changed_files(self, ref: WorkspaceRef) -> list[str]:
         """Paths the work branch changed since its merge-base with the base."""
