@@ -213,6 +213,8 @@ class Progress(Model):
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
     tested_sha: str | None = None
+    # Protected paths (.honk.toml, check scripts, CI) the change modifies, as last checked.
+    protected_changes: list[str] = Field(default_factory=list)
     approved_by: str | None = None
     approval_deadline: datetime | None = None
     reminded: bool = False

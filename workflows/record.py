@@ -66,6 +66,7 @@ class Record:
             text=text,
             origin=self.request.origin,
             links=self.state.links,
+            protected_changes=self.state.protected_changes,
         )
         try:
             await workflow.execute_activity(

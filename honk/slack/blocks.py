@@ -145,6 +145,8 @@ def status_text(status: RequestStatus) -> str:
     lines += [f"• {fact}" for fact in link_facts(status.links)]
     if status.pending_feedback:
         lines.append(f"• Queued feedback: {len(status.pending_feedback)}")
+    if status.protected_changes:
+        lines.append(f"• :warning: {escape(protected_changes_text(status.protected_changes))}")
     if status.last_error and status.stage.terminal:
         lines.append(f"• Error: {escape(status.last_error[:500])}")
     for entry in status.timeline[-5:]:

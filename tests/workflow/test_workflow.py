@@ -8,6 +8,7 @@ import os
 from datetime import timedelta
 
 import pytest
+import temporalio.api.sdk.v1
 from conftest import eventually, record_history
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
@@ -70,6 +71,8 @@ class World:
         self.notices: list[Notice] = []
         self.merges: list[MergeTask] = []
         self.cleanups: list[CleanupTask] = []
+        self.protected: list[str] = []  # protected paths the checks report as changed
+        self.published: list[PublishTask] = []
 
     def hold(self, name: str) -> None:
         self.gates[name] = asyncio.Event()
@@ -116,7 +119,9 @@ class World:
             duration_s=0.1,
             output="" if passed else "FAILED test_queue.py::test_empty - AssertionError: boom",
         )
-        return ChecksOutcome(passed=passed, head_sha=f"sha{task.attempt}", runs=[run])
+        return ChecksOutcome(
+            passed=passed, head_sha=f"sha{task.attempt}", runs=[run], protected_changes=list(self.protected)
+        )
 
     @activity.defn(name=ACTIVITY_BUILD)
     async def build(self, task: BuildTask) -> BuildOutcome:
@@ -129,6 +134,7 @@ class World:
 
     @activity.defn(name=ACTIVITY_PUBLISH)
     async def publish(self, task: PublishTask) -> Published:
+        self.published.append(task)
         arts = [a.model_copy(update={"url": f"http://store/{a.name}"}) for a in task.artifacts]
         return Published(install_page_url=f"http://store/{task.build_number}/index.html", artifacts=arts)
 
@@ -260,6 +266,23 @@ async def test_happy_path_merges_with_approver_and_tested_commit(run, time_env):
     ]
     assert world.cleanups, "workspace and work branch are removed after merging"
     assert (await handle.describe()).typed_search_attributes.get(SA_STAGE) == "MERGED"
+
+
+async def test_protected_changes_are_called_out_to_the_approver(run):
+    world = World()
+    world.protected = [".honk.toml", "checks/unit.sh"]
+    handle = await run(world, make_request(allow_protected_changes=True))
+    waiting = await wait_stage(handle, Stage.AWAITING_APPROVAL)
+
+    assert world.agent_tasks[0].allow_protected_changes is True
+    assert waiting.protected_changes == [".honk.toml", "checks/unit.sh"]
+    approval = next(n for n in world.notices if n.event == "needs_approval")
+    assert approval.protected_changes == [".honk.toml", "checks/unit.sh"]
+    assert world.published[0].protected_changes == [".honk.toml", "checks/unit.sh"]
+    # The Temporal UI's card (current details, served by the built-in metadata query).
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=temporalio.api.sdk.v1.WorkflowMetadata)
+    assert "This change modifies protected files: .honk.toml, checks/unit.sh." in metadata.current_details
+    await handle.signal("cancel", {"by": "bob"})
 
 
 async def test_checks_fail_then_pass_feeds_failure_back_to_agent(run):
