@@ -274,6 +274,11 @@ class Suite:
         ]
 
 
+def hostile_repo_module():
+    """bench/hostile_repo.py (for tests that load this file by path)."""
+    return sys.modules["hostile_repo"]
+
+
 def _line(text: str, prefix: str) -> str:
     return next((line for line in text.splitlines() if line.startswith(prefix)), "")
 
