@@ -93,6 +93,7 @@ def test_commit_diff_and_push_run_no_planted_program(setup):
     plant_workspace_drivers(path, evil)
     plant_nested_repository(path, evil)
     (path / ".gitattributes").write_text("* filter=evil diff=evil merge=evil\n")
+    (path / ".gitmodules").write_text('[submodule "sub"]\n\tpath = sub\n\turl = ../attacker.git\n')
     (path / "app.txt").write_text("v2\n")
 
     sha = workspaces.commit_all(ref, "agent round")
@@ -107,6 +108,7 @@ def test_commit_diff_and_push_run_no_planted_program(setup):
     assert not any(line.startswith("160000") for line in tree), tree
     assert not any("/.git/" in line or line.endswith("/.git") for line in tree), tree
     assert "app.txt" in changed
+    assert ".gitmodules" not in changed  # submodule definitions are never Honk's to commit
     # The workspace's .git is back to what Honk made.
     config = (path / ".git" / "config").read_text()
     for planted in ("filter", "external", "textconv", "driver", "pager", "insteadOf", "include", "fsmonitor"):
