@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from honk.workflows.contract import RequestStatus, Stage, TimelineEntry
+from honk.workflows.contract import RequestStatus, Stage, TimelineEntry, protected_changes_text
 
 if TYPE_CHECKING:  # the janitor loads GitPython; the CLI loads it only to sweep
     from honk.janitor import Report
@@ -52,6 +52,8 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
     )
     if status.pending_feedback:
         table.add_row("queued feedback", escape("\n".join(f"{f.by}: {f.text}" for f in status.pending_feedback)))
+    if status.protected_changes:
+        table.add_row("protected", f"[yellow]{escape(protected_changes_text(status.protected_changes))}[/]")
     if status.last_error:
         table.add_row("last error", f"[red]{escape(status.last_error)}[/]")
     out.print(table)

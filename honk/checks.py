@@ -15,7 +15,7 @@ from typing import Protocol
 from temporalio.exceptions import CancelledError
 
 from honk.commands import run_command
-from honk.config.repository import CheckSpec, RepoConfigError, load_repo_config
+from honk.config.repository import CheckSpec, RepoConfig, RepoConfigError
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.liveness import cancelled, heartbeating
@@ -40,6 +40,10 @@ class WorkspaceProvider(Protocol):
     def head(self, ref: WorkspaceRef) -> str: ...
 
     def diff_is_empty(self, ref: WorkspaceRef) -> bool: ...
+
+    def repo_config(self, ref: WorkspaceRef) -> RepoConfig: ...
+
+    def protected_changes(self, ref: WorkspaceRef) -> list[str]: ...
 
 
 def request_artifacts_dir(settings: Settings, request_id: str) -> Path:
@@ -72,9 +76,10 @@ class Checks:
                 head_sha = self.workspaces.head(ref)
                 diff_empty = self.workspaces.diff_is_empty(ref)
             try:
-                config = load_repo_config(root)
+                config = self.workspaces.repo_config(ref)  # the base branch's, not the tree's
             except RepoConfigError as exc:
                 raise config_error(exc) from None
+            protected = self.workspaces.protected_changes(ref)
 
             runs = run_checks_in(self.settings, root, config.checks, ref.request_id, f"attempt{task.attempt}")
 
@@ -83,6 +88,7 @@ class Checks:
             head_sha=head_sha,
             runs=runs,
             diff_empty=diff_empty,
+            protected_changes=protected,
         )
         log.info(
             "checks finished",

@@ -15,13 +15,14 @@ import git
 
 from honk import liveness
 from honk.checks import config_error, run_checks_in
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
+from honk.redact import redact
 from honk.workflows.contract import ChecksOutcome, MergeOutcome, MergeTask, WorkspaceRef
-from honk.workspace import Workspaces
+from honk.workspace import Workspaces, hygiene
 from honk.workspace.request import remote_error
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,13 @@ class Merger:
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
         """The base moved since the checks ran: the combined tree must pass them too."""
         try:
-            specs = load_repo_config(root).checks
+            specs = self.workspaces.repo_config(task.workspace).checks  # the base branch's
         except RepoConfigError as exc:
             raise config_error(exc) from None
         runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
+        # The checks are repository code: nothing they left may steer the git that follows.
+        self.workspaces.verified(task.workspace)
+        hygiene.remove_nested_repositories(root)
         report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
         if not report.passed:
             raise permanent(
@@ -172,10 +176,11 @@ def _nothing_to_merge(ref: WorkspaceRef) -> HonkError:
 
 
 def merge_message(task: MergeTask) -> str:
-    title = (task.title.strip().splitlines() or ["Honk change"])[0].strip()
+    # Title and body carry the agent's summary: redacted before they enter history forever.
+    title = (redact(task.title).strip().splitlines() or ["Honk change"])[0].strip()
     parts = [title]
     if task.body.strip():
-        parts.append(task.body.strip())
+        parts.append(redact(task.body).strip())
     parts.append(trailers(task))
     return "\n\n".join(parts) + "\n"
 

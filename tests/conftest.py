@@ -36,8 +36,7 @@ def honk_plugin(**settings: object) -> HonkPlugin:
     return HonkPlugin(Settings(**{"encryption_keys": None, **settings}))  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="session")
-async def time_env():
+async def start_time_skipping() -> WorkflowEnvironment:
     """The time-skipping test server, with Honk's search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
@@ -49,6 +48,21 @@ async def time_env():
             search_attributes={k.name: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES},
         )
     )
+    return env
+
+
+@pytest.fixture(scope="session")
+async def time_env():
+    """The time-skipping test server shared by the workflow tests."""
+    env = await start_time_skipping()
+    yield env
+    await env.shutdown()
+
+
+@pytest.fixture
+async def own_time_env():
+    """A time-skipping test server of the test's own (its clock moves for it alone)."""
+    env = await start_time_skipping()
     yield env
     await env.shutdown()
 

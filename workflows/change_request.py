@@ -165,6 +165,7 @@ class ChangeRequestWorkflow:
                 attempt=self.state.attempt,
                 invocation=self.state.agent_runs,
                 update_base=update_base,
+                allow_protected_changes=self.request.options.allow_protected_changes,
             ),
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
             timeout=timedelta(hours=1),
@@ -194,6 +195,7 @@ class ChangeRequestWorkflow:
             heartbeat=self.request.options.heartbeat_timeout,
         )
         metrics.check_attempt(self.request.repo, outcome.passed)
+        self.state.protected_changes = outcome.protected_changes
         self.record.note(wording.checks_finished(outcome), kind="info" if outcome.passed else "warning")
         return outcome
 
@@ -244,6 +246,7 @@ class ChangeRequestWorkflow:
                 instruction=self.request.instruction,
                 summary=edited.summary,
                 artifacts=artifacts,
+                protected_changes=self.state.protected_changes,
             ),
             summary=f"Publish build #{number}",
             timeout=timedelta(minutes=30),

@@ -86,6 +86,8 @@ class RequestOptions(Model):
     history_limit: int = Field(10_000, ge=50, description="continue-as-new past this many events")
     # A worker silent this long is presumed dead; its step retries elsewhere.
     heartbeat_timeout: timedelta = timedelta(seconds=60)
+    # Let the agent change protected paths (.honk.toml, check scripts, CI configuration).
+    allow_protected_changes: bool = False
 
 
 class Decision(Model):
@@ -211,6 +213,8 @@ class Progress(Model):
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
     tested_sha: str | None = None
+    # Protected paths (.honk.toml, check scripts, CI) the change modifies, as last checked.
+    protected_changes: list[str] = Field(default_factory=list)
     approved_by: str | None = None
     approval_deadline: datetime | None = None
     reminded: bool = False
@@ -261,6 +265,9 @@ class AgentTask(Model):
     attempt: int
     invocation: int
     update_base: bool = Field(False, description="merge the latest base in first (conflict repair)")
+    allow_protected_changes: bool = Field(
+        False, description="the agent may change protected paths (.honk.toml, check scripts, CI)"
+    )
 
 
 class AgentOutcome(Model):
@@ -294,11 +301,22 @@ class CheckRun(Model):
         return self.exit_code == 0 and not self.timed_out
 
 
+def protected_changes_text(paths: list[str], limit: int = 10) -> str:
+    """The plain words every surface (chat, install page, status, Temporal UI) uses."""
+    if not paths:
+        return ""
+    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
+    return f"This change modifies protected files: {shown}."
+
+
 class ChecksOutcome(Model):
     passed: bool
     head_sha: str
     runs: list[CheckRun] = Field(default_factory=list)
     diff_empty: bool = False
+    protected_changes: list[str] = Field(
+        default_factory=list, description="protected paths (.honk.toml, check scripts, CI) this change modifies"
+    )
 
     def failure_report(self) -> str:
         parts = []
@@ -331,6 +349,7 @@ class PublishTask(Model):
     instruction: str
     summary: str
     artifacts: list[ArtifactInfo]
+    protected_changes: list[str] = Field(default_factory=list)
 
 
 class Published(Model):
@@ -368,6 +387,7 @@ class Notice(Model):
     text: str
     origin: Origin = Field(default_factory=Origin)
     links: Links = Field(default_factory=Links)
+    protected_changes: list[str] = Field(default_factory=list, description="shown with the approval request")
 
 
 class MergeTask(Model):

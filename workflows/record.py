@@ -72,6 +72,7 @@ class Record:
             text=text,
             origin=self.request.origin,
             links=self.state.links.model_copy(),
+            protected_changes=list(self.state.protected_changes),
         )
         if workflow.patched(PATCH_QUEUED_NOTICES):
             self.outbox.append(notice)

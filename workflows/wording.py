@@ -19,6 +19,7 @@ from honk.workflows.contract import (
     Decision,
     RequestState,
     Stage,
+    protected_changes_text,
 )
 
 READY_FOR_REVIEW = "Ready for review: approve & merge, request changes, or cancel."
@@ -46,6 +47,8 @@ def card(request: ChangeRequest, state: RequestState) -> str:
             f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
             f"{s.usage.cache_read_tokens} cache read · ${s.usage.cost_usd:.4f}"
         )
+    if s.protected_changes:
+        lines.append(f"\n**{protected_changes_text(s.protected_changes)}**")
     if s.last_error and s.stage == Stage.FAILED:
         lines.append(f"\n**Error:** {s.last_error[:500]}")
     return "\n".join(lines)
@@ -85,7 +88,9 @@ def no_change(edited: AgentOutcome) -> str:
 
 def checks_finished(outcome: ChecksOutcome) -> str:
     verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
-    return f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}"
+    text = f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}"
+    warning = protected_changes_text(outcome.protected_changes)
+    return f"{text}. {warning}" if warning else text
 
 
 def checks_still_failing(attempt: int, round: int, failure: str) -> str:

@@ -69,8 +69,9 @@ def _inside(path: Path, roots: tuple[Path, ...]) -> Path | None:
     return None
 
 
-def _check_path(tools: WorkspaceTools, roots: tuple[Path, ...], value: str) -> None:
-    """Raise ToolError unless `value` names something inside the workspace, outside .git."""
+def _check_path(tools: WorkspaceTools, roots: tuple[Path, ...], value: str) -> tuple[str, Path]:
+    """Raise ToolError unless `value` names something inside the workspace, outside .git;
+    the name relative to the workspace and where it resolves."""
     if value.startswith("~"):
         raise ToolError(f"{value!r} is outside the repository")
     raw = Path(value)
@@ -79,7 +80,7 @@ def _check_path(tools: WorkspaceTools, roots: tuple[Path, ...], value: str) -> N
         if relative is None:
             raise ToolError(f"{value!r} is outside the repository")
         value = relative.as_posix() or "."
-    tools.resolve(value)
+    return value, tools.resolve(value)
 
 
 def _pattern_root(pattern: str) -> str:
@@ -109,7 +110,9 @@ def refusal(tools: WorkspaceTools, tool: str, args: dict[str, Any], roots: tuple
                 continue
             if not isinstance(value, str):
                 raise ToolError(f"{key} must be a string")
-            _check_path(tools, roots, value)
+            relative, target = _check_path(tools, roots, value)
+            if tool in EDITING_TOOLS:
+                tools.changeable(relative, target)  # protected paths: the team's, not the agent's
         for key in ("pattern", "glob"):
             value = args.get(key)
             if tool == "Grep" and key == "pattern":

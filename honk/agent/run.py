@@ -18,10 +18,12 @@ from honk.agent.messages import MessagesBackend, make_client
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
 from honk.checks import config_error, run_checks_in
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.protect import NOTHING_PROTECTED
+from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
+from honk.redact import redact
 from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome
 from honk.workspace import Workspaces
 
@@ -50,9 +52,12 @@ class AgentRunner:
         if task.update_base:
             task = self._absorb_base(root, task)
         try:
-            config = load_repo_config(root)
+            # The base branch's: an agent that rewrites `.honk.toml` changes nothing it obeys.
+            config, protected = self.workspaces.base_config(ref)
         except RepoConfigError as exc:
             raise config_error(exc) from None
+        if task.allow_protected_changes:
+            protected = NOTHING_PROTECTED
         meter = Meter()
         checks_run = 0
 
@@ -73,7 +78,7 @@ class AgentRunner:
 
         ctx = AgentContext(
             root=root,
-            tools=WorkspaceTools(root, run_checks),
+            tools=WorkspaceTools(root, run_checks, protected=protected),
             budget=Budget.of(self.settings, config.agent),
             instructions_file=config.agent.instructions_file,
             checkpoint=checkpoint,
@@ -86,9 +91,10 @@ class AgentRunner:
         judge_enabled = config.agent.judge if config.agent.judge is not None else self.settings.judge
         if run.status == "finished" and judge_enabled:
             run = self._judged(ctx, task, run, root)
-        committed = self.workspaces.commit_all(
-            ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{run.summary}"
-        )
+        # The summary is model output: it goes to commits, pages, chat and history, so it is
+        # redacted once, here, where it enters Honk.
+        summary = redact(run.summary)
+        committed = self.workspaces.commit_all(ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{summary}")
         head = self.workspaces.push(ref)
         changed = self.workspaces.changed_files(ref)
         status = run.status
@@ -115,7 +121,7 @@ class AgentRunner:
         )
         return AgentOutcome(
             status=status,
-            summary=run.summary,
+            summary=summary,
             changed_files=changed,
             head_sha=head,
             backend=self.backend.name,

@@ -43,6 +43,14 @@ class ToolResult:
     finished: str | None = None  # the summary, when the model called `finish`
 
 
+def protected_refusal(path: str) -> str:
+    return (
+        f"{path} is protected: the team's checks, builds, CI and agent instructions are not the "
+        "agent's to change. Leave it as it is and solve the task without it; if the change is "
+        "really needed, say so in your summary (the requester can allow protected changes)."
+    )
+
+
 def _walk(base: Path):
     """Entries below `base` in a stable order, never descending into .git or symlinked dirs
     (the caller still confines each entry: a file may be a symlink to anywhere)."""
@@ -139,6 +147,8 @@ DEFINITIONS: list[dict[str, Any]] = [
 class WorkspaceTools:
     root: Path
     run_checks: Callable[[], str]
+    # Paths the team's configuration protects (its verifier, CI, the agent's instructions).
+    protected: Callable[[str], bool] = lambda _path: False
     changed: bool = False
     calls: list[str] = field(default_factory=list)
 
@@ -184,6 +194,12 @@ class WorkspaceTools:
 
     def shown(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
+
+    def changeable(self, relative: Any, target: Path) -> None:
+        """Refuse a change to a protected path (as named, or where a symlink leads)."""
+        for name in {str(relative).removeprefix("./"), self.shown(target)}:
+            if self.protected(name):
+                raise ToolError(protected_refusal(name))
 
     # ------------------------------------------------------------------ dispatch
 
@@ -253,6 +269,7 @@ class WorkspaceTools:
 
     def tool_edit_file(self, path: str, old_text: str, new_text: str) -> ToolResult:
         target = self.regular_file(path)
+        self.changeable(path, target)
         text = target.read_text(encoding="utf-8")
         count = text.count(old_text) if old_text else 0
         if count != 1:
@@ -269,6 +286,7 @@ class WorkspaceTools:
         if len(content.encode("utf-8")) > MAX_WRITE_BYTES:
             raise ToolError(f"content is larger than {MAX_WRITE_BYTES} bytes")
         target = self.resolve(path)
+        self.changeable(path, target)
         if target.is_dir():
             raise ToolError(f"{path} is a directory")
         if target.exists() and not _is_regular(target):
@@ -280,6 +298,7 @@ class WorkspaceTools:
 
     def tool_delete_file(self, path: str) -> ToolResult:
         target = self.regular_file(path)
+        self.changeable(path, target)
         target.unlink()
         self.changed = True
         return ToolResult(f"deleted {self.shown(target)}")

@@ -38,7 +38,7 @@ from honk.checks import (
     request_artifacts_dir,
 )
 from honk.commands import CommandResult, run_command
-from honk.config.repository import BuildSpec, RepoConfigError, load_repo_config
+from honk.config.repository import BuildSpec, RepoConfigError
 from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.liveness import beat, heartbeating
@@ -92,7 +92,7 @@ class Builder:
                 with heartbeating("preparing workspace"):
                     root = self.workspaces.ensure(ref)
                     head_sha = self.workspaces.head(ref)
-                spec, driver = self._target(root, task.target)
+                spec, driver = self._target(ref, task.target)
                 return self._build(task, spec, driver, root, head_sha)
             finally:
                 self._release(ref)
@@ -133,9 +133,9 @@ class Builder:
                 "could not release build workspace", extra={"request_id": ref.request_id, "error": repr(exc)[:300]}
             )
 
-    def _target(self, root: Path, name: str) -> tuple[BuildSpec, BuildDriver]:
+    def _target(self, ref: WorkspaceRef, name: str) -> tuple[BuildSpec, BuildDriver]:
         try:
-            spec = load_repo_config(root).target(name)
+            spec = self.workspaces.repo_config(ref).target(name)  # the base branch's
         except RepoConfigError as exc:
             raise config_error(exc) from None
         driver = self.drivers.get(spec.driver)

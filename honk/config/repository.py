@@ -7,6 +7,7 @@ repository still gets verified.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -141,10 +142,19 @@ class AgentSpec(_Strict):
     judge: bool | None = None
 
 
+class ProtectSpec(_Strict):
+    """Paths the agent may not change (on top of `honk.config.protect.DEFAULT_PROTECTED` and
+    the files the checks and builds run); globs relative to the repository, `**` spans
+    directories."""
+
+    paths: list[str] = Field(default_factory=list)
+
+
 class RepoConfig(_Strict):
     checks: list[CheckSpec] = Field(default_factory=list)
     build: list[BuildSpec] = Field(default_factory=list)
     agent: AgentSpec = Field(default_factory=AgentSpec)
+    protect: ProtectSpec = Field(default_factory=ProtectSpec)
     detected: bool = Field(False, exclude=True)
 
     def target(self, name: str) -> BuildSpec:
@@ -155,15 +165,37 @@ class RepoConfig(_Strict):
         raise RepoConfigError(f"{CONFIG_FILE}: no build target named {name!r} (known: {known})")
 
 
+# How the configuration is read: from a directory (the CLI, tests) or from a commit of the
+# base branch (`honk.workspace.base_config`), which is what requests use: the verifier
+# belongs to the team, not to the work tree the agent edits.
+Exists = Callable[[str], bool]
+ReadText = Callable[[str], "str | None"]
+
+
 def load_repo_config(root: Path) -> RepoConfig:
-    path = root / CONFIG_FILE
-    if not path.exists():
-        return detect_repo_config(root)
-    if path.stat().st_size > MAX_CONFIG_BYTES:
+    """The configuration of the files in `root` (not of a request: see `Workspaces.repo_config`)."""
+
+    def read(rel: str) -> str | None:
+        path = root / rel
+        if not path.is_file():
+            return None
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise RepoConfigError(f"{rel} is larger than {MAX_CONFIG_BYTES} bytes")
+        return path.read_text(encoding="utf-8", errors="replace")
+
+    return repo_config_from(lambda rel: (root / rel).exists(), read)
+
+
+def repo_config_from(exists: Exists, read: ReadText) -> RepoConfig:
+    """`.honk.toml` as `read` returns it, or the configuration detected from the content."""
+    text = read(CONFIG_FILE)
+    if text is None:
+        return detect_repo_config(exists, read)
+    if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise RepoConfigError(f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise RepoConfigError(f"{CONFIG_FILE} is not valid TOML: {exc}") from None
     try:
         config = RepoConfig.model_validate(data)
@@ -177,13 +209,13 @@ def load_repo_config(root: Path) -> RepoConfig:
     return config
 
 
-def detect_repo_config(root: Path) -> RepoConfig:
+def detect_repo_config(exists: Exists, read: ReadText) -> RepoConfig:
     """Guess checks from the repository's content when it has no `.honk.toml`."""
     checks: list[CheckSpec] = []
-    if (root / "Makefile").exists() and "test:" in (root / "Makefile").read_text(errors="replace"):
+    if "test:" in (read("Makefile") or ""):
         checks.append(CheckSpec(name="make-test", run=["make", "test"]))
-    elif (root / "package.json").exists():
+    elif exists("package.json"):
         checks.append(CheckSpec(name="npm-test", run=["npm", "test", "--silent"]))
-    elif any((root / f).exists() for f in ("pyproject.toml", "setup.py", "pytest.ini")) or (root / "tests").is_dir():
+    elif any(exists(f) for f in ("pyproject.toml", "setup.py", "pytest.ini", "tests")):
         checks.append(CheckSpec(name="pytest", run=["python3", "-m", "pytest", "-q"]))
     return RepoConfig(checks=checks, detected=True)

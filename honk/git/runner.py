@@ -1,8 +1,10 @@
 """The one hardened git runner Honk uses on the worker.
 
 Every git command runs as an argv (never a shell string) with configuration that keeps
-repository-controlled programs from running (hooks, fsmonitor) and an environment that fixes
-Honk's identity and never prompts. Failures come back as `GitError`, with credentials
+repository-controlled programs from running (hooks, fsmonitor, submodule recursion, foreign
+config and attributes files) and an environment that fixes Honk's identity and never
+prompts (`honk.workspace.hygiene` makes sure the repository's own `.git` holds nothing
+else). Failures come back as `GitError`, with credentials
 removed and a verdict on whether a remote failure is permanent.
 """
 
@@ -25,14 +27,42 @@ HONK_EMAIL = "honk@localhost"
 # A hung clone/fetch/push would otherwise keep heartbeating forever from the helper thread.
 NETWORK_TIMEOUT_S = 15 * 60
 
-# Applied to every git invocation. The agent can write inside the workspace, so nothing in
-# it may make git run programs (hooks, fsmonitor); commits must not depend on a signing key.
+# Applied to every git invocation (`-c` beats every config file). The agent and the checks
+# write inside the workspace, so nothing there may make git run programs: no hooks, no
+# fsmonitor, no attributes file outside the tree, no submodule recursion (an embedded
+# repository's own config would apply there), only the transports Honk uses; commits must
+# not depend on a signing key. Filter/diff/merge drivers can only be *defined* in config,
+# which `honk.workspace.hygiene` verifies before Honk's git touches a work tree again.
 _SAFE_CONFIG = (
     "core.hooksPath=/dev/null",
     "core.fsmonitor=false",
+    "core.attributesFile=/dev/null",
+    "core.untrackedCache=false",
+    "submodule.recurse=false",
+    "diff.ignoreSubmodules=all",
+    "status.submoduleSummary=false",
+    "fetch.recurseSubmodules=false",
+    "push.recurseSubmodules=no",
+    "protocol.allow=never",
+    "protocol.file.allow=always",
+    "protocol.http.allow=always",
+    "protocol.https.allow=always",
+    "protocol.ssh.allow=always",
+    "protocol.git.allow=always",
     "commit.gpgSign=false",
     "tag.gpgSign=false",
 )
+
+# Commands that can produce diffs: external diff and textconv stay off even if a driver
+# were defined somehow.
+_DIFFING = frozenset({"diff", "log", "show"})
+
+# Commands that never look at a work tree's attributes: they keep the operator's own
+# global config (credential helpers, proxies), which the repository cannot write.
+_NETWORK_ENV: dict[str, str] = {}
+# Everything else reads no config but the repository's (verified) own: system and global
+# files could define filter drivers (git-lfs) that tree attributes would then invoke.
+_LOCAL_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1"}
 
 # Identity through the environment: it beats any GIT_AUTHOR_* a worker inherited and never
 # touches global config. No prompts: a worker has no terminal to answer them.
@@ -105,8 +135,10 @@ def run_git(
     whatever the worker's git has (credential helper, ssh keys).
     """
     cmd = target.git if isinstance(target, git.Repo) else target
+    if command in _DIFFING:  # belt and braces: drivers are never defined, never invoked
+        args = ("--no-ext-diff", "--no-textconv", *args)
     runner = getattr(cmd(c=list(_SAFE_CONFIG)), command.replace("-", "_"))
-    env = {**_GIT_ENV, **askpass_env(credentials)} if network else _GIT_ENV
+    env = {**_GIT_ENV, **_NETWORK_ENV, **askpass_env(credentials)} if network else {**_GIT_ENV, **_LOCAL_ENV}
     try:
         output = runner(
             *args,

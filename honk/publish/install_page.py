@@ -21,7 +21,8 @@ from urllib.parse import quote
 
 from honk.builds.artifacts import APK_TYPE
 from honk.publish.qr import QrCode
-from honk.workflows.contract import ArtifactInfo, PublishTask
+from honk.redact import redact
+from honk.workflows.contract import ArtifactInfo, PublishTask, protected_changes_text
 
 _KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
 
@@ -85,6 +86,8 @@ def install_page(
 ) -> str:
     e = html.escape
     name = app_title(task, artifacts)
+    warning = protected_changes_text(task.protected_changes)
+    protected = f'<p class="warning" id="protected"><strong>{e(warning)}</strong></p>' if warning else ""
     version = app_version(task, artifacts)
     ordered = sorted(artifacts, key=_rank)
     buttons = "\n".join(b for a in ordered if (b := _install_button(a)))
@@ -144,7 +147,8 @@ code {{ font-size: .8rem; }}
 </section>
 <section>
 <h2>What changed</h2>
-<p class="text" id="summary">{e(task.summary or "(no summary)")}</p>
+<p class="text" id="summary">{e(redact(task.summary) or "(no summary)")}</p>
+{protected}
 </section>
 <section>
 <h2>Request</h2>

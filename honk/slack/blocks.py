@@ -30,7 +30,7 @@ from honk.slack.client import (
     escape,
     is_user_id,
 )
-from honk.workflows.contract import Links, Notice, RequestStatus, Stage
+from honk.workflows.contract import Links, Notice, RequestStatus, Stage, protected_changes_text
 
 Blocks = list[dict[str, Any]]
 
@@ -145,6 +145,8 @@ def status_text(status: RequestStatus) -> str:
     lines += [f"• {fact}" for fact in link_facts(status.links)]
     if status.pending_feedback:
         lines.append(f"• Queued feedback: {len(status.pending_feedback)}")
+    if status.protected_changes:
+        lines.append(f"• :warning: {escape(protected_changes_text(status.protected_changes))}")
     if status.last_error and status.stage.terminal:
         lines.append(f"• Error: {escape(status.last_error[:500])}")
     for entry in status.timeline[-5:]:
@@ -204,11 +206,12 @@ def needs_approval(notice: Notice) -> tuple[str, Blocks]:
             "confirm": confirm_cancel,
         },
     ]
-    body = [
-        section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}"),
-        {"type": "actions", "block_id": DECISION_BLOCK, "elements": buttons},
-    ]
-    return f"Ready for review: {notice.text}", body
+    body = [section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}")]
+    warning = protected_changes_text(notice.protected_changes)
+    if warning:  # the approver must know the verifier itself changed
+        body.append(section(f":warning: *{escape(warning)}*"))
+    body.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": buttons})
+    return f"Ready for review: {notice.text}" + (f" {warning}" if warning else ""), body
 
 
 def approval_closed(outcome: str) -> tuple[str, Blocks]:

@@ -14,6 +14,7 @@ from honk import liveness
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
 from honk.workflows.contract import WorkspaceRef
+from honk.workspace.hygiene import verify_repository
 from honk.workspace.locks import file_lock
 from honk.workspace.paths import delete_tree
 from honk.workspace.request import log_fields, remote_error
@@ -26,6 +27,9 @@ def refresh_mirror(mirror: Path, ref: WorkspaceRef, url: str, credentials: GitCr
     with file_lock(mirror.with_name(mirror.name + ".lock"), what=f"mirror {ref.repo}"):
         if not (mirror / "HEAD").exists():
             _create_mirror(mirror)
+        # The cache is shared by every request of the repository: nothing but what Honk
+        # wrote may stay in its config (a URL rewrite would redirect every later push).
+        verify_repository(mirror)
         with open_repo(mirror) as repo:
             try:
                 with liveness.heartbeating("git fetch", ref.repo):

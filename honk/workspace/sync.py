@@ -37,7 +37,7 @@ def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: b
 def commit_all(repo: git.Repo, message: str) -> str | None:
     """Commit every change in the work tree as Honk; None when nothing changed."""
     run_git(repo, "add", "--all")
-    if not run_git(repo, "status", "--porcelain"):
+    if not run_git(repo, "status", "--porcelain", "--ignore-submodules=all"):
         return None
     run_git(repo, "commit", "--quiet", "--no-verify", "-m", message.strip() or "Honk: update workspace")
     return run_git(repo, "rev-parse", "HEAD")

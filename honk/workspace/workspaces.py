@@ -29,14 +29,17 @@ from pathlib import Path
 
 import git
 
-from honk.config.repository import RepoConfigError, load_repo_config
+from honk.config.protect import ProtectedPaths
+from honk.config.repository import RepoConfig, RepoConfigError
 from honk.config.settings import Settings
-from honk.errors import permanent
+from honk.errors import HonkError, permanent
 from honk.git.branches import delete_remote_branch
 from honk.git.credentials import GitCredentials, split_credentials, url_host
 from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
 from honk.workflows.contract import BuildTargetRef, PreparedWorkspace, WorkspaceRef
+from honk.workspace import hygiene
 from honk.workspace import sync as work_branch
+from honk.workspace.base_config import base_repo_config
 from honk.workspace.locks import file_lock
 from honk.workspace.mirror import fetch_from_mirror, refresh_mirror
 from honk.workspace.paths import delete_tree, safe_name
@@ -114,7 +117,7 @@ class Workspaces:
             state = self.sync(ref)
             head = self.push(ref)
             try:
-                config = load_repo_config(state.path)
+                config = self.repo_config(ref)
             except RepoConfigError as exc:
                 raise permanent(str(exc), "ConfigError") from None
         return PreparedWorkspace(
@@ -156,7 +159,7 @@ class Workspaces:
         validate_ref(ref)
         with self.locked(ref):
             mirror = self._refresh_mirror(ref)
-            with open_repo(self.path(ref)) as repo:
+            with open_repo(self.verified(ref)) as repo:
                 fetch_from_mirror(repo, mirror)
 
     def refresh_mirror(self, ref: WorkspaceRef) -> Path:
@@ -173,13 +176,13 @@ class Workspaces:
         Also says whether its `.git` is brand-new (from the pool or just cloned)."""
         path = self.path(ref)
         fresh = not path.exists()
-        if path.exists() and not self._healthy(path):
+        if path.exists() and not self._trusted(path, mirror):
             log.warning("rebuilding broken workspace", extra=log_fields(ref, path=str(path)))
             delete_tree(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             if self.pool.take(ref.repo, path):
-                if self._healthy(path):
+                if self._trusted(path, mirror):
                     log.info("workspace taken from pool", extra=log_fields(ref, path=str(path)))
                 else:  # e.g. its mirror was deleted and recreated meanwhile
                     log.warning("discarding broken pooled workspace", extra=log_fields(ref))
@@ -199,9 +202,24 @@ class Workspaces:
             run_git(repo, "remote", "set-url", "origin", self.remote_url(ref))
         return path, fresh
 
+    def _trusted(self, path: Path, mirror: Path) -> bool:
+        """The workspace's `.git` is Honk's (repaired if need be) and usable."""
+        try:
+            hygiene.verify_git_dir(path, mirror / "objects")
+        except HonkError:
+            return False
+        return self._healthy(path)
+
+    def verified(self, ref: WorkspaceRef) -> Path:
+        """The request's workspace, its `.git` checked (and repaired) before Honk's git
+        reads it again: repository code or the agent ran there since Honk last looked."""
+        path = self.path(ref)
+        hygiene.verify_git_dir(path, self.mirror_path(ref) / "objects")
+        return path
+
     @staticmethod
     def _healthy(path: Path) -> bool:
-        if not (path / ".git").is_dir():
+        if (path / ".git").is_symlink() or not (path / ".git").is_dir():
             return False
         try:
             with open_repo(path) as repo:
@@ -213,9 +231,16 @@ class Workspaces:
     # ----------------------------------------------------------------- changes
 
     def commit_all(self, ref: WorkspaceRef, message: str) -> str | None:
-        """Commit every change in the workspace as Honk; None when nothing changed."""
-        with self.locked(ref), open_repo(self.path(ref)) as repo:
-            sha = work_branch.commit_all(repo, message)
+        """Commit every change in the workspace as Honk; None when nothing changed.
+
+        Repository code and the agent ran in the work tree: `.git` is verified first, nested
+        repositories are removed and a changed `.gitmodules` is reverted, never committed."""
+        with self.locked(ref):
+            path = self.verified(ref)
+            hygiene.remove_nested_repositories(path)
+            with open_repo(path) as repo:
+                hygiene.revert_gitmodules(repo)
+                sha = work_branch.commit_all(repo, message)
         if sha is not None:
             log.info("committed", extra=log_fields(ref, head_sha=sha))
         return sha
@@ -223,23 +248,38 @@ class Workspaces:
     def push(self, ref: WorkspaceRef) -> str:
         """Push the work branch to the remote and return its sha (see `sync.push_work_branch`)."""
         validate_ref(ref)
-        with self.locked(ref), open_repo(self.path(ref)) as repo:
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
             sha = work_branch.push_work_branch(repo, ref, self.credentials_for(ref))
         log.info("pushed work branch", extra=log_fields(ref, head_sha=sha))
         return sha
 
     def head(self, ref: WorkspaceRef) -> str:
-        with self.locked(ref), open_repo(self.path(ref)) as repo:
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return run_git(repo, "rev-parse", "HEAD")
 
     def diff_is_empty(self, ref: WorkspaceRef) -> bool:
         """True when the committed work branch has the same tree as `origin/<base>`."""
-        with self.locked(ref), open_repo(self.path(ref)) as repo:
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return work_branch.diff_is_empty(repo, ref)
+
+    def repo_config(self, ref: WorkspaceRef) -> RepoConfig:
+        """The request's checks, builds and agent settings: the base branch's `.honk.toml`
+        (never the work tree's). Raises RepoConfigError."""
+        return self.base_config(ref)[0]
+
+    def base_config(self, ref: WorkspaceRef) -> tuple[RepoConfig, ProtectedPaths]:
+        """The base branch's configuration and the paths it protects."""
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
+            return base_repo_config(repo, ref.base_branch)
+
+    def protected_changes(self, ref: WorkspaceRef) -> list[str]:
+        """Protected paths the work branch changed (what the approver must be told)."""
+        protected = self.base_config(ref)[1]
+        return protected.among(self.changed_files(ref))
 
     def changed_files(self, ref: WorkspaceRef) -> list[str]:
         """Paths the work branch changed since its merge-base with the base."""
-        with self.locked(ref), open_repo(self.path(ref)) as repo:
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return work_branch.changed_files(repo, ref)
 
     # ----------------------------------------------------------------- cleanup

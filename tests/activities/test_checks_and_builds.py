@@ -47,14 +47,18 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def make_repo(tmp_path: Path):
-    """make_repo(files) -> WorkspaceRef: `main` has a README, the work branch adds `files`
-    (including `.honk.toml`); both are pushed to a bare remote."""
+    """make_repo(files) -> WorkspaceRef: `main` has a README and the `.honk.toml` of
+    `files` (the team's configuration lives on the base branch), the work branch adds the
+    other `files`; both are pushed to a bare remote."""
 
     def make(files: dict[str, str]) -> WorkspaceRef:
         src = tmp_path / "src"
         src.mkdir()
         git("init", "--quiet", "-b", "main", cwd=src)
         (src / "README.md").write_text("demo\n")
+        files = dict(files)
+        if ".honk.toml" in files:
+            (src / ".honk.toml").write_text(textwrap.dedent(files.pop(".honk.toml")))
         git("add", "-A", cwd=src)
         git("commit", "--quiet", "-m", "base", cwd=src)
         git("checkout", "--quiet", "-b", f"honk/{REQUEST}", cwd=src)
@@ -63,7 +67,7 @@ def make_repo(tmp_path: Path):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(content))
         git("add", "-A", cwd=src)
-        git("commit", "--quiet", "-m", "agent round 1", cwd=src)
+        git("commit", "--quiet", "--allow-empty", "-m", "agent round 1", cwd=src)
         remote = tmp_path / "remote.git"
         git("clone", "--quiet", "--bare", str(src), str(remote), cwd=tmp_path)
         return WorkspaceRef(

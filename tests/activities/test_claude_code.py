@@ -31,6 +31,7 @@ from honk.agent.claude_code import (
 )
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
+from honk.config.protect import ProtectedPaths
 from honk.config.settings import SettingsError, load_settings
 from honk.errors import HonkError
 from honk.workflows.contract import AgentTask, Stage, WorkspaceRef
@@ -335,6 +336,31 @@ def test_guard_allows_work_inside_the_workspace(jail, tool, args):
     tools = WorkspaceTools(jail, run_checks=lambda: "")
     args = {k: v.format(root=jail) if isinstance(v, str) else v for k, v in args.items()}
     assert refusal(tools, tool, args) is None
+
+
+@pytest.mark.parametrize(
+    "tool, args",
+    [
+        ("Write", {"file_path": "{root}/.honk.toml", "content": "[[checks]]"}),
+        ("Edit", {"file_path": ".honk.toml", "old_string": "a", "new_string": "b"}),
+        ("Edit", {"file_path": "{root}/checks/unit.sh", "old_string": "1", "new_string": "0"}),
+        ("Write", {"file_path": ".github/workflows/ci.yml", "content": "on: push"}),
+        ("mcp__honk__delete_file", {"path": "checks/unit.sh"}),
+    ],
+)
+def test_guard_refuses_changes_to_protected_paths_but_not_reads(jail, tool, args):
+    protected = ProtectedPaths((".honk.toml", "checks/unit.sh", ".github/workflows/**"))
+    tools = WorkspaceTools(jail, run_checks=lambda: "", protected=protected)
+    args = {k: v.format(root=jail) if isinstance(v, str) else v for k, v in args.items()}
+    reason = refusal(tools, tool, args)
+    if tool.startswith("mcp__"):  # Honk's own tool: the same WorkspaceTools refuses it
+        (jail / "checks").mkdir(exist_ok=True)
+        (jail / "checks" / "unit.sh").write_text("exit 1\n")
+        result = tools.call("delete_file", args)
+        assert result.is_error and "is protected" in result.text
+    else:
+        assert reason is not None and "is protected" in reason, reason
+    assert refusal(tools, "Read", {"file_path": ".honk.toml"}) is None
 
 
 def test_claude_code_escape_attempts_are_refused_and_reported_to_the_model(fake, tmp_path):

@@ -4,10 +4,12 @@ registered under the real activity names."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from datetime import timedelta
 
 import pytest
+import temporalio.api.sdk.v1
 from conftest import eventually, record_history
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
@@ -70,6 +72,8 @@ class World:
         self.notices: list[Notice] = []
         self.merges: list[MergeTask] = []
         self.cleanups: list[CleanupTask] = []
+        self.protected: list[str] = []  # protected paths the checks report as changed
+        self.published: list[PublishTask] = []
 
     def hold(self, name: str) -> None:
         self.gates[name] = asyncio.Event()
@@ -116,7 +120,9 @@ class World:
             duration_s=0.1,
             output="" if passed else "FAILED test_queue.py::test_empty - AssertionError: boom",
         )
-        return ChecksOutcome(passed=passed, head_sha=f"sha{task.attempt}", runs=[run])
+        return ChecksOutcome(
+            passed=passed, head_sha=f"sha{task.attempt}", runs=[run], protected_changes=list(self.protected)
+        )
 
     @activity.defn(name=ACTIVITY_BUILD)
     async def build(self, task: BuildTask) -> BuildOutcome:
@@ -129,6 +135,7 @@ class World:
 
     @activity.defn(name=ACTIVITY_PUBLISH)
     async def publish(self, task: PublishTask) -> Published:
+        self.published.append(task)
         arts = [a.model_copy(update={"url": f"http://store/{a.name}"}) for a in task.artifacts]
         return Published(install_page_url=f"http://store/{task.build_number}/index.html", artifacts=arts)
 
@@ -175,17 +182,18 @@ def make_request(**options) -> ChangeRequest:
     )
 
 
-@pytest.fixture
-async def run(time_env, task_queue, request):
-    """Start a worker with the given world and a request; yields (handle, world).
+@contextlib.asynccontextmanager
+async def workflow_runner(env, task_queue: str, test_name: str):
+    """Start a worker with the given world and a request; yields `start(world) -> handle`.
 
     With HONK_RECORD_HISTORIES=1 every workflow a test ran is saved as a replay fixture
     (tests/workflow/histories/, see tests/workflow/test_replay.py)."""
     workers = []
+    handles = []
 
     async def start(world: World, request: ChangeRequest | None = None, wf_id: str | None = None):
         worker = Worker(
-            time_env.client,
+            env.client,
             task_queue=task_queue,
             workflows=[ChangeRequestWorkflow],
             activities=world.activities(),
@@ -194,7 +202,7 @@ async def run(time_env, task_queue, request):
         )
         task = asyncio.create_task(worker.run())
         workers.append((worker, task))
-        handle = await time_env.client.start_workflow(
+        handle = await env.client.start_workflow(
             ChangeRequestWorkflow.run,
             request or make_request(),
             id=wf_id or f"honk-app-{task_queue}",
@@ -203,11 +211,10 @@ async def run(time_env, task_queue, request):
         handles.append(handle)
         return handle
 
-    handles = []
     yield start
     if os.environ.get("HONK_RECORD_HISTORIES") == "1":
         for number, handle in enumerate(handles):
-            await record_history(handle, f"{request.node.name}-{number}")
+            await record_history(handle, f"{test_name}-{number}")
     # A workflow left open without its worker would stop the test server from skipping time.
     for handle in handles:
         try:
@@ -216,6 +223,20 @@ async def run(time_env, task_queue, request):
             pass
     for worker, _task in workers:
         await worker.shutdown()
+
+
+@pytest.fixture
+async def run(time_env, task_queue, request):
+    async with workflow_runner(time_env, task_queue, request.node.name) as start:
+        yield start
+
+
+@pytest.fixture
+async def run_alone(own_time_env, task_queue, request):
+    """For tests that let the server skip days: on their own server, no other test's open
+    workflow or activity can hold the clock."""
+    async with workflow_runner(own_time_env, task_queue, request.node.name) as start:
+        yield start
 
 
 async def stage_of(handle) -> Stage:
@@ -260,6 +281,27 @@ async def test_happy_path_merges_with_approver_and_tested_commit(run, time_env):
     ]
     assert world.cleanups, "workspace and work branch are removed after merging"
     assert (await handle.describe()).typed_search_attributes.get(SA_STAGE) == "MERGED"
+
+
+async def test_protected_changes_are_called_out_to_the_approver(run):
+    world = World()
+    world.protected = [".honk.toml", "checks/unit.sh"]
+    handle = await run(world, make_request(allow_protected_changes=True))
+    waiting = await wait_stage(handle, Stage.AWAITING_APPROVAL)
+
+    assert world.agent_tasks[0].allow_protected_changes is True
+    assert waiting.protected_changes == [".honk.toml", "checks/unit.sh"]
+
+    async def approval_notice():  # notices go out from an ordered queue, just after the stage
+        return next((n for n in world.notices if n.event == "needs_approval"), None)
+
+    approval = await eventually(approval_notice, what="the approval request")
+    assert approval.protected_changes == [".honk.toml", "checks/unit.sh"]
+    assert world.published[0].protected_changes == [".honk.toml", "checks/unit.sh"]
+    # The Temporal UI's card (current details, served by the built-in metadata query).
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=temporalio.api.sdk.v1.WorkflowMetadata)
+    assert "This change modifies protected files: .honk.toml, checks/unit.sh." in metadata.current_details
+    await handle.signal("cancel", {"by": "bob"})
 
 
 async def test_checks_fail_then_pass_feeds_failure_back_to_agent(run):
@@ -374,9 +416,9 @@ async def test_cancel_in_each_waiting_stage(run, time_env, stage, held):
         assert world.cancelled == [held], "the running activity was cancelled, not abandoned"
 
 
-async def test_approval_timeout_reminds_then_expires(run):
+async def test_approval_timeout_reminds_then_expires(run_alone):
     world = World()
-    handle = await run(world)
+    handle = await run_alone(world)
     await wait_stage(handle, Stage.AWAITING_APPROVAL)
     result = await handle.result()  # the test server skips the 7 days
     assert result.stage == Stage.EXPIRED
