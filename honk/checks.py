@@ -14,10 +14,13 @@ from typing import Protocol
 
 from temporalio.exceptions import CancelledError
 
+from honk.check_results import environment_problem, passed_before, remember_passed
 from honk.commands import run_command
-from honk.config.repository import CheckSpec, RepoConfigError, load_repo_config
+from honk.config.repository import RepoConfig, RepoConfigError, load_repo_config
 from honk.config.settings import Settings
+from honk.environments import EnvironmentProblem, prepare_environment, with_snippet
 from honk.errors import HonkError, permanent
+from honk.git.runner import open_repo, run_git
 from honk.liveness import cancelled, heartbeating
 from honk.redact import redact
 from honk.sandbox import Sandbox
@@ -75,14 +78,22 @@ class Checks:
                 config = load_repo_config(root)
             except RepoConfigError as exc:
                 raise config_error(exc) from None
-
-            runs = run_checks_in(self.settings, root, config.checks, ref.request_id, f"attempt{task.attempt}")
+            with open_repo(root) as repo:
+                tree = run_git(repo, "rev-parse", "HEAD^{tree}")
+            reused = passed_before(self.settings, ref.repo, tree, config)
+            if reused is None:
+                runs = run_checks_in(self.settings, root, config, ref.repo, ref.request_id, f"attempt{task.attempt}")
+                remember_passed(self.settings, ref.repo, tree, config, runs)
+            else:
+                runs = reused
+                log.info("checks passed on this tree before; not run again", extra={"tree": tree})
 
         outcome = ChecksOutcome(
             passed=all(run.passed for run in runs),
             head_sha=head_sha,
             runs=runs,
             diff_empty=diff_empty,
+            reused=reused is not None,
         )
         log.info(
             "checks finished",
@@ -99,11 +110,16 @@ class Checks:
 
 
 def run_checks_in(
-    settings: Settings, root: Path, specs: list[CheckSpec], request_id: str, label: str
+    settings: Settings, root: Path, config: RepoConfig, repo: str, request_id: str, label: str
 ) -> list[CheckRun]:
-    """Run every check on the tree at `root` as it is now (the merge step uses this too)."""
+    """Run every check on the tree at `root` as it is now, in the repository's environment
+    (the agent's verifier and the merge step use this too). Raises `EnvironmentProblem` when
+    the checks could not run for reasons of their environment rather than of the code."""
+    prepared = prepare_environment(settings, repo, root, config)
+    sandbox = prepared.sandbox(Sandbox.from_settings(settings), root)
+    variables = prepared.variables(root)
     runs = []
-    for spec in specs:
+    for spec in config.checks:
         if cancelled():
             raise CancelledError("checks cancelled")
         log_path = logs_dir(settings, request_id) / f"check-{spec.name}-{label}.log"
@@ -111,10 +127,10 @@ def run_checks_in(
             spec.run,
             root,
             timeout_s=spec.timeout_seconds,
-            env_extra=spec.env,
+            env_extra={**variables, **spec.env},
             log_path=log_path,
             tail_limit=OUTPUT_LIMIT,
-            sandbox=Sandbox.from_settings(settings),
+            sandbox=sandbox,
         )
         runs.append(
             CheckRun(
@@ -127,4 +143,8 @@ def run_checks_in(
                 timed_out=result.timed_out,
             )
         )
+    problem = environment_problem(runs, root)
+    if problem:
+        log.warning("checks hit an environment problem", extra={"request_id": request_id, "problem": problem})
+        raise EnvironmentProblem(with_snippet(redact(problem), config))
     return runs

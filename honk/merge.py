@@ -73,10 +73,11 @@ class Merger:
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
         """The base moved since the checks ran: the combined tree must pass them too."""
         try:
-            specs = load_repo_config(root).checks
+            config = load_repo_config(root)
         except RepoConfigError as exc:
             raise config_error(exc) from None
-        runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
+        ref = task.workspace
+        runs = run_checks_in(self.settings, root, config, ref.repo, ref.request_id, f"merge{attempt}")
         report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
         if not report.passed:
             raise permanent(

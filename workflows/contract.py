@@ -296,6 +296,7 @@ class ChecksOutcome(Model):
     head_sha: str
     runs: list[CheckRun] = Field(default_factory=list)
     diff_empty: bool = False
+    reused: bool = Field(False, description="these runs passed on the same tree during the agent's run")
 
     def failure_report(self) -> str:
         parts = []
