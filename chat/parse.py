@@ -8,7 +8,7 @@ the slash command. Pure functions, no I/O; `ParseError` carries the reply the pe
     /honk status [ID]    /honk list    /honk help
 
 In a request's thread, "approve" (or "lgtm", "ship it", "merge") and "cancel" (or "stop",
-"abort") act like the buttons; anything else is feedback for the agent.
+"abort") act like the buttons; anything else requests changes (queued for the agent's next round).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Literal
 
 from honk.config.registry import REPO_NAME, Registry, RepoEntry
 from honk.slack.client import USER_MENTION, escape
+from honk.workflows.contract import Action
 
 MAX_INSTRUCTION = 4000  # honk.changes enforces it too; checking here gives a friendlier reply
 
@@ -48,10 +49,10 @@ class Ask:
 
 
 @dataclass(frozen=True)
-class Steer:
-    """A thread reply in a request's thread."""
+class ThreadReply:
+    """A reply in a request's thread, read as one of the request's actions."""
 
-    action: Literal["approve", "cancel", "request_changes"]
+    action: Action
     text: str
 
 
@@ -125,17 +126,17 @@ def read_request(text: str, *, bot_user: str | None, registry: Registry, channel
     return Ask(repo=repo, instruction=instruction)
 
 
-def read_reply(text: str, *, bot_user: str | None) -> Steer | None:
-    """A reply in a request's thread → approve, cancel, or feedback; None when empty."""
+def read_reply(text: str, *, bot_user: str | None) -> ThreadReply | None:
+    """A reply in a request's thread → approve, cancel, or request changes; None when empty."""
     words = plain_text(text, bot_user)
     bare = re.sub(r"[\s.!]+$", "", words.lower()).strip()
     if not bare:
         return None
     if bare in APPROVE_WORDS:
-        return Steer("approve", "")
+        return ThreadReply("approve", "")
     if bare in CANCEL_WORDS:
-        return Steer("cancel", "")
-    return Steer("request_changes", words)
+        return ThreadReply("cancel", "")
+    return ThreadReply("request_changes", words)
 
 
 def read_command(text: str) -> Command:

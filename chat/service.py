@@ -198,10 +198,10 @@ class ChatService:
                 "To change more, start a new request with a new message.",
             )
             return True
-        steer = read_reply(text, bot_user=self.bot_user)
-        if steer is None:
+        reply = read_reply(text, bot_user=self.bot_user)
+        if reply is None:
             return True
-        await self.decide(place, user, request_id, steer.action, steer.text)
+        await self.decide(place, user, request_id, reply.action, reply.text)
         return True
 
     async def decide(self, place: Place, user: str, request_id: str, action: str, text: str = "") -> bool:

@@ -30,7 +30,7 @@ from honk.config.registry import RegistryError, load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
 from honk.telemetry import MetricsUnavailable
 from honk.workers.temporal import TemporalUnavailable, connect
-from honk.workflows.contract import Stage
+from honk.workflows.contract import Action, Stage
 
 app = typer.Typer(
     help="Honk: a chat message becomes a merged, tested, built and installed change.",
@@ -119,7 +119,7 @@ async def _follow(client, request_id: str, *, as_json: bool, until_waiting: bool
     return 0 if last.stage in (Stage.MERGED, Stage.AWAITING_APPROVAL) else 1
 
 
-async def _decide(request_id: str, action: str, by: str | None, text: str, as_json: bool) -> int:
+async def _decide(request_id: str, action: Action, by: str | None, text: str, as_json: bool) -> int:
     s = settings()
     client = await connect(s)
     outcome = await decide(client, request_id, action, by or s.user, text)
@@ -142,9 +142,9 @@ async def approve(
     return await _decide(request_id, "approve", by, comment, as_json)
 
 
-@app.command()
+@app.command("request-changes")
 @command
-async def revise(
+async def request_changes(
     request_id: str = typer.Argument(..., metavar="ID"),
     text: str = typer.Argument(..., help="what should change"),
     by: str | None = typer.Option(None),
@@ -152,6 +152,10 @@ async def revise(
 ) -> int:
     """Request changes: the agent takes another round (queued if it is working now)."""
     return await _decide(request_id, "request_changes", by, text, as_json)
+
+
+# The command's earlier name, kept so existing scripts keep working.
+app.command("revise", hidden=True)(request_changes)
 
 
 @app.command()
@@ -379,7 +383,8 @@ async def replay(
     """Replay every running request on this code (run before a deploy); exit 1 if one would break."""
     from honk.workers.replay import check_running
 
-    verdicts = await check_running(await connect(settings()))
+    s = settings()
+    verdicts = await check_running(await connect(s), s)
     if as_json:
         print_json([v.__dict__ for v in verdicts])
     else:

@@ -30,6 +30,7 @@ from honk import telemetry
 from honk.config.registry import Registry, RegistryError
 from honk.config.settings import Settings
 from honk.workflows.contract import (
+    ACTIONS,
     QUERY_STATUS,
     SA_REPO,
     SA_REQUESTER,
@@ -46,7 +47,6 @@ from honk.workflows.contract import (
 )
 
 MAX_INSTRUCTION = 4000
-ACTIONS = {"approve": "approve", "revise": "request_changes", "cancel": "cancel"}
 
 
 class RequestError(Exception):
@@ -192,13 +192,13 @@ async def decide(
     """Send a decision through the validated update for an immediate yes/no. When no worker
     answers in time, fall back to the durable signal; it is applied (or refused and recorded)
     when a worker picks the request up."""
-    if action not in ACTIONS.values():
+    if action not in ACTIONS:
         raise RequestError(f"unknown action {action!r}")
     info = await describe(client, request_id)
     if info.status != Status.RUNNING:
         raise RequestError(f"request {request_id} has already ended ({info.status.name})")
     handle = client.get_workflow_handle(request_id)
-    payload = DecisionUpdate(action=action, by=by, text=text)  # type: ignore[arg-type]
+    payload = DecisionUpdate.model_validate({"action": action, "by": by, "text": text})
     try:
         return await handle.execute_update(
             UPDATE_DECIDE,

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from honk.config.settings import Settings
+from honk.workers.temporal import HonkPlugin
 from honk.workflows.contract import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
@@ -29,12 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HONK_SANDBOX_TOOLS", json.dumps(sorted({sys.prefix, sys.base_prefix})))
 
 
+def honk_plugin(**settings: object) -> HonkPlugin:
+    """Honk's one Temporal configuration (converter, codec, interceptors, sandbox), as every
+    client and worker in the tests uses it; unencrypted unless keys are given."""
+    return HonkPlugin(Settings(**{"encryption_keys": None, **settings}))  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 async def time_env():
     """The time-skipping test server, with Honk's search attributes registered."""
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=str(BIN / "temporal-test-server"),
-        data_converter=pydantic_data_converter,
+        plugins=[honk_plugin()],
     )
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -64,7 +71,7 @@ async def dev_env(ui_port):
         ui_port=ui_port,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
+        plugins=[honk_plugin()],
         ui=True,
         dev_server_log_level="error",
     )

@@ -47,7 +47,8 @@ def honk_activities(settings: Settings) -> list[Callable]:
 def build_workers(
     client: Client, settings: Settings, queues: Sequence[str] = (), executor: ThreadPoolExecutor | None = None
 ) -> list[Worker]:
-    """One worker per queue; the main queue also hosts the workflow."""
+    """One worker per queue; the main queue also hosts the workflow. Each inherits the
+    client's HonkPlugin (converter, codec, tracing, sandbox passthrough)."""
     remember_secrets(secret_values(settings))  # so logs, check output and tool results mask them
     executor = executor or ThreadPoolExecutor(
         max_workers=settings.max_concurrent_activities, thread_name_prefix="honk-activity"
@@ -88,5 +89,6 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event | None = No
     await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
     stopper.cancel()
     for task in done:
-        if task is not stopper and task.exception():
-            raise task.exception()  # type: ignore[misc]
+        failure = task.exception() if task is not stopper else None
+        if failure is not None:
+            raise failure

@@ -8,13 +8,34 @@ change with `workflow.patched` (README "Changing the workflow safely") before de
 
 from __future__ import annotations
 
+import functools
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
+from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.worker import Replayer
 
+from honk.config.settings import Settings
+from honk.workers.temporal import HonkPlugin
 from honk.workflows.change_request import ChangeRequestWorkflow
 from honk.workflows.contract import WORKFLOW_TYPE
+
+
+@functools.cache
+def _runtime() -> Runtime:
+    """The SDK core reports each nondeterministic run as a warning on stdout; send those to
+    Python logging (stderr) instead, so `honk replay --json` prints only its verdicts."""
+    forward = LogForwardingConfig(logger=logging.getLogger("temporalio.replay"))
+    logging_config = LoggingConfig(filter=TelemetryFilter(core_level="ERROR", other_level="ERROR"), forwarding=forward)
+    return Runtime(telemetry=TelemetryConfig(logging=logging_config))
+
+
+def replayer(settings: Settings, workflow: type = ChangeRequestWorkflow, **options: Any) -> Replayer:
+    """A `Replayer` of the workflow with the same configuration as the workers (histories
+    are encrypted with the same keys)."""
+    return Replayer(workflows=[workflow], plugins=[HonkPlugin(settings)], runtime=_runtime(), **options)
 
 
 @dataclass(frozen=True)
@@ -34,13 +55,15 @@ async def running_histories(client: Client, *, limit: int = 10_000) -> list[Work
     return histories
 
 
-async def check_running(client: Client, *, limit: int = 10_000) -> list[ReplayVerdict]:
+async def check_running(
+    client: Client, settings: Settings, *, workflow: type = ChangeRequestWorkflow, limit: int = 10_000
+) -> list[ReplayVerdict]:
     """One verdict per running request: compatible with the local code or not, and why."""
     histories = await running_histories(client, limit=limit)
-    replayer = Replayer(workflows=[ChangeRequestWorkflow], data_converter=client.data_converter)
+    check = replayer(settings, workflow)
     verdicts = []
     for history in histories:
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        result = await check.replay_workflow(history, raise_on_replay_failure=False)
         failure = result.replay_failure
         run_id = history.events[0].workflow_execution_started_event_attributes.original_execution_run_id
         verdicts.append(

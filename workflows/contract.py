@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
 WORKFLOW_TYPE = "ChangeRequestWorkflow"
@@ -21,11 +21,13 @@ DEFAULT_TASK_QUEUE = "honk"
 SIGNAL_APPROVE = "approve"
 SIGNAL_REQUEST_CHANGES = "request_changes"
 SIGNAL_CANCEL = "cancel"
+# The user's actions; each is also the name of its signal (one name per action everywhere).
+Action = Literal["approve", "request_changes", "cancel"]
+ACTIONS: tuple[Action, ...] = ("approve", "request_changes", "cancel")
 UPDATE_DECIDE = "decide"
 QUERY_STATUS = "status"
 
-# Activity names: the workflow calls activities by these names only, so tests can register
-# stand-ins under the same names.
+# Activity names; steps.py declares each with its types. Test stand-ins register under them.
 ACTIVITY_PREPARE = "prepare_workspace"
 ACTIVITY_AGENT = "run_agent"
 ACTIVITY_CHECKS = "run_checks"
@@ -64,9 +66,6 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
-# --------------------------------------------------------------------------- input
-
-
 class Origin(Model):
     """Where the request came from; replies go back there."""
 
@@ -80,35 +79,25 @@ class Origin(Model):
 class RequestOptions(Model):
     max_check_attempts: int = Field(3, ge=1, le=20, description="agent↔checks repairs per round")
     max_rounds: int = Field(5, ge=1, le=50, description="request-changes rounds")
-    max_merge_repairs: int = Field(
-        2, ge=0, le=10, description="times a conflict or a failing combined tree goes back to the agent"
-    )
+    max_merge_repairs: int = Field(2, ge=0, le=10, description="merge conflict / failing tree repairs")
     approval_timeout: timedelta = timedelta(days=7)
     reminder_before: timedelta = timedelta(days=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
     history_limit: int = Field(10_000, ge=50, description="continue-as-new past this many events")
-    heartbeat_timeout: timedelta = Field(
-        timedelta(seconds=60), description="a worker silent this long is presumed dead; its step retries"
-    )
+    # A worker silent this long is presumed dead; its step retries elsewhere.
+    heartbeat_timeout: timedelta = timedelta(seconds=60)
 
 
 class Decision(Model):
     """Payload of the approve / request_changes / cancel signals and of the decide update.
-
-    Scripts send e.g. ``{"by": "U123", "comment": "ship it"}`` or ``{"by": "U123", "text": "..."}``.
-    """
+    Scripts send e.g. ``{"by": "U123", "text": "blue"}``; older ``comment`` reads as text."""
 
     by: str = ""
-    comment: str = ""
-    text: str = ""
-
-    @property
-    def words(self) -> str:
-        return (self.text or self.comment).strip()
+    text: str = Field("", validation_alias=AliasChoices("text", "comment"))
 
 
 class DecisionUpdate(Decision):
-    action: Literal["approve", "request_changes", "cancel"]
+    action: Action
 
 
 class DecisionOutcome(Model):
@@ -117,11 +106,14 @@ class DecisionOutcome(Model):
     stage: Stage
 
 
+NoteKind = Literal["stage", "info", "decision", "refused", "warning", "error"]
+
+
 class TimelineEntry(Model):
     at: datetime
     stage: Stage
     message: str
-    kind: Literal["stage", "info", "decision", "refused", "warning", "error"] = "info"
+    kind: NoteKind = "info"
 
 
 class Links(Model):
@@ -150,6 +142,8 @@ class Usage(Model):
 
 
 class Feedback(Model):
+    """A request_changes text waiting for the agent's next round."""
+
     by: str
     text: str
     at: datetime
@@ -168,7 +162,7 @@ class ChangeRequest(Model):
     base_branch: str = "main"
     options: RequestOptions = Field(default_factory=RequestOptions)
     # Set only by continue-as-new: the state the previous run handed over.
-    carried: RequestStatus | None = None
+    carried: RequestState | None = None
 
 
 class ArtifactInfo(Model):
@@ -181,8 +175,7 @@ class ArtifactInfo(Model):
     stored_key: str | None = Field(
         None, description="already in a shared artifact store (uploaded by the build worker)"
     )
-    # What the artifact says about itself (read from the file, see activities/artifacts.py);
-    # None when the file does not say or is not a kind Honk understands.
+    # What the artifact says about itself (read from the file); None when it does not say.
     kind: Literal["apk", "aab", "ipa", "ota", "file"] = "file"
     content_type: str | None = None
     app_name: str | None = None
@@ -197,8 +190,8 @@ class ArtifactInfo(Model):
     install_url: str | None = Field(None, description="iOS: the itms-services:// install link")
 
 
-class RequestStatus(Model):
-    """Everything `status` shows; also the state carried across continue-as-new."""
+class Progress(Model):
+    """How far a request has come: the fields of both the carried state and the view."""
 
     request_id: str
     repo: str
@@ -216,7 +209,7 @@ class RequestStatus(Model):
     usage_by_model: dict[str, Usage] = Field(default_factory=dict)
     last_error: str | None = None
     last_summary: str | None = None
-    pending_feedback: list[Feedback] = Field(default_factory=list)
+    pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
     tested_sha: str | None = None
     approved_by: str | None = None
     approval_deadline: datetime | None = None
@@ -224,7 +217,17 @@ class RequestStatus(Model):
     continued: int = 0
 
 
-# --------------------------------------------------------------------------- activities
+class RequestState(Progress):
+    """The workflow's own record: mutated as the request moves, handed over whole on
+    continue-as-new (``ChangeRequest.carried``)."""
+
+    def view(self) -> RequestStatus:
+        return RequestStatus.model_validate(self.model_dump())
+
+
+class RequestStatus(Progress):
+    """What the `status` query shows and the workflow returns (a snapshot of the state);
+    scripts, the chat service and the CLI read these fields."""
 
 
 class WorkspaceRef(Model):
@@ -334,8 +337,8 @@ class PublishTask(Model):
 class Published(Model):
     install_page_url: str
     artifacts: list[ArtifactInfo]
-    # A QR code of `install_page_url` for the chat step to attach: a PNG beside the page
-    # (its link, and the file on the publishing worker) and the same code as inline SVG.
+    # A QR code of `install_page_url` for the chat step: a PNG beside the page (its link and
+    # the file on the publishing worker) and the same code as inline SVG.
     qr_png_url: str | None = None
     qr_png_path: str | None = None
     qr_svg: str | None = None
@@ -343,22 +346,25 @@ class Published(Model):
     expires_at: datetime | None = Field(None, description="when the links stop working")
 
 
+NoticeEvent = Literal[
+    "status",
+    "received",
+    "build_ready",
+    "needs_approval",
+    "reminder",
+    "refused",
+    "merged",
+    "failed",
+    "cancelled",
+    "expired",
+    "feedback_queued",
+]
+
+
 class Notice(Model):
     request_id: str
     repo: str
-    event: Literal[
-        "status",
-        "received",
-        "build_ready",
-        "needs_approval",
-        "reminder",
-        "refused",
-        "merged",
-        "failed",
-        "cancelled",
-        "expired",
-        "feedback_queued",
-    ]
+    event: NoticeEvent
     stage: Stage
     text: str
     origin: Origin = Field(default_factory=Origin)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from temporalio import workflow
 
+from honk.workflows.contract import AgentOutcome, BuildOutcome, BuildTargetRef
+
 REQUESTS_FINISHED = "honk_requests_finished"  # counter, exported as ..._total
 REQUEST_DURATION = "honk_request_duration_seconds"
 STAGE_DURATION = "honk_stage_duration_seconds"
@@ -43,8 +45,10 @@ def stage_left(repo: str, stage: str, seconds: float) -> None:
     )
 
 
-def agent_run(repo: str, status: str, model: str, turns: int, usage_by_model: dict) -> None:
+def agent_run(repo: str, outcome: AgentOutcome) -> None:
     """One agent invocation: its status, turns, and tokens and dollars per model."""
+    status, model, turns = outcome.status, outcome.model, outcome.turns
+    usage_by_model = outcome.usage_by_model or ({model: outcome.usage} if model else {})
     meter = _meter()
     meter.create_counter(AGENT_RUNS, "Agent runs, by status").add(1, {"repo": repo, "status": status, "model": model})
     meter.create_histogram(AGENT_TURNS, "Model turns per agent run").record(max(turns, 0), {"repo": repo})
@@ -72,6 +76,13 @@ def build_finished(repo: str, target: str, seconds: float, ok: bool) -> None:
     _meter().create_histogram_float(BUILD_DURATION, "Build duration per target", "s").record(
         max(seconds, 0.0), {"repo": repo, "target": target, "outcome": "ok" if ok else "failed"}
     )
+
+
+def builds_finished(repo: str, targets: list[BuildTargetRef], results: list, seconds: float) -> None:
+    """One build per target; a failed one took `seconds` (the time until all finished)."""
+    for t, r in zip(targets, results, strict=True):
+        ok = isinstance(r, BuildOutcome)
+        build_finished(repo, t.name, r.duration_s if ok else seconds, ok=ok)
 
 
 def decision(action: str, accepted: bool) -> None:

@@ -365,7 +365,7 @@ def test_fastlane_through_bundler(settings, make_repo, tools, tmp_path) -> None:
         "bundle",
         f"""
         import shutil
-        sys.path.insert(0, {str(Path(__file__).parents[1] / 'support')!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1] / "support")!r})
         from sample_apps import make_ipa
         from pathlib import Path
         make_ipa(Path("HonkHello.ipa"), build=os.environ["HONK_BUILD_NUMBER"])

@@ -113,3 +113,12 @@ def test_dev_stack_resumes_a_waiting_request_after_restart(tmp_path):
     finally:
         dev.send_signal(signal.SIGINT)
         dev.wait(timeout=60)
+
+
+def test_request_changes_is_the_command_and_revise_a_hidden_alias(tmp_path):
+    env = honk_env(tmp_path)
+    listed = honk(env, "--help")
+    assert "request-changes" in listed.stdout and "revise" not in listed.stdout
+    for name in ("request-changes", "revise"):
+        shown = honk(env, name, "--help")
+        assert shown.returncode == 0 and "Request changes" in shown.stdout, shown.stdout + shown.stderr

@@ -30,7 +30,8 @@ from honk.codec import (
     parse_keys,
 )
 from honk.config.settings import SettingsError, load_settings
-from honk.workers.temporal import data_converter, replayer
+from honk.workers.replay import replayer
+from honk.workers.temporal import data_converter
 from honk.workflows.contract import Stage
 
 KEY_OLD = "k0:" + base64.b64encode(b"\x01" * 32).decode()

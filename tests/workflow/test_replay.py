@@ -11,18 +11,16 @@ failures). Re-record them after a deliberate, patched change with
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
+from changed_workflows import ExtraNotification, SwappedCalls
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from honk.config.settings import Settings
+from honk.workers.replay import replayer
 from honk.workflows.change_request import ChangeRequestWorkflow
-from honk.workflows.contract import ACTIVITY_NOTIFY, WORKFLOW_TYPE, ChangeRequest, Notice, RequestStatus
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -35,8 +33,8 @@ def load(path: Path) -> WorkflowHistory:
 
 
 async def replay(path: Path, workflow_class: type = ChangeRequestWorkflow) -> None:
-    replayer = Replayer(workflows=[workflow_class], data_converter=pydantic_data_converter)
-    await replayer.replay_workflow(load(path))
+    """Replay through the workers' own configuration (converter, codec, interceptors)."""
+    await replayer(Settings(encryption_keys=None), workflow_class).replay_workflow(load(path))
 
 
 def test_every_path_has_a_recorded_history():
@@ -59,51 +57,11 @@ async def test_recorded_history_replays_on_the_current_code(path):
     await replay(path)
 
 
-@workflow.defn(name=WORKFLOW_TYPE)
-class ExtraNotification(ChangeRequestWorkflow):
-    """The change that stranded requests before: one more notification while preparing."""
-
-    @workflow.run
-    async def run(self, request: ChangeRequest) -> RequestStatus:
-        return await super().run(request)
-
-    async def prepare(self) -> None:
-        notice = Notice(
-            request_id=self.state.request_id,
-            repo=self.request.repo,
-            event="status",
-            stage=self.state.stage,
-            text="preparing",
-        )
-        await workflow.execute_activity(ACTIVITY_NOTIFY, notice, start_to_close_timeout=timedelta(minutes=1))
-        await super().prepare()
-
-
 async def test_the_replay_check_catches_an_added_activity_call():
     happy = next(p for p in HISTORIES if "happy_path" in p.stem)
     await replay(happy)  # the real code replays...
     with pytest.raises(NondeterminismError):
         await replay(happy, ExtraNotification)  # ...the changed copy does not
-
-
-@workflow.defn(name=WORKFLOW_TYPE)
-class SwappedCalls(ChangeRequestWorkflow):
-    """Two existing activity calls in the other order: prepare first, then say "On it"."""
-
-    @workflow.run
-    async def run(self, request: ChangeRequest) -> RequestStatus:
-        return await super().run(request)
-
-    async def tell(self, event: str, text: str) -> None:
-        if event == "received" and self.prepared is None:
-            self.deferred = (event, text)
-            return
-        await super().tell(event, text)
-
-    async def prepare(self) -> None:
-        await super().prepare()
-        if getattr(self, "deferred", None):
-            await super().tell(*self.deferred)
 
 
 async def test_the_replay_check_catches_swapped_activity_calls():

@@ -1,0 +1,102 @@
+"""The rule book for the user's actions (approve, request_changes, cancel) and the decisions a
+run has accepted. Signals and the `decide` update go through the same rules; an accepted
+decision is applied at once, in arrival order."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+from honk.workflows import metrics, wording
+from honk.workflows.contract import Action, ChangeRequest, Decision, Feedback, Stage
+from honk.workflows.record import Record
+from honk.workflows.step_calls import StepCalls
+
+MAX_FEEDBACK = 4000  # characters of a comment or change request
+MAX_WHO = 200
+
+
+class RequestExpired(Exception):
+    """No decision came before the approval deadline."""
+
+
+class Decisions:
+    def __init__(self, request: ChangeRequest, record: Record, steps: StepCalls) -> None:
+        self.request = request
+        self.state = record.state
+        self.record = record
+        self.steps = steps
+        self.approval: Decision | None = None
+        self.cancellation: Decision | None = None
+
+    async def answer(self, action: Action, decision: Decision) -> None:
+        """A signalled decision: applied, or refused with the reason recorded and told."""
+        refusal = self.refusal(action, decision)
+        if refusal is None:
+            self.apply(action, decision)
+            return
+        metrics.decision(action, accepted=False)
+        entry, notice = wording.refused(action, decision.by, refusal)
+        self.record.note(entry, kind="refused")
+        await self.record.tell("refused", notice)
+
+    def validate(self, action: Action, decision: Decision) -> None:
+        """The `decide` update's validator: a refusal rejects the update, nothing is recorded."""
+        refusal = self.refusal(action, decision)
+        if refusal:
+            metrics.decision(action, accepted=False)
+            raise ValueError(refusal)
+
+    def may_approve(self, who: str) -> bool:
+        return "*" in self.request.approvers or who in self.request.approvers
+
+    def refusal(self, action: Action, decision: Decision) -> str | None:
+        """Why a decision may not be applied now, or None when it may."""
+        who, stage, words = decision.by.strip(), self.state.stage, decision.text.strip()
+        if not who:
+            return "the decision does not say who made it (set 'by')"
+        if len(who) > MAX_WHO:
+            return f"'by' is {len(who)} characters; the limit is {MAX_WHO}"
+        if len(words) > MAX_FEEDBACK:
+            return f"the text is {len(words)} characters; the limit is {MAX_FEEDBACK}"
+        if stage.terminal:
+            return f"the request is already {stage.value}"
+        if action == "approve":
+            if not self.may_approve(who):
+                return f"{who} is not an approver for {self.request.repo}"
+            if stage != Stage.AWAITING_APPROVAL:
+                return f"nothing to approve yet: the request is {stage.value}"
+            return None
+        if who != self.request.requester and not self.may_approve(who):
+            return f"{who} is neither the requester nor an approver for {self.request.repo}"
+        if stage == Stage.MERGING:
+            return "the change is already being merged"
+        if self.cancellation:
+            return "the request is being cancelled"
+        if action == "request_changes":
+            if not words:
+                return "say what should change ('text')"
+            rounds_used = self.state.round + (1 if self.state.pending_feedback else 0)
+            if rounds_used >= self.request.options.max_rounds:
+                return f"all {self.request.options.max_rounds} rounds are used; approve, cancel, or start a new request"
+        return None
+
+    def apply(self, action: Action, decision: Decision) -> str:
+        who = decision.by.strip()
+        metrics.decision(action, accepted=True)
+        if action == "approve":
+            self.approval = decision
+            self.state.approved_by = who
+            message = f"Approved by {who}"
+        elif action == "cancel":
+            self.cancellation = decision
+            self.steps.cancel_running()
+            message = f"Cancel requested by {who}"
+        else:
+            self.state.pending_feedback.append(Feedback(by=who, text=decision.text.strip(), at=workflow.now()))
+            message = (
+                f"Changes requested by {who}"
+                if self.state.stage == Stage.AWAITING_APPROVAL
+                else f"Feedback from {who} queued for the next round"
+            )
+        self.record.note(message, kind="decision")
+        return message

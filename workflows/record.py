@@ -1,0 +1,104 @@
+"""The request's visible record, kept by the workflow: the timeline, the stage with its search
+attributes and details card, the per-stage metrics, and notices to the requester."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+from honk.workflows import metrics, steps, wording
+from honk.workflows.contract import (
+    SA_REPO,
+    SA_REQUESTER,
+    SA_STAGE,
+    AgentOutcome,
+    ChangeRequest,
+    NoteKind,
+    Notice,
+    NoticeEvent,
+    RequestState,
+    Stage,
+    TimelineEntry,
+    Usage,
+)
+from honk.workflows.step_calls import explain
+
+RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+
+
+class Record:
+    def __init__(self, request: ChangeRequest, state: RequestState) -> None:
+        self.request = request
+        self.state = state
+
+    def note(self, message: str, kind: NoteKind = "info") -> None:
+        self.state.timeline.append(TimelineEntry(at=workflow.now(), stage=self.state.stage, message=message, kind=kind))
+        if kind == "error":
+            self.state.last_error = message
+
+    async def enter(self, stage: Stage, message: str) -> None:
+        """Move to `stage`: timeline, search attributes (the UI's columns), details card, and
+        a status notice for the working stages."""
+        self.measure_stage(stage)
+        self.state.stage = stage
+        self.note(message, kind="stage")
+        workflow.upsert_search_attributes(
+            [
+                SA_STAGE.value_set(stage.value),
+                SA_REPO.value_set(self.request.repo),
+                SA_REQUESTER.value_set(self.request.requester),
+            ]
+        )
+        workflow.set_current_details(wording.card(self.request, self.state))
+        if not stage.terminal and stage not in (Stage.RECEIVED, Stage.AWAITING_APPROVAL):
+            await self.tell("status", message)
+
+    async def tell(self, event: NoticeEvent, text: str) -> None:
+        """Tell the requester (chat thread or log). Never fails the request."""
+        notice = Notice(
+            request_id=self.state.request_id,
+            repo=self.request.repo,
+            event=event,
+            stage=self.state.stage,
+            text=text,
+            origin=self.request.origin,
+            links=self.state.links,
+        )
+        try:
+            await workflow.execute_activity(
+                steps.NOTIFY.name,
+                notice,
+                result_type=steps.NOTIFY.output,
+                summary=f"Notify: {event}",
+                start_to_close_timeout=timedelta(minutes=1),
+                retry_policy=RETRY_NOTIFY,
+            )
+        except ActivityError as err:
+            self.note(f"Could not notify ({event}): {explain(err)}", kind="warning")
+
+    def count_usage(self, outcome: AgentOutcome) -> None:
+        """Add an agent run's tokens and dollars, in total and per model."""
+        state = self.state
+        state.usage = state.usage.plus(outcome.usage)
+        for model, usage in outcome.usage_by_model.items():
+            state.usage_by_model[model] = state.usage_by_model.get(model, Usage()).plus(usage)
+
+    def measure_stage(self, stage: Stage) -> None:
+        """Metrics only (nothing recorded on replay): the time spent in the stage being left
+        and, on reaching an end, the request's outcome and total time."""
+        now, state, repo = workflow.now(), self.state, self.request.repo
+        entered = next((e.at for e in reversed(state.timeline) if e.kind == "stage"), None)
+        if entered is not None:
+            metrics.stage_left(repo, state.stage.value, (now - entered).total_seconds())
+        if stage.terminal:
+            began = state.timeline[0].at if state.timeline else workflow.info().start_time
+            metrics.request_finished(repo, stage.value.lower(), (now - began).total_seconds())
+
+    def history_is_long(self) -> bool:
+        info = workflow.info()
+        return info.is_continue_as_new_suggested() or (
+            info.get_current_history_length() >= self.request.options.history_limit
+        )
