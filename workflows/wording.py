@@ -85,6 +85,8 @@ def no_change(edited: AgentOutcome) -> str:
 
 def checks_finished(outcome: ChecksOutcome) -> str:
     verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
+    if outcome.reused:
+        return f"Checks passed on this tree during the agent's run; not run again: {verdicts}"
     return f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}"
 
 

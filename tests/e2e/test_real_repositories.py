@@ -134,6 +134,7 @@ async def test_python_src_layout_without_honk_toml(stacks, caplog):
         # One check run in the attempt: the agent's own verifier run passed on this very tree.
         assert check_logs(stack, first.id) == ["check-pytest-agent1-1.log"]
         assert waiting.agent_runs == 1
+        assert any("not run again" in e.message for e in waiting.timeline), "the timeline says so"
 
         # The work branch holds the change only, not the check's .venv, build/ or dist/.
         branch = waiting.links.work_branch
