@@ -210,6 +210,8 @@ class Progress(Model):
     last_error: str | None = None
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
+    round_summaries: dict[int, str] = Field(default_factory=dict, description="the agent's last summary of each round")
+    reviews: list[str] = Field(default_factory=list, description="reviewers' feedback, as given to the agent")
     tested_sha: str | None = None
     approved_by: str | None = None
     approval_deadline: datetime | None = None

@@ -50,10 +50,12 @@ def _ignored(repo: git.Repo, paths: list[str]) -> set[str]:
     if not paths:
         return set()
     try:
-        out = run_git(repo, "check-ignore", "-z", "--", *paths, strip=False)
-    except GitError:  # exit 1: none of them is ignored
+        out = run_git(repo, "check-ignore", "--", *paths, strip=False)
+    except GitError as exc:  # exit 1: none of them is ignored
+        if "fatal" in str(exc):
+            raise
         return set()
-    return {name for name in out.split("\0") if name}
+    return {name for name in out.splitlines() if name}
 
 
 def commit_paths(repo: git.Repo, paths: Iterable[str], message: str) -> str | None:
