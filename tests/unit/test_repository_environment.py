@@ -4,6 +4,7 @@ the project's own toolchain and commits that hold only the change."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -38,6 +39,15 @@ def test_node_detection_mounts_node_modules(tmp_path: Path) -> None:
     config = detect_repo_config(tmp_path)
     assert config.environment.setup == ["npm ci"] and config.environment.workspace_mounts == ["node_modules"]
     assert [c.run for c in config.checks] == [["npm", "test"]]
+
+
+def test_honk_detect_prints_the_snippet(tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text("test:\n\ttrue\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "honk.cli", "detect", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert "# detected: no .honk.toml" in out.stdout and 'run = ["make", "test"]' in out.stdout
 
 
 def test_commit_subject_cuts_at_a_word_boundary() -> None:
