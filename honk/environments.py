@@ -79,9 +79,14 @@ class PreparedEnvironment:
         binds = [(self.path, self.path, False)]
         for name in self.spec.workspace_mounts:
             source, target = self.path / name, root / name
-            if source.is_dir() and not target.is_symlink():
-                target.mkdir(parents=True, exist_ok=True)  # the mount point; never committed
-                binds.append((source, target, False))
+            if not source.is_dir() or target.is_symlink():
+                continue
+            if base.mode == "none":  # no box to mount in: a link (never committed) instead
+                if not target.exists():
+                    target.symlink_to(source, target_is_directory=True)
+                continue
+            target.mkdir(parents=True, exist_ok=True)  # the mount point; never committed
+            binds.append((source, target, False))
         return dataclasses.replace(base, binds=(*base.binds, *binds))
 
 
