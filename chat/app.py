@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
@@ -43,6 +45,7 @@ log = logging.getLogger("honk.chat")
 # joins, bot messages) is not something to act on.
 _PERSON_SUBTYPES = {None, "thread_broadcast", "file_share"}
 EVENT_CONCURRENCY = 8
+REPLAYED = "honk_replayed"  # context flag of an event replayed from the journal
 
 
 def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
@@ -56,6 +59,22 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
     )
     guard = Guard()
     app.middleware(guard.check)
+    journal = service.journal
+
+    async def keep_record(
+        req: AsyncBoltRequest, resp: BoltResponse, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:  # noqa: A002
+        # On disk before Bolt acknowledges: an event Slack stops sending is never lost.
+        event_id = journal.wants(req.body)
+        if event_id and not req.context.get(REPLAYED):
+            try:
+                journal.record(event_id, req.body)
+            except OSError as exc:
+                log.error("cannot record the event; not acknowledging", extra={"error": str(exc)})
+                return BoltResponse(status=503, body="")  # Slack delivers it again
+        return await next()
+
+    app.middleware(keep_record)
 
     # Events can arrive in bursts. Their work (a Temporal call, a Slack call, each answer
     # parsed on this event loop) runs at most this many at a time, so a burst of answers
@@ -86,6 +105,11 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
             finally:
                 if task is not None:
                     service.inflight.discard(task)
+            # Handled (or failed for good, logged above): nothing left to replay. A crash
+            # before this line leaves the record, and the next start replays it.
+            event_id = journal.wants(kwargs.get("body"))
+            if event_id:
+                journal.done(event_id)
 
         return run
 
@@ -93,7 +117,7 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
 
     @app.event("app_mention")
     @background
-    async def start_from_mention(event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def start_from_mention(event: dict[str, Any], body: dict[str, Any], context: dict[str, Any]) -> None:
         place, user = _event_place(event, body)
         if place is None or not user:
             log.warning("mention without channel, user or ts ignored", extra={"event_id": body.get("event_id")})
@@ -101,11 +125,11 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
         text = event.get("text") or ""
         if place.thread_ts != event.get("ts") and await service.steer(place, user, text):
             return  # a mention inside a request's thread steers it
-        await service.start_from_text(place, user, text)
+        await service.start_from_text(place, user, text, replayed=bool(context.get(REPLAYED)))
 
     @app.event("message")
     @background
-    async def route_message(event: dict[str, Any], body: dict[str, Any]) -> None:
+    async def route_message(event: dict[str, Any], body: dict[str, Any], context: dict[str, Any]) -> None:
         if event.get("subtype") not in _PERSON_SUBTYPES or event.get("bot_id"):
             return
         place, user = _event_place(event, body)
@@ -118,7 +142,7 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
         if place.thread_ts != event.get("ts"):
             await service.steer(place, user, text)  # in a request's thread: steer; elsewhere: not ours
         elif direct:
-            await service.start_from_text(place, user, text)
+            await service.start_from_text(place, user, text, replayed=bool(context.get(REPLAYED)))
 
     # ------------------------------------------------------------------ the slash command
 
@@ -232,6 +256,17 @@ def create_app(service: ChatService, *, signing_secret: str | None) -> AsyncApp:
         log.error("bolt error", extra={"error": f"{type(error).__name__}: {error}", "type": body.get("type")})
 
     return app
+
+
+async def replay_pending(app: AsyncApp, service: ChatService) -> int:
+    """Hand the events a previous run acknowledged but did not finish to the same handlers
+    (as Socket Mode requests: they were verified when they arrived). Returns how many."""
+    pending = service.journal.pending()
+    for item in pending:
+        log.info("replaying an acknowledged event", extra={"event_id": item.event_id})
+        request = AsyncBoltRequest(body=item.body, mode="socket_mode", context={REPLAYED: True})
+        await app.async_dispatch(request)
+    return len(pending)
 
 
 def _event_place(event: dict[str, Any], body: dict[str, Any]) -> tuple[Place | None, str | None]:

@@ -28,7 +28,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 from temporalio.client import Client
 
-from honk.chat.app import create_app
+from honk.chat.app import create_app, replay_pending
 from honk.chat.service import ChatService
 from honk.config.registry import Registry, load_registry
 from honk.config.settings import Settings, SettingsError
@@ -116,6 +116,7 @@ class Chat:
         handler = AsyncSocketModeHandler(self.bolt, app_token=token.get_secret_value(), web_client=self.service.slack)
         await handler.connect_async()
         log.info("chat connected over socket mode")
+        await replay_pending(self.bolt, self.service)
         try:
             yield handler
         finally:
@@ -143,6 +144,7 @@ def create_api(bolt: AsyncApp, service: ChatService) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if service.bot_user is None:  # `run_chat` connects first; tests may not
             await service.connect_slack()
+        await replay_pending(bolt, service)  # events acknowledged before a crash
         yield
         await service.close()
 

@@ -22,6 +22,7 @@ from temporalio.service import RPCError
 
 from honk import changes
 from honk.changes import RequestError, find_request, slack_request_id
+from honk.chat.journal import EventJournal, journal_dir
 from honk.chat.parse import ParseError, read_reply, read_request
 from honk.config.registry import Registry, RegistryError, RepoEntry, load_registry
 from honk.config.settings import Settings, SettingsError
@@ -85,6 +86,7 @@ class ChatService:
         self.registries = RegistrySource(settings, registry)
         self.bot_user: str | None = None  # from auth.test at start; mentions of it are stripped
         self.inflight: set[asyncio.Task[Any]] = set()
+        self.journal = EventJournal(journal_dir(settings.data_dir))
         self._own_session = False
 
     async def connect_slack(self) -> dict[str, Any]:
@@ -121,7 +123,7 @@ class ChatService:
 
     # ------------------------------------------------------------------ new requests
 
-    async def start_from_text(self, place: Place, user: str, text: str) -> None:
+    async def start_from_text(self, place: Place, user: str, text: str, *, replayed: bool = False) -> None:
         """A mention or direct message that should become a request in `place`."""
         registry = self.registries.get()
         try:
@@ -130,10 +132,17 @@ class ChatService:
             log.info("request not understood", extra={**place.fields(), "user": user, "problem": str(problem)})
             await self.reply(place, f"<@{user}> {problem}")
             return
-        await self.start(place, user, ask.repo, ask.instruction, registry)
+        await self.start(place, user, ask.repo, ask.instruction, registry, replayed=replayed)
 
     async def start(
-        self, place: Place, user: str, repo: RepoEntry, instruction: str, registry: Registry | None = None
+        self,
+        place: Place,
+        user: str,
+        repo: RepoEntry,
+        instruction: str,
+        registry: Registry | None = None,
+        *,
+        replayed: bool = False,
     ) -> bool:
         """Start the request of `place`; a second start of the same thread is a no-op."""
         registry = registry or self.registries.get()
@@ -174,6 +183,8 @@ class ChatService:
             return False
         log.info("request started", extra={**place.fields(), "request_id": handle.id, "repo": repo.name, "user": user})
         await self.react(place.channel, place.thread_ts, "eyes")
+        if replayed:
+            await self.reply(place, f"<@{user}> Honk restarted before starting this request; it has started now.")
         return True
 
     # ------------------------------------------------------------------ steering

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from honk.workflows.contract import RequestStatus, Stage, TimelineEntry
+
+if TYPE_CHECKING:  # the janitor loads GitPython; the CLI loads it only to sweep
+    from honk.janitor import Report
 
 STAGE_STYLE = {
     Stage.MERGED: "bold green",
@@ -54,3 +59,29 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
         out.print()
         for entry in status.timeline[-timeline:]:
             out.print(timeline_line(entry), highlight=False)
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+
+
+def render_janitor(out: Console, err: Console, report: Report) -> None:
+    """What `honk janitor` removed (or, with --dry-run, would remove), with sizes."""
+    verb = "Would remove" if report.dry_run else "Removed"
+    for item in report.removed:
+        size = f", {_mib(item.size_bytes)}" if item.size_bytes is not None else ""
+        out.print(
+            f"{verb} {item.kind} {item.name} ({item.request_id or '-'}, {item.age_s / 3600:.1f} h old{size})",
+            highlight=False,
+        )
+    for mirror in report.repacked:
+        what = "Would repack" if report.dry_run else "Repacked"
+        after = "" if report.dry_run else f" -> {_mib(mirror['bytes_after'])}"
+        out.print(f"{what} mirror {mirror['mirror']} ({_mib(mirror['bytes_before'])}{after})", highlight=False)
+    out.print(
+        f"{verb} {len(report.removed)} ({_mib(report.removed_bytes)}); kept {report.kept_running} of running "
+        f"requests, {report.kept_recent} recent.",
+        highlight=False,
+    )
+    for note in report.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)

@@ -325,7 +325,9 @@ async def janitor(
     dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
-    """Remove workspaces on this host and remote honk/* branches of requests that no longer run."""
+    """Remove workspaces on this host and remote honk/* branches of requests that no longer run,
+    their artifacts, logs, published copies and chat state past HONK_RETAIN_*; repack mirrors."""
+    from honk.cli.display import render_janitor
     from honk.janitor import parse_duration, sweep
 
     try:
@@ -345,14 +347,7 @@ async def janitor(
     if as_json:
         print_json(report.as_dict())
         return 1 if report.errors else 0
-    verb = "Would remove" if dry_run else "Removed"
-    for item in report.removed:
-        age_h = item.age_s / 3600
-        out.print(f"{verb} {item.kind} {item.name} ({item.request_id or '-'}, {age_h:.1f} h old)", highlight=False)
-    out.print(
-        f"{verb} {len(report.removed)}; kept {report.kept_running} of running requests, {report.kept_recent} recent.",
-        highlight=False,
-    )
+    render_janitor(out, err, report)
     for problem in report.errors:
         err.print(f"[yellow]warning:[/] {problem}", highlight=False)
     return 1 if report.errors else 0

@@ -1,4 +1,6 @@
-"""Remove what finished requests left behind: local workspaces and remote `honk/*` branches.
+"""Remove what finished requests left behind: local workspaces and remote `honk/*` branches,
+and (honk/retention.py) their artifacts, logs, published copies and chat state after
+configurable ages; repack the mirrors.
 
 A request cleans up after itself when it ends (cleanup_workspace); this catches the rest — a
 worker that died for good, a host that went away, a request terminated from the Temporal
@@ -35,6 +37,7 @@ from honk.git.branches import delete_remote_branch
 from honk.git.credentials import GitCredentials
 from honk.git.runner import GitError, open_repo, rev, run_git
 from honk.redact import redact
+from honk.retention import expired, remove, repack_mirrors, retention_ages, tree_size
 from honk.workflows.contract import WorkspaceRef
 from honk.workspace import Workspaces
 from honk.workspace.locks import LockBusy
@@ -52,11 +55,12 @@ IsRunning = Callable[[str], bool]
 
 @dataclass
 class Removal:
-    kind: str  # "workspace", "branch" or "leftover"
+    kind: str  # "workspace", "branch", "leftover", or a retention kind (honk/retention.py)
     name: str  # the path, or `<repo>:<branch>`
     request_id: str | None
     age_s: int
     sha: str | None = None
+    size_bytes: int | None = None  # on this host's disk (None for remote branches)
 
 
 @dataclass
@@ -67,9 +71,15 @@ class Report:
     kept_running: int = 0
     kept_recent: int = 0
     errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a retention raised to the link expiry
+    repacked: list[dict[str, Any]] = field(default_factory=list)  # mirror, bytes_before, bytes_after
+
+    @property
+    def removed_bytes(self) -> int:
+        return sum(r.size_bytes or 0 for r in self.removed)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "removed_bytes": self.removed_bytes}
 
 
 _DURATION = re.compile(r"(\d+)([smhdw])")
@@ -143,6 +153,7 @@ def sweep(
 
     _sweep_workspaces(workspaces, running, cutoff, now, report)
     _sweep_leftovers(settings, cutoff, now, report)
+    _sweep_retention(settings, running, now, report)
     for entry in registry.repos.values():
         try:
             _sweep_branches(workspaces, entry, running, cutoff, now, report)
@@ -160,6 +171,27 @@ def sweep(
         },
     )
     return report
+
+
+def _sweep_retention(settings: Settings, running: Callable[[str], bool], now: float, report: Report) -> None:
+    ages, notes = retention_ages(settings)
+    report.notes += notes
+    for note in notes:
+        log.warning("janitor: %s", note)
+    items, kept_running, kept_recent = expired(settings, running, now, ages)
+    report.kept_running += kept_running
+    report.kept_recent += kept_recent
+    for item in items:
+        if not report.dry_run:
+            try:
+                remove(item)
+            except OSError as exc:
+                report.errors.append(f"{item.path}: {exc}")
+                continue
+        report.removed.append(Removal(item.kind, str(item.path), item.request_id, item.age_s, None, item.size_bytes))
+    repacked, errors = repack_mirrors(settings, report.dry_run)
+    report.errors += errors
+    report.repacked += [{"mirror": m, "bytes_before": b, "bytes_after": a} for m, b, a in repacked]
 
 
 def _cached(is_running: IsRunning, report: Report) -> Callable[[str], bool]:
@@ -200,7 +232,7 @@ def _sweep_workspaces(
         if running(request_id):
             report.kept_running += 1
             continue
-        removal = Removal("workspace", str(path), request_id, int(now - touched))
+        removal = Removal("workspace", str(path), request_id, int(now - touched), size_bytes=tree_size(path))
         if report.dry_run:
             report.removed.append(removal)
             continue
@@ -229,7 +261,7 @@ def _leftover(path: Path, cutoff: float, now: float, report: Report) -> None:
     if touched > cutoff:  # maybe still being made or scrubbed
         report.kept_recent += 1
         return
-    report.removed.append(Removal("leftover", str(path), None, int(now - touched)))
+    report.removed.append(Removal("leftover", str(path), None, int(now - touched), size_bytes=tree_size(path)))
     if not report.dry_run:
         delete_tree(path)
 

@@ -96,6 +96,11 @@ async def eventually(probe, *, timeout: float = 20.0, every: float = 0.1, what: 
         await asyncio.sleep(every)
 
 
+def readable_history(history_json: str) -> str:
+    """The history with every payload's data decoded, as an operator would see it."""
+    return "\n".join([history_json, *payload_texts(json.loads(history_json))])
+
+
 def payload_texts(node: object) -> list[str]:
     """The decoded data of every payload in a JSON document (a history, the UI's API, the
     CLI's output), where payload data travels base64-encoded."""

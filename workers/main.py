@@ -44,18 +44,45 @@ def honk_activities(settings: Settings) -> list[Callable]:
     ]
 
 
+def activity_slots(threads: int, queues: Sequence[str]) -> dict[str, int]:
+    """Split `threads` among `queues` so the slots add up to at most the threads.
+
+    Each queue's Worker admits only its slots, so no accepted activity ever waits for a thread
+    (and times out, then runs twice) behind activities of another queue.
+    """
+    if threads < len(queues):
+        raise ValueError(
+            f"{threads} activity threads cannot serve {len(queues)} task queues; "
+            f"give the executor at least one thread per queue or run fewer queues per process"
+        )
+    base, extra = divmod(threads, len(queues))
+    return {queue: base + (1 if i < extra else 0) for i, queue in enumerate(queues)}
+
+
 def build_workers(
-    client: Client, settings: Settings, queues: Sequence[str] = (), executor: ThreadPoolExecutor | None = None
+    client: Client,
+    settings: Settings,
+    queues: Sequence[str] = (),
+    executor: ThreadPoolExecutor | None = None,
+    activities: Sequence[Callable] | None = None,
 ) -> list[Worker]:
     """One worker per queue; the main queue also hosts the workflow. Each inherits the
-    client's HonkPlugin (converter, codec, tracing, sandbox passthrough)."""
+    client's HonkPlugin (converter, codec, tracing, sandbox passthrough).
+
+    All queues share one executor sized so it cannot be overcommitted: by default each queue
+    gets `max_concurrent_activities` slots and the executor one thread per slot; a given
+    executor's threads are split among the queues instead.
+    """
     remember_secrets(secret_values(settings))  # so logs, check output and tool results mask them
-    executor = executor or ThreadPoolExecutor(
-        max_workers=settings.max_concurrent_activities, thread_name_prefix="honk-activity"
-    )
-    activities = honk_activities(settings)
+    names = list(dict.fromkeys(queues or [settings.task_queue]))
+    if executor is None:
+        executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_activities * len(names), thread_name_prefix="honk-activity"
+        )
+    slots = activity_slots(executor._max_workers, names)
+    activities = list(activities) if activities is not None else honk_activities(settings)
     workers = []
-    for queue in dict.fromkeys(queues or [settings.task_queue]):
+    for queue in names:
         workers.append(
             Worker(
                 client,
@@ -63,7 +90,7 @@ def build_workers(
                 workflows=[ChangeRequestWorkflow] if queue == settings.task_queue else [],
                 activities=activities,
                 activity_executor=executor,
-                max_concurrent_activities=settings.max_concurrent_activities,
+                max_concurrent_activities=slots[queue],
                 graceful_shutdown_timeout=timedelta(seconds=30),
                 # Cancellation reaches an activity only through a heartbeat response.
                 max_heartbeat_throttle_interval=timedelta(seconds=5),

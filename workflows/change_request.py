@@ -112,6 +112,7 @@ class ChangeRequestWorkflow:
             decisions.cancellation = decisions.cancellation or Decision(by="temporal", text="workflow cancelled")
             await self.finish(Stage.CANCELLED, "cancelled", wording.cancelled(decisions.cancellation))
             raise
+        await self.record.flush_notices()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state.view()
 
@@ -361,6 +362,7 @@ class ChangeRequestWorkflow:
         await self.cleanup()
         await self.record.enter(stage, message)
         await self.record.tell(event, message)
+        await self.record.flush_notices()  # before the run ends: a closed workflow sends nothing
 
     async def cleanup(self) -> None:
         try:
@@ -375,6 +377,7 @@ class ChangeRequestWorkflow:
             self.record.note(f"Cleanup failed (the janitor will retry): {explain(err)}", kind="warning")
 
     async def continue_as_new(self) -> None:
+        await self.record.flush_notices()
         await workflow.wait_condition(workflow.all_handlers_finished)
         if self.decisions.approval or self.decisions.cancellation:
             return  # a decision landed meanwhile; it is not part of the carried state

@@ -3,6 +3,7 @@ attributes and details card, the per-stage metrics, and notices to the requester
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -27,12 +28,16 @@ from honk.workflows.contract import (
 from honk.workflows.step_calls import explain
 
 RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
+# Notices go out in order from a queue instead of holding up the pipeline at every stage.
+PATCH_QUEUED_NOTICES = "queued-notices"
 
 
 class Record:
     def __init__(self, request: ChangeRequest, state: RequestState) -> None:
         self.request = request
         self.state = state
+        self.outbox: list[Notice] = []
+        self.courier: asyncio.Task[None] | None = None
 
     def note(self, message: str, kind: NoteKind = "info") -> None:
         self.state.timeline.append(TimelineEntry(at=workflow.now(), stage=self.state.stage, message=message, kind=kind))
@@ -57,7 +62,8 @@ class Record:
             await self.tell("status", message)
 
     async def tell(self, event: NoticeEvent, text: str) -> None:
-        """Tell the requester (chat thread or log). Never fails the request."""
+        """Tell the requester (chat thread or log), in order, without holding up the request.
+        Never fails the request."""
         notice = Notice(
             request_id=self.state.request_id,
             repo=self.request.repo,
@@ -65,8 +71,31 @@ class Record:
             stage=self.state.stage,
             text=text,
             origin=self.request.origin,
-            links=self.state.links,
+            links=self.state.links.model_copy(),
         )
+        if workflow.patched(PATCH_QUEUED_NOTICES):
+            self.outbox.append(notice)
+            if self.courier is None:
+                self.courier = asyncio.create_task(self.deliver())
+            return
+        await self.send(notice)
+
+    async def deliver(self) -> None:
+        """Send queued notices one at a time, in order (the chat message is updated in place)."""
+        try:
+            while self.outbox:
+                await self.send(self.outbox[0])
+                self.outbox.pop(0)
+        finally:
+            self.courier = None
+
+    async def flush_notices(self) -> None:
+        """Wait until every queued notice went out: a closed or continued run sends nothing."""
+        if self.courier is not None:
+            await workflow.wait_condition(lambda: self.courier is None)
+
+    async def send(self, notice: Notice) -> None:
+        event = notice.event
         try:
             await workflow.execute_activity(
                 steps.NOTIFY.name,

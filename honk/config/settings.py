@@ -87,6 +87,12 @@ class Settings(BaseSettings):
     link_expiry_seconds: int = Field(
         7 * 24 * 3600, ge=60, le=7 * 24 * 3600, description="lifetime of published links (max 7 days)"
     )
+    # Retention of what ended requests leave on this host (`honk janitor`). Published copies
+    # are kept at least as long as their links live (the janitor clamps, and says so).
+    retain_artifacts_seconds: int = Field(14 * 86400, ge=3600, description="build outputs of ended requests")
+    retain_logs_seconds: int = Field(30 * 86400, ge=3600, description="check and build logs of ended requests")
+    retain_published_seconds: int = Field(8 * 86400, ge=3600, description="local published copies (≥ link expiry)")
+    retain_chat_state_seconds: int = Field(30 * 86400, ge=3600, description="chat and notification state")
     link_signing_key: SecretStr | None = Field(
         None, description="HMAC key of local store links; default: generated once in data_dir"
     )

@@ -294,6 +294,11 @@ async def test_cli_janitor_asks_temporal(world, dev_env):
             "honk-app-never-started",
         ]
         assert gone.exists()
+        human = await run(*args, "--dry-run")
+        assert human.returncode == 0, human.stderr
+        text = human.stdout.replace("\n", "")  # rich wraps long paths
+        assert f"Would remove workspace {gone} (honk-app-never-started, 240." in text
+        assert "KiB)" in text and "Would repack mirror" in text
 
         done = await run(*args)
         assert done.returncode == 0, done.stderr
@@ -303,3 +308,102 @@ async def test_cli_janitor_asks_temporal(world, dev_env):
         assert "honk/app-never-started" not in branches(world.remote)
     finally:
         await handle.terminate("test over")
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def leave(path: Path, size: int, days: float) -> Path:
+    """A file of `size` bytes last written `days` ago."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    when = time.time() - days * DAY
+    os.utime(path, (when, when))
+    for parent in path.parents:  # directories as old as their file
+        if parent == path.parents[-1] or not parent.is_relative_to(path.parents[2]):
+            break
+        os.utime(parent, (when, when))
+    return path
+
+
+def retention_world(world, **ages: int) -> World:
+    world.settings = world.settings.model_copy(
+        update={
+            "retain_artifacts_seconds": 14 * DAY,
+            "retain_logs_seconds": 30 * DAY,
+            "retain_published_seconds": 8 * DAY,
+            "retain_chat_state_seconds": 30 * DAY,
+            **ages,
+        }
+    )
+    return world
+
+
+def test_retention_removes_state_of_ended_requests_by_age_and_reports_sizes(world):
+    retention_world(world)
+    data = world.settings.data_dir
+    ended, running, young = "honk-app-ended", "honk-app-running", "honk-app-young"
+    apk = leave(data / "artifacts" / ended / "build-1" / "app.apk", 300_000, 20)
+    log_file = leave(data / "artifacts" / ended / "logs" / "check.log", 4_000, 20)  # logs: 30 days
+    published = leave(data / "store" / ended / "1" / "app.apk", 300_000, 9)
+    notices = leave(data / "notifications" / f"{ended}.jsonl", 500, 40)
+    sent = leave(data / "slack" / ended / "ready", 20, 40)
+    kept = [
+        leave(data / "artifacts" / running / "build-1" / "app.apk", 1_000, 40),
+        leave(data / "store" / running / "1" / "app.apk", 1_000, 40),
+        leave(data / "artifacts" / young / "build-1" / "app.apk", 1_000, 2),
+        leave(data / "store" / young / "1" / "app.apk", 1_000, 2),
+    ]
+
+    dry = world.sweep({running}, dry_run=True)
+    assert sorted((r.kind, r.request_id, r.size_bytes) for r in dry.removed) == [
+        ("artifacts", ended, 300_000),
+        ("chat-state", ended, 20),
+        ("chat-state", ended, 500),
+        ("published", ended, 300_000),
+    ]
+    assert dry.removed_bytes == 300_000 * 2 + 500 + 20
+    assert all(p.exists() for p in (apk, log_file, published, notices, sent))  # a dry run removes nothing
+
+    report = world.sweep({running})
+    assert not report.errors
+    assert not apk.exists() and not published.exists() and not notices.exists() and not sent.exists()
+    assert log_file.exists(), "logs have their own, longer age"
+    assert all(p.exists() for p in kept)
+
+    leave(log_file, 4_000, 31)
+    later = world.sweep({running})
+    assert [(r.kind, r.request_id) for r in later.removed] == [("logs", ended)]
+    assert not (data / "artifacts" / ended / "logs").exists()
+
+
+def test_published_copies_never_go_before_their_links_expire(world):
+    retention_world(world, retain_published_seconds=3600, link_expiry_seconds=7 * DAY)
+    copy = leave(world.settings.data_dir / "store" / "honk-app-ended" / "1" / "app.apk", 100, 2)
+    report = world.sweep(set())
+    assert copy.exists(), "a 2-day-old copy whose link lives 7 days stays"
+    assert any("HONK_RETAIN_PUBLISHED_SECONDS" in n and "HONK_LINK_EXPIRY_SECONDS" in n for n in report.notes)
+    leave(copy, 100, 8)
+    assert [r.kind for r in world.sweep(set()).removed] == ["published"]
+
+
+def test_mirrors_are_repacked(world):
+    world.request("honk-app-1", age_days=0)
+    mirror = world.settings.data_dir / "mirrors" / "app.git"
+    scratch = world.tmp_path / "scratch"
+    sh(world.tmp_path, "clone", "-q", str(world.remote), str(scratch))
+    for n in range(3):  # small fetches land as loose objects in the mirror
+        (scratch / f"f{n}.txt").write_text(f"{n}\n")
+        sh(scratch, "add", "-A")
+        sh(scratch, "commit", "-q", "-m", f"more {n}")
+        sh(scratch, "push", "-q", "origin", "HEAD:main")
+        world.activities.workspaces.refresh_mirror(world.ref("honk-app-1"))
+    assert sh(mirror, "count-objects", "-v").splitlines()[0] != "count: 0"
+
+    dry = world.sweep({"honk-app-1"}, dry_run=True)
+    assert [m["mirror"] for m in dry.repacked] == [str(mirror)]
+    assert sh(mirror, "count-objects", "-v").splitlines()[0] != "count: 0"  # dry: untouched
+    report = world.sweep({"honk-app-1"})
+    assert not report.errors and report.repacked[0]["bytes_after"] > 0
+    assert sh(mirror, "count-objects", "-v").splitlines()[0] == "count: 0"  # all packed
+    assert sh(mirror, "rev-parse", "main") == sh(world.remote, "rev-parse", "main")

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 from anthropic_fake import API_KEY
-from conftest import eventually, payload_texts
+from conftest import eventually, readable_history
 from honkstack import needs_android
 from slack_fake import BOT_TOKEN, SIGNING_SECRET, TEAM, block_action, mention
 from test_chat import ALICE, BOB, CHANNEL, fake, kind_of, new_ts, stack_chat  # noqa: F401
@@ -24,11 +24,6 @@ from honk.workflows.contract import RequestStatus, Stage
 GIT_PASSWORD = "gitpass-7Hq2vX9mZk"
 WORKER_ENV_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzSCANsecret"
 LINK_KEY = "link-signing-key-5dd3c1f0a9"
-
-
-def readable_history(history_json: str) -> str:
-    """The history with every payload's data decoded, as an operator would see it."""
-    return "\n".join([history_json, *payload_texts(json.loads(history_json))])
 
 
 def print_environment_check(app) -> None:

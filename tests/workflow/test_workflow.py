@@ -350,7 +350,13 @@ async def test_feedback_mid_round_is_queued_for_next_round(run, time_env):
         await eventually(round_two, what="round 2 awaiting approval")
     assert world.agent_tasks[0].feedback == []
     assert world.agent_tasks[1].feedback == ["bob: also handle a full queue"]
+
     # The first round's build was not offered for approval: the feedback superseded it.
+    # (Notices go out from an ordered queue, just after the stage is entered.)
+    async def asked_once() -> bool:
+        return "needs_approval" in world.events()
+
+    await eventually(asked_once, what="the approval request")
     assert world.events().count("needs_approval") == 1
 
 
@@ -435,7 +441,12 @@ async def test_refused_decisions_never_advance(run, time_env):
         assert "does not say who made it" in reasons[2]
         assert "say what should change" in reasons[3]
         assert "neither the requester nor an approver" in reasons[4]
-        assert world.events().count("refused") == 5
+
+        # Notices go out from a queue, shortly after the timeline records the refusal.
+        async def five_answered():
+            return world.events().count("refused") == 5
+
+        await eventually(five_answered, what="five refusals answered in the thread")
 
         outcome = await handle.execute_update(
             UPDATE_DECIDE, DecisionUpdate(action="approve", by="alice"), result_type=DecisionOutcome
