@@ -22,6 +22,7 @@ from honk.changes import (
     list_requests,
     start_request,
 )
+from honk.cli import detect as honk_detect
 from honk.cli import serve as honk_serve
 from honk.cli import setup as honk_setup
 from honk.cli.devstack import DevStackError
@@ -402,6 +403,7 @@ async def demo() -> int:
 
 app.command("setup")(command(honk_setup.setup))
 app.command("serve")(command(honk_serve.serve))
+app.command("detect")(honk_detect.detect)
 
 
 def main() -> None:

@@ -14,9 +14,11 @@ from typing import Protocol
 
 from temporalio.exceptions import CancelledError
 
+from honk.check_results import environment_problem, passed_before, remember_passed
 from honk.commands import run_command
-from honk.config.repository import CheckSpec, RepoConfig, RepoConfigError
+from honk.config.repository import RepoConfig, RepoConfigError
 from honk.config.settings import Settings
+from honk.environments import EnvironmentProblem, prepare_environment, with_snippet
 from honk.errors import HonkError, permanent
 from honk.liveness import cancelled, heartbeating
 from honk.redact import redact
@@ -44,6 +46,8 @@ class WorkspaceProvider(Protocol):
     def repo_config(self, ref: WorkspaceRef) -> RepoConfig: ...
 
     def protected_changes(self, ref: WorkspaceRef) -> list[str]: ...
+
+    def tree(self, ref: WorkspaceRef) -> str: ...
 
 
 def request_artifacts_dir(settings: Settings, request_id: str) -> Path:
@@ -80,8 +84,14 @@ class Checks:
             except RepoConfigError as exc:
                 raise config_error(exc) from None
             protected = self.workspaces.protected_changes(ref)
-
-            runs = run_checks_in(self.settings, root, config.checks, ref.request_id, f"attempt{task.attempt}")
+            tree = self.workspaces.tree(ref)
+            reused = passed_before(self.settings, ref.repo, tree, config)
+            if reused is None:
+                runs = run_checks_in(self.settings, root, config, ref.repo, ref.request_id, f"attempt{task.attempt}")
+                remember_passed(self.settings, ref.repo, tree, config, runs)
+            else:
+                runs = reused
+                log.info("checks passed on this tree before; not run again", extra={"tree": tree})
 
         outcome = ChecksOutcome(
             passed=all(run.passed for run in runs),
@@ -89,6 +99,7 @@ class Checks:
             runs=runs,
             diff_empty=diff_empty,
             protected_changes=protected,
+            reused=reused is not None,
         )
         log.info(
             "checks finished",
@@ -105,11 +116,16 @@ class Checks:
 
 
 def run_checks_in(
-    settings: Settings, root: Path, specs: list[CheckSpec], request_id: str, label: str
+    settings: Settings, root: Path, config: RepoConfig, repo: str, request_id: str, label: str
 ) -> list[CheckRun]:
-    """Run every check on the tree at `root` as it is now (the merge step uses this too)."""
+    """Run every check on the tree at `root` as it is now, in the repository's environment
+    (the agent's verifier and the merge step use this too). Raises `EnvironmentProblem` when
+    the checks could not run for reasons of their environment rather than of the code."""
+    prepared = prepare_environment(settings, repo, root, config)
+    sandbox = prepared.sandbox(Sandbox.from_settings(settings), root)
+    variables = prepared.variables(root)
     runs = []
-    for spec in specs:
+    for spec in config.checks:
         if cancelled():
             raise CancelledError("checks cancelled")
         log_path = logs_dir(settings, request_id) / f"check-{spec.name}-{label}.log"
@@ -117,10 +133,10 @@ def run_checks_in(
             spec.run,
             root,
             timeout_s=spec.timeout_seconds,
-            env_extra=spec.env,
+            env_extra={**variables, **spec.env},
             log_path=log_path,
             tail_limit=OUTPUT_LIMIT,
-            sandbox=Sandbox.from_settings(settings),
+            sandbox=sandbox,
         )
         runs.append(
             CheckRun(
@@ -133,4 +149,8 @@ def run_checks_in(
                 timed_out=result.timed_out,
             )
         )
+    problem = environment_problem(runs, root)
+    if problem:
+        log.warning("checks hit an environment problem", extra={"request_id": request_id, "problem": problem})
+        raise EnvironmentProblem(with_snippet(redact(problem), config))
     return runs

@@ -74,10 +74,11 @@ class Merger:
     def _verify(self, root, task: MergeTask, attempt: int) -> None:
         """The base moved since the checks ran: the combined tree must pass them too."""
         try:
-            specs = self.workspaces.repo_config(task.workspace).checks  # the base branch's
+            config = self.workspaces.repo_config(task.workspace)  # the base branch's
         except RepoConfigError as exc:
             raise config_error(exc) from None
-        runs = run_checks_in(self.settings, root, specs, task.workspace.request_id, f"merge{attempt}")
+        ref = task.workspace
+        runs = run_checks_in(self.settings, root, config, ref.repo, ref.request_id, f"merge{attempt}")
         # The checks are repository code: nothing they left may steer the git that follows.
         self.workspaces.verified(task.workspace)
         hygiene.remove_nested_repositories(root)

@@ -116,6 +116,9 @@ class Sandbox:
     limits: Limits = field(default_factory=Limits)
     data_dir: Path | None = None
     max_log_bytes: int | None = None  # None: the command runner's default
+    # (source, destination, writable): a check environment, its mounts into the workspace.
+    binds: tuple[tuple[Path, Path, bool], ...] = ()
+    chdir: Path | None = None  # where the command starts inside the box (default: cwd)
 
     @classmethod
     def from_settings(cls, settings) -> Sandbox:
@@ -171,8 +174,10 @@ class Sandbox:
         git_dir = cwd / ".git"
         if git_dir.exists():
             box += ["--ro-bind", str(git_dir), str(git_dir)]
+        for source, target, writable in self.binds:
+            box += ["--bind" if writable else "--ro-bind", str(source), str(target)]
         # The root bwrap builds is a tmpfs: freeze it, so only the binds above stay writable.
-        return [*box, "--remount-ro", "/", "--chdir", str(cwd)]
+        return [*box, "--remount-ro", "/", "--chdir", str(self.chdir or cwd)]
 
     def _configured(self, paths: tuple[Path, ...], setting: str) -> list[Path]:
         """Operator-configured paths, except ones that would reveal HOME, /root or /home whole."""

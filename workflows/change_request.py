@@ -127,6 +127,16 @@ class ChangeRequestWorkflow:
         )
         self.state.links.work_branch = self.workspace.work_branch
 
+    def commit_title(self) -> str:
+        if workflow.patched("merge-message"):  # older histories merged with the old wording
+            return wording.commit_subject(self.request.instruction, self.state.last_summary)
+        return wording.commit_title(self.request.instruction)
+
+    def commit_body(self) -> str:
+        if workflow.patched("merge-message"):
+            return wording.merge_body(self.request.requester, self.state.round_summaries, self.state.reviews)
+        return wording.commit_body(self.request.requester, self.state.last_summary)
+
     async def produce_round(self, repair: list[str] | None = None, update_base: bool = False) -> None:
         """One round: agent edits until the checks pass, then build and publish."""
         self.state.round += 1
@@ -134,7 +144,9 @@ class ChangeRequestWorkflow:
         repair = list(repair or [])
         while True:
             self.state.attempt += 1
-            feedback = repair + [f"{f.by}: {f.text}" for f in self.state.pending_feedback]
+            reviews = [f"{f.by}: {f.text}" for f in self.state.pending_feedback]
+            self.state.reviews += reviews  # for the merge commit's body
+            feedback = repair + reviews
             self.state.pending_feedback = []
             edited = await self.edit(feedback, update_base=update_base and self.state.attempt == 1)
             checks = await self.check()
@@ -175,6 +187,7 @@ class ChangeRequestWorkflow:
         self.record.count_usage(outcome)
         metrics.agent_run(self.request.repo, outcome)
         self.state.last_summary = outcome.summary
+        self.state.round_summaries[self.state.round] = outcome.summary
         self.record.note(wording.agent_finished(outcome))
         if outcome.status in ("budget_exhausted", "vetoed"):
             # Keep the work branch: the partial work is what the requester needs to see.
@@ -311,8 +324,8 @@ class ChangeRequestWorkflow:
                     MergeTask(
                         workspace=self.workspace,
                         strategy=self.request.options.merge_strategy,
-                        title=wording.commit_title(self.request.instruction),
-                        body=wording.commit_body(self.request.requester, self.state.last_summary),
+                        title=self.commit_title(),
+                        body=self.commit_body(),
                         requested_by=self.request.requester,
                         approved_by=approval.by,
                         tested_sha=self.state.tested_sha or "",

@@ -212,6 +212,8 @@ class Progress(Model):
     last_error: str | None = None
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
+    round_summaries: dict[int, str] = Field(default_factory=dict, description="the agent's last summary of each round")
+    reviews: list[str] = Field(default_factory=list, description="reviewers' feedback, as given to the agent")
     tested_sha: str | None = None
     # Protected paths (.honk.toml, check scripts, CI) the change modifies, as last checked.
     protected_changes: list[str] = Field(default_factory=list)
@@ -317,6 +319,7 @@ class ChecksOutcome(Model):
     protected_changes: list[str] = Field(
         default_factory=list, description="protected paths (.honk.toml, check scripts, CI) this change modifies"
     )
+    reused: bool = Field(False, description="these runs passed on the same tree during the agent's run")
 
     def failure_report(self) -> str:
         parts = []

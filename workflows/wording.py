@@ -66,6 +66,37 @@ def commit_body(requester: str, summary: str | None) -> str:
     return "\n\n".join(parts)
 
 
+SUBJECT_LIMIT = 72
+
+
+def commit_subject(instruction: str, summary: str | None = None) -> str:
+    """A subject people would write: the instruction's first line (else the agent's summary's),
+    capitalised, without a trailing period, cut at a word boundary within 72 characters."""
+    lines = [line.strip() for text in (instruction, summary or "") for line in text.splitlines() if line.strip()]
+    first = lines[0] if lines else "Change requested through Honk"
+    first = first.rstrip(".")
+    first = first[:1].upper() + first[1:]
+    if len(first) <= SUBJECT_LIMIT:
+        return first
+    cut = first[: SUBJECT_LIMIT - 1]
+    if " " in cut:
+        cut = cut[: cut.rindex(" ")]
+    return cut.rstrip(" ,;:-") + "…"
+
+
+def merge_body(requester: str, summaries: dict[int, str], reviews: list[str]) -> str:
+    """Each round's summary, the reviewers' feedback that led to the next, and who asked."""
+    parts = []
+    several = len(summaries) > 1
+    for number in sorted(summaries):
+        text = summaries[number].strip()
+        parts.append(f"Round {number}: {text}" if several else text)
+    if reviews:
+        parts.append("Review feedback:\n" + "\n".join(f"- {r}" for r in reviews))
+    parts.append(f"Requested through Honk by {requester}.")
+    return "\n\n".join(p for p in parts if p)
+
+
 def agent_finished(outcome: AgentOutcome) -> str:
     changed = ", ".join(outcome.changed_files[:5]) or "no files"
     return (
@@ -88,7 +119,10 @@ def no_change(edited: AgentOutcome) -> str:
 
 def checks_finished(outcome: ChecksOutcome) -> str:
     verdicts = ", ".join(f"{r.name} {'ok' if r.passed else 'FAILED'}" for r in outcome.runs)
-    text = f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}"
+    if outcome.reused:
+        text = f"Checks passed on this tree during the agent's run; not run again: {verdicts}"
+    else:
+        text = f"Checks {'passed' if outcome.passed else 'failed'}: {verdicts or 'none configured'}"
     warning = protected_changes_text(outcome.protected_changes)
     return f"{text}. {warning}" if warning else text
 

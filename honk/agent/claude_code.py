@@ -38,6 +38,7 @@ from honk.agent.claude_code_confinement import (
     SDK_ENV,
     SERVER,
     cli_environment,
+    edited_path,
     refusal,
     write_launcher,
 )
@@ -339,8 +340,11 @@ class ClaudeCodeBackend:
                     }
                 }
             if name in EDITING_TOOLS:
+                target = edited_path(tools, args if isinstance(args, dict) else {}, roots)
                 async with state.lock:  # never while a checkpoint is committing
                     tools.changed = True
+                    if target is not None:
+                        tools.changed_paths.add(target)
             return {}  # no opinion: allowed_tools and acceptEdits decide
 
         return pre_tool_use

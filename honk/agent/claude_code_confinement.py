@@ -83,6 +83,23 @@ def _check_path(tools: WorkspaceTools, roots: tuple[Path, ...], value: str) -> t
     return value, tools.resolve(value)
 
 
+def edited_path(tools: WorkspaceTools, args: dict[str, Any], roots: tuple[Path, ...]) -> str | None:
+    """The workspace path an Edit/Write/MultiEdit/NotebookEdit call changes (as committed)."""
+    value = args.get("file_path") or args.get("notebook_path")
+    if not isinstance(value, str) or not value:
+        return None
+    raw = Path(value)
+    if raw.is_absolute():
+        relative = _inside(raw, tuple(dict.fromkeys((tools.root, *roots))))
+        if relative is None:
+            return None
+        value = relative.as_posix()
+    try:
+        return tools.shown(tools.resolve(value))
+    except ToolError:
+        return None
+
+
 def _pattern_root(pattern: str) -> str:
     """The literal directory a glob pattern starts from (`src/**/*.py` -> `src`)."""
     parts = Path(pattern).parts

@@ -17,10 +17,12 @@ from honk.agent.judge import review
 from honk.agent.messages import MessagesBackend, make_client
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
+from honk.check_results import remember_passed
 from honk.checks import config_error, run_checks_in
 from honk.config.protect import NOTHING_PROTECTED
 from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
+from honk.environments import prepare_environment
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base
 from honk.redact import redact
@@ -49,8 +51,9 @@ class AgentRunner:
         ref = task.workspace
         root = self.workspaces.ensure(ref)
         liveness.beat({"round": task.round, "attempt": task.attempt, "turn": 0})
+        conflicted: list[str] = []
         if task.update_base:
-            task = self._absorb_base(root, task)
+            task, conflicted = self._absorb_base(root, task)
         try:
             # The base branch's: an agent that rewrites `.honk.toml` changes nothing it obeys.
             config, protected = self.workspaces.base_config(ref)
@@ -58,27 +61,40 @@ class AgentRunner:
             raise config_error(exc) from None
         if task.allow_protected_changes:
             protected = NOTHING_PROTECTED
+        # Before the model spends anything: a broken environment fails the request here.
+        prepare_environment(self.settings, ref.repo, root, config)
         meter = Meter()
         checks_run = 0
+        tools: WorkspaceTools
 
         def run_checks() -> str:
             nonlocal checks_run
             checks_run += 1
+            # Committed first (locally), so the result is keyed by the exact tree the CHECKING
+            # stage will see and is not run again there.
+            checkpoint_local(f"honk: checked (turn {checks_run})\n\n{task.instruction}")
+            tree = self.workspaces.tree(ref)
             runs = run_checks_in(
-                self.settings, root, config.checks, ref.request_id, f"agent{task.invocation}-{checks_run}"
+                self.settings, root, config, ref.repo, ref.request_id, f"agent{task.invocation}-{checks_run}"
             )
+            remember_passed(self.settings, ref.repo, tree, config, runs)
             report = ChecksOutcome(passed=all(r.passed for r in runs), head_sha="", runs=runs)
             if not runs:
                 return "This repository has no checks configured."
             return "All checks passed." if report.passed else report.failure_report()
 
+        def checkpoint_local(message: str) -> str | None:
+            return self.workspaces.commit_paths(ref, tools.changed_paths, message)
+
         def checkpoint(turn: int) -> None:
-            if self.workspaces.commit_all(ref, f"honk: work in progress (turn {turn})\n\n{task.instruction}"):
+            if checkpoint_local(f"honk: work in progress (turn {turn})\n\n{task.instruction}"):
                 self.workspaces.push(ref)
 
+        tools = WorkspaceTools(root, run_checks, protected=protected)
+        tools.changed_paths.update(conflicted)  # the agent's commit concludes the merge
         ctx = AgentContext(
             root=root,
-            tools=WorkspaceTools(root, run_checks, protected=protected),
+            tools=tools,
             budget=Budget.of(self.settings, config.agent),
             instructions_file=config.agent.instructions_file,
             checkpoint=checkpoint,
@@ -94,7 +110,7 @@ class AgentRunner:
         # The summary is model output: it goes to commits, pages, chat and history, so it is
         # redacted once, here, where it enters Honk.
         summary = redact(run.summary)
-        committed = self.workspaces.commit_all(ref, f"honk: round {task.round}, attempt {task.attempt}\n\n{summary}")
+        committed = checkpoint_local(f"honk: round {task.round}, attempt {task.attempt}\n\n{summary}")
         head = self.workspaces.push(ref)
         changed = self.workspaces.changed_files(ref)
         status = run.status
@@ -159,12 +175,12 @@ class AgentRunner:
                 return run
         return run
 
-    def _absorb_base(self, root: Path, task: AgentTask) -> AgentTask:
+    def _absorb_base(self, root: Path, task: AgentTask) -> tuple[AgentTask, list[str]]:
         ref = task.workspace
         with open_repo(root) as repo:
             conflicted = absorb_base(repo, ref)
         if not conflicted:
-            return task
+            return task, []
         return task.model_copy(
             update={
                 "feedback": [
@@ -173,7 +189,7 @@ class AgentRunner:
                     f"markers in: {', '.join(conflicted)}",
                 ]
             }
-        )
+        ), conflicted
 
     def _diff(self, root: Path, task: AgentTask) -> str:
         with open_repo(root) as repo:

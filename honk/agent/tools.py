@@ -151,6 +151,8 @@ class WorkspaceTools:
     protected: Callable[[str], bool] = lambda _path: False
     changed: bool = False
     calls: list[str] = field(default_factory=list)
+    # Exactly what the agent edited, wrote or deleted: the only paths Honk commits.
+    changed_paths: set[str] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -191,6 +193,10 @@ class WorkspaceTools:
         if not _is_regular(target):
             raise ToolError(f"{relative} is not a regular file")
         return target
+
+    def mark_changed(self, path: Path) -> None:
+        self.changed = True
+        self.changed_paths.add(self.shown(path))
 
     def shown(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix() or "."
@@ -279,7 +285,7 @@ class WorkspaceTools:
                 else f"old_text was not found in {path}"
             )
         target.write_text(text.replace(old_text, new_text, 1), encoding="utf-8")
-        self.changed = True
+        self.mark_changed(target)
         return ToolResult(f"edited {self.shown(target)}")
 
     def tool_write_file(self, path: str, content: str) -> ToolResult:
@@ -293,14 +299,14 @@ class WorkspaceTools:
             raise ToolError(f"{path} is not a regular file")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(content, encoding="utf-8")
-        self.changed = True
+        self.mark_changed(target)
         return ToolResult(f"wrote {self.shown(target)} ({len(content)} characters)")
 
     def tool_delete_file(self, path: str) -> ToolResult:
         target = self.regular_file(path)
         self.changeable(path, target)
         target.unlink()
-        self.changed = True
+        self.mark_changed(target)
         return ToolResult(f"deleted {self.shown(target)}")
 
     def tool_run_checks(self) -> ToolResult:

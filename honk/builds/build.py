@@ -40,6 +40,7 @@ from honk.checks import (
 from honk.commands import CommandResult, run_command
 from honk.config.repository import BuildSpec, RepoConfigError
 from honk.config.settings import Settings
+from honk.environments import prepare_environment
 from honk.errors import HonkError, permanent
 from honk.liveness import beat, heartbeating
 from honk.log_trim import trim_output
@@ -155,10 +156,14 @@ class Builder:
     def _build(self, task: BuildTask, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str) -> BuildOutcome:
         request_id = task.workspace.request_id
         log_path = logs_dir(self.settings, request_id) / f"build-{spec.name}-{task.build_number}.log"
+        # The repository's check environment (toolchain, dependencies), read-only, offline.
+        config = self.workspaces.repo_config(task.workspace)  # the base branch's
+        environment = prepare_environment(self.settings, task.workspace.repo, root, config)
         ctx = BuildContext(
             workspace=root,
             spec=spec,
             env={
+                **environment.variables(root),
                 # Honk's values win: the install page and the workflow show this build number.
                 "HONK_BUILD_NUMBER": str(task.build_number),
                 "HONK_REQUEST_ID": request_id,
@@ -176,7 +181,7 @@ class Builder:
         # The same box as checks, plus this repository's tool caches (Gradle, npm). Builds
         # that download dependencies need HONK_SANDBOX_NETWORK=true (or a warm cache).
         base = Sandbox.from_settings(self.settings)
-        sandbox = dataclasses.replace(base, writable=(*base.writable, ctx.cache_dir))
+        sandbox = environment.sandbox(dataclasses.replace(base, writable=(*base.writable, ctx.cache_dir)), root)
         run_steps(driver, ctx, sandbox)
 
         build_dir = request_artifacts_dir(self.settings, request_id) / f"build-{task.build_number}"

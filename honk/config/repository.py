@@ -150,8 +150,52 @@ class ProtectSpec(_Strict):
     paths: list[str] = Field(default_factory=list)
 
 
+class EnvironmentSpec(_Strict):
+    """How checks and builds get their toolchain and dependencies: `setup` runs once per key
+    (the `inputs`' contents and this table) in a directory outside the workspace, with the
+    network when `network` says so; checks and builds then see it read-only, offline."""
+
+    setup: list[str | list[str]] = Field(
+        default_factory=list, description="commands run in $HONK_ENV; a string runs with sh -c"
+    )
+    inputs: list[str] = Field(default_factory=list, description="globs of files that key the environment")
+    network: bool = Field(True, description="whether setup may reach the network (checks never do)")
+    paths: list[str] = Field(default_factory=list, description="directories of $HONK_ENV put first on PATH")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="variables for setup, checks and builds; ${HONK_ENV}, ${HONK_WORKSPACE} expand",
+    )
+    workspace_mounts: list[str] = Field(
+        default_factory=list, description="directories of $HONK_ENV shown at the same place in the workspace"
+    )
+    timeout_seconds: int = Field(1800, ge=1, le=6 * 3600)
+
+    @field_validator("inputs", "paths", "workspace_mounts")
+    @classmethod
+    def _relative(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _inside(value, "path")
+        return values
+
+    @field_validator("setup")
+    @classmethod
+    def _commands(cls, commands: list[str | list[str]]) -> list[str | list[str]]:
+        for command in commands:
+            if not command:
+                raise ValueError("an empty setup command")
+        return commands
+
+    def argvs(self) -> list[list[str]]:
+        return [["sh", "-c", c] if isinstance(c, str) else list(c) for c in self.setup]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.setup or self.paths or self.env or self.workspace_mounts)
+
+
 class RepoConfig(_Strict):
     checks: list[CheckSpec] = Field(default_factory=list)
+    environment: EnvironmentSpec = Field(default_factory=EnvironmentSpec)
     build: list[BuildSpec] = Field(default_factory=list)
     agent: AgentSpec = Field(default_factory=AgentSpec)
     protect: ProtectSpec = Field(default_factory=ProtectSpec)
@@ -183,14 +227,17 @@ def load_repo_config(root: Path) -> RepoConfig:
             raise RepoConfigError(f"{rel} is larger than {MAX_CONFIG_BYTES} bytes")
         return path.read_text(encoding="utf-8", errors="replace")
 
-    return repo_config_from(lambda rel: (root / rel).exists(), read)
+    from honk.config.detection import detect_repo_config
+
+    return repo_config_from(read, lambda: detect_repo_config(root))
 
 
-def repo_config_from(exists: Exists, read: ReadText) -> RepoConfig:
-    """`.honk.toml` as `read` returns it, or the configuration detected from the content."""
+def repo_config_from(read: ReadText, detect: Callable[[], RepoConfig]) -> RepoConfig:
+    """`.honk.toml` as `read` returns it, or the configuration `detect` guesses from the
+    content when there is none."""
     text = read(CONFIG_FILE)
     if text is None:
-        return detect_repo_config(exists, read)
+        return detect()
     if len(text.encode("utf-8", "replace")) > MAX_CONFIG_BYTES:
         raise RepoConfigError(f"{CONFIG_FILE} is larger than {MAX_CONFIG_BYTES} bytes")
     try:
@@ -207,15 +254,3 @@ def repo_config_from(exists: Exists, read: ReadText) -> RepoConfig:
     if duplicates:
         raise RepoConfigError(f"{CONFIG_FILE}: duplicate names {', '.join(duplicates)}")
     return config
-
-
-def detect_repo_config(exists: Exists, read: ReadText) -> RepoConfig:
-    """Guess checks from the repository's content when it has no `.honk.toml`."""
-    checks: list[CheckSpec] = []
-    if "test:" in (read("Makefile") or ""):
-        checks.append(CheckSpec(name="make-test", run=["make", "test"]))
-    elif exists("package.json"):
-        checks.append(CheckSpec(name="npm-test", run=["npm", "test", "--silent"]))
-    elif any(exists(f) for f in ("pyproject.toml", "setup.py", "pytest.ini", "tests")):
-        checks.append(CheckSpec(name="pytest", run=["python3", "-m", "pytest", "-q"]))
-    return RepoConfig(checks=checks, detected=True)

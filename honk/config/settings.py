@@ -7,6 +7,8 @@ malformed value fails at start with a message that names the variable to fix.
 from __future__ import annotations
 
 import os
+import pwd
+import subprocess
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +38,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".honk"), description="workspaces, artifacts, dev-server state")
     registry: Path = Field(Path("honk.toml"), description="repository registry file")
     user: str = Field(
-        default_factory=lambda: os.environ.get("USER") or "cli",
+        default_factory=lambda: _default_user(),
         description="identity used as 'by'/'requester' by the CLI",
     )
     agent_backend: Literal["messages", "claude-code"] = Field(
@@ -294,3 +296,21 @@ def load_settings(**overrides: object) -> Settings:
             field = str(err["loc"][0]) if err["loc"] else "?"
             problems.append(f"HONK_{field.upper()}: {err['msg']}")
         raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+
+
+def _default_user() -> str:
+    """Who runs the CLI when HONK_USER is not set: $USER, git's user.name, the account name."""
+    if os.environ.get("USER"):
+        return os.environ["USER"]
+    try:
+        name = subprocess.run(
+            ["git", "config", "--get", "user.name"], capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        name = ""
+    if name:
+        return name
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "cli"

@@ -7,8 +7,12 @@ scripts in the tree, but not the branch the team owns.
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import git
 
+from honk.config.detection import detect_repo_config
 from honk.config.protect import ProtectedPaths, protected_paths
 from honk.config.repository import MAX_CONFIG_BYTES, RepoConfig, RepoConfigError, repo_config_from
 from honk.git.runner import GitError, run_git
@@ -42,5 +46,42 @@ def base_repo_config(repo: git.Repo, base_branch: str) -> tuple[RepoConfig, Prot
     """`.honk.toml` of the base branch (or what its content suggests) and the paths it
     protects. Raises RepoConfigError with what to fix."""
     rev = base_ref(base_branch)
-    config = repo_config_from(lambda rel: _exists(repo, rev, rel), lambda rel: _read(repo, rev, rel))
+    config = repo_config_from(lambda rel: _read(repo, rev, rel), lambda: _detect(repo, rev))
     return config, protected_paths(config, lambda rel: _exists(repo, rev, rel))
+
+
+# Detection reads the top level and a requirements folder; nothing deeper.
+_DETECTION_FOLDERS = ("requirements",)
+
+
+def _detect(repo: git.Repo, rev: str) -> RepoConfig:
+    """What the base branch's content suggests, when it has no `.honk.toml`: its top-level
+    files (and requirement folders) are exported to a scratch directory and detected there,
+    so the work tree the agent edits never decides which checks run."""
+    with tempfile.TemporaryDirectory(prefix="honk-detect-") as scratch:
+        root = Path(scratch)
+        _export(repo, rev, "", root)
+        return detect_repo_config(root)
+
+
+def _export(repo: git.Repo, rev: str, folder: str, root: Path) -> None:
+    listing = run_git(repo, "ls-tree", f"{rev}:{folder}" if folder else rev, strip=False)
+    for line in listing.splitlines():
+        meta, _, name = line.partition("\t")
+        kind = meta.split()[1] if len(meta.split()) > 1 else ""
+        rel = f"{folder}/{name}" if folder else name
+        if "/" in name or name in (".", "..") or name.startswith(".git"):
+            continue
+        if kind == "tree":
+            (root / rel).mkdir(exist_ok=True)
+            if not folder and name in _DETECTION_FOLDERS:
+                _export(repo, rev, rel, root)
+        elif kind == "blob" and meta.split()[0] in ("100644", "100755"):
+            try:
+                text = _read(repo, rev, rel)
+            except RepoConfigError:  # a large lock file: detection only needs to know it exists
+                text = ""
+            if text is not None:
+                (root / rel).write_text(text, encoding="utf-8")
+                if meta.split()[0] == "100755":
+                    (root / rel).chmod(0o755)

@@ -4,6 +4,7 @@ agent's changes, push them, and compare with the base."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import git
@@ -34,13 +35,54 @@ def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: b
     return run_git(repo, "rev-parse", "HEAD")
 
 
-def commit_all(repo: git.Repo, message: str) -> str | None:
-    """Commit every change in the work tree as Honk; None when nothing changed."""
-    run_git(repo, "add", "--all")
-    if not run_git(repo, "status", "--porcelain", "--ignore-submodules=all"):
+def _nested_repository(root: Path, path: str) -> bool:
+    """`path` lies in a repository embedded in the workspace (its own `.git`)."""
+    parent = (root / path).parent
+    while parent != root and parent.is_relative_to(root):
+        if (parent / ".git").exists():
+            return True
+        parent = parent.parent
+    return False
+
+
+def _ignored(repo: git.Repo, paths: list[str]) -> set[str]:
+    """The untracked ones of `paths` that `.gitignore` excludes (tracked files never are)."""
+    if not paths:
+        return set()
+    try:
+        out = run_git(repo, "check-ignore", "--", *paths, strip=False)
+    except GitError as exc:  # exit 1: none of them is ignored
+        if "fatal" in str(exc):
+            raise
+        return set()
+    return {name for name in out.splitlines() if name}
+
+
+def commit_paths(repo: git.Repo, paths: Iterable[str], message: str) -> str | None:
+    """Commit exactly `paths` (what the agent's tools changed) as Honk; None when nothing
+    changed. Never stages anything else: a check's virtualenv, build outputs, files
+    `.gitignore` excludes and nested repositories stay out of every commit. A merge in
+    progress (conflicts the agent resolved) is concluded by this commit."""
+    root = Path(repo.working_tree_dir or ".")
+    wanted = sorted({p for p in paths if p and p != "." and not _nested_repository(root, p)})
+    present = [p for p in wanted if (root / p).exists() or (root / p).is_symlink()]
+    gone = [p for p in wanted if p not in present]
+    ignored = _ignored(repo, present)
+    staged = [p for p in present if p not in ignored]
+    for chunk in _chunks(staged):
+        run_git(repo, "add", "--", *chunk)
+    for chunk in _chunks(gone):
+        run_git(repo, "rm", "--cached", "--quiet", "--ignore-unmatch", "--", *chunk)
+    merging = (Path(repo.git_dir) / "MERGE_HEAD").exists()
+    if not merging and not run_git(repo, "diff", "--cached", "--name-only"):
         return None
     run_git(repo, "commit", "--quiet", "--no-verify", "-m", message.strip() or "Honk: update workspace")
     return run_git(repo, "rev-parse", "HEAD")
+
+
+def _chunks(paths: list[str], size: int = 500) -> Iterator[list[str]]:
+    for start in range(0, len(paths), size):
+        yield paths[start : start + size]
 
 
 def push_work_branch(repo: git.Repo, ref: WorkspaceRef, credentials: GitCredentials | None) -> str:

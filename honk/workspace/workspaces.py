@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,8 +230,8 @@ class Workspaces:
 
     # ----------------------------------------------------------------- changes
 
-    def commit_all(self, ref: WorkspaceRef, message: str) -> str | None:
-        """Commit every change in the workspace as Honk; None when nothing changed.
+    def commit_paths(self, ref: WorkspaceRef, paths: Iterable[str], message: str) -> str | None:
+        """Commit exactly `paths` (what the agent changed) as Honk; None when nothing changed.
 
         Repository code and the agent ran in the work tree: `.git` is verified first, nested
         repositories are removed and a changed `.gitmodules` is reverted, never committed."""
@@ -240,10 +240,27 @@ class Workspaces:
             hygiene.remove_nested_repositories(path)
             with open_repo(path) as repo:
                 hygiene.revert_gitmodules(repo)
-                sha = work_branch.commit_all(repo, message)
+                sha = work_branch.commit_paths(repo, paths, message)
         if sha is not None:
             log.info("committed", extra=log_fields(ref, head_sha=sha))
         return sha
+
+    def commit_all(self, ref: WorkspaceRef, message: str) -> str | None:
+        """Commit every change `git status` shows (not what `.gitignore` excludes). For callers
+        that have no list of changes (tests, tools); the agent step uses `commit_paths`."""
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
+            out = run_git(
+                repo,
+                "status",
+                "--porcelain",
+                "-z",
+                "--untracked-files=all",
+                "--no-renames",
+                "--ignore-submodules=all",
+                strip=False,
+            )
+        paths = [entry[3:] for entry in out.split("\0") if len(entry) > 3]
+        return self.commit_paths(ref, paths, message)
 
     def push(self, ref: WorkspaceRef) -> str:
         """Push the work branch to the remote and return its sha (see `sync.push_work_branch`)."""
@@ -256,6 +273,11 @@ class Workspaces:
     def head(self, ref: WorkspaceRef) -> str:
         with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return run_git(repo, "rev-parse", "HEAD")
+
+    def tree(self, ref: WorkspaceRef) -> str:
+        """The tree of the workspace's HEAD commit (what check results are keyed by)."""
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
+            return run_git(repo, "rev-parse", "HEAD^{tree}")
 
     def diff_is_empty(self, ref: WorkspaceRef) -> bool:
         """True when the committed work branch has the same tree as `origin/<base>`."""

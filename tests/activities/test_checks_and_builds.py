@@ -266,10 +266,12 @@ def test_check_command_not_found(settings: Settings, make_repo) -> None:
             """,
         }
     )
-    outcome = checks_for(settings).run_checks(ChecksTask(workspace=ref, attempt=1))
-    run = outcome.runs[0]
-    assert not outcome.passed and run.exit_code == 127
-    assert run.output == "command not found: honk-no-such-linter"
+    # Not a code failure the agent could fix: the request fails at once, saying what to set up.
+    with pytest.raises(ApplicationError) as info:
+        checks_for(settings).run_checks(ChecksTask(workspace=ref, attempt=1))
+    assert info.value.type == "EnvironmentError" and info.value.non_retryable
+    assert "command not found: honk-no-such-linter" in str(info.value)
+    assert 'run = ["honk-no-such-linter", "."]' in str(info.value), "the .honk.toml snippet"
 
 
 def test_invalid_config_is_a_non_retryable_config_error(settings: Settings, make_repo) -> None:

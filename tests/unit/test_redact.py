@@ -57,7 +57,7 @@ def test_log_lines_are_redacted_in_message_and_fields():
 def test_agent_tool_results_and_check_output_are_redacted(tmp_path):
     from honk.agent.tools import WorkspaceTools
     from honk.checks import run_checks_in
-    from honk.config.repository import CheckSpec
+    from honk.config.repository import CheckSpec, RepoConfig
 
     (tmp_path / "settings.env").write_text(f"SLACK={TOKENS['slack bot']}\n")
     tools = WorkspaceTools(tmp_path, run_checks=lambda: "")
@@ -65,7 +65,9 @@ def test_agent_tool_results_and_check_output_are_redacted(tmp_path):
     assert TOKENS["slack bot"] not in result.text and MASK in result.text
 
     spec = CheckSpec(name="leaky", run=["cat", "settings.env"])
-    [run] = run_checks_in(load_settings(data_dir=tmp_path / "data"), tmp_path, [spec], "honk-x-1", "t")
+    [run] = run_checks_in(
+        load_settings(data_dir=tmp_path / "data"), tmp_path, RepoConfig(checks=[spec]), "repo", "honk-x-1", "t"
+    )
     assert TOKENS["slack bot"] not in run.output and MASK in run.output
 
 

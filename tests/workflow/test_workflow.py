@@ -354,6 +354,25 @@ async def test_request_changes_then_approve(run):
     assert world.events().count("needs_approval") == 2
 
 
+async def test_merge_message_has_each_round_and_the_feedback(run):
+    world = World()
+    handle = await run(world)
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("request_changes", {"by": "alice", "text": "make the button blue"})
+
+    async def second_round_waiting():
+        s = await handle.query(QUERY_STATUS, result_type=RequestStatus)
+        return s if s.round == 2 and s.stage == Stage.AWAITING_APPROVAL else None
+
+    await eventually(second_round_waiting, what="round 2 awaiting approval")
+    await handle.signal("approve", {"by": "alice"})
+    assert (await handle.result()).stage == Stage.MERGED
+    task = world.merges[-1]
+    assert len(task.title) <= 72 and not task.title.endswith(".")
+    assert "Round 1: edit 1" in task.body and "Round 2: edit 2" in task.body
+    assert "- alice: make the button blue" in task.body
+
+
 async def test_feedback_mid_round_is_queued_for_next_round(run, time_env):
     world = World()
     world.hold("agent")
