@@ -157,7 +157,7 @@ class Builder:
         request_id = task.workspace.request_id
         log_path = logs_dir(self.settings, request_id) / f"build-{spec.name}-{task.build_number}.log"
         # The repository's check environment (toolchain, dependencies), read-only, offline.
-        config = self.workspaces.repo_config(task.workspace)  # the base branch's
+        config = self.workspaces.repo_config(build_workspace(task.workspace, task.target))  # the base branch's
         environment = prepare_environment(self.settings, task.workspace.repo, root, config)
         ctx = BuildContext(
             workspace=root,
