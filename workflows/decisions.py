@@ -49,6 +49,12 @@ class Decisions:
     def may_approve(self, who: str) -> bool:
         return "*" in self.request.approvers or who in self.request.approvers
 
+    def approvers_named(self) -> str:
+        """Who may decide, so a refused user knows whom to ask."""
+        if not self.request.approvers:
+            return "no approvers are configured"
+        return "approvers: " + ", ".join(self.request.approvers)
+
     def refusal(self, action: Action, decision: Decision) -> str | None:
         """Why a decision may not be applied now, or None when it may."""
         who, stage, words = decision.by.strip(), self.state.stage, decision.text.strip()
@@ -62,12 +68,15 @@ class Decisions:
             return f"the request is already {stage.value}"
         if action == "approve":
             if not self.may_approve(who):
-                return f"{who} is not an approver for {self.request.repo}"
+                return f"{who} is not an approver for {self.request.repo}; {self.approvers_named()}"
             if stage != Stage.AWAITING_APPROVAL:
                 return f"nothing to approve yet: the request is {stage.value}"
             return None
         if who != self.request.requester and not self.may_approve(who):
-            return f"{who} is neither the requester nor an approver for {self.request.repo}"
+            return (
+                f"{who} is neither the requester nor an approver for {self.request.repo}; "
+                f"requester: {self.request.requester}; {self.approvers_named()}"
+            )
         if stage == Stage.MERGING:
             return "the change is already being merged"
         if self.cancellation:
