@@ -129,6 +129,7 @@ async def start_request(
         origin=origin or Origin(),
         base_branch=entry.base_branch,
         options=options,
+        web_url=entry.web_url,
     )
     handle = await client.start_workflow(
         WORKFLOW_TYPE,
