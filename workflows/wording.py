@@ -107,7 +107,12 @@ def attempt_failed(attempt: int) -> str:
 
 
 def no_change(edited: AgentOutcome) -> str:
-    return "the agent made no change to the repository" + (f" (it said: {edited.summary})" if edited.summary else "")
+    return (
+        "the agent made no change to the repository"
+        + (f" (it said: {edited.summary})" if edited.summary else "")
+        + "; nothing to review. If the base branch already does what was asked, there is nothing to do;"
+        " otherwise start a new request that says what should differ."
+    )
 
 
 def checks_finished(outcome: ChecksOutcome) -> str:

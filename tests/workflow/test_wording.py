@@ -91,8 +91,15 @@ def test_timeline_texts():
     )
     assert wording.agent_finished(agent) == "Agent (anthropic, m, 3 turns) finished: done [f0, f1, f2, f3, f4]"
     assert wording.agent_finished(agent.model_copy(update={"changed_files": []})).endswith("[no files]")
-    assert wording.no_change(agent) == "the agent made no change to the repository (it said: done)"
-    assert wording.no_change(agent.model_copy(update={"summary": ""})) == "the agent made no change to the repository"
+    advice = (
+        "; nothing to review. If the base branch already does what was asked, there is nothing to do;"
+        " otherwise start a new request that says what should differ."
+    )
+    assert wording.no_change(agent) == "the agent made no change to the repository (it said: done)" + advice
+    assert (
+        wording.no_change(agent.model_copy(update={"summary": ""}))
+        == "the agent made no change to the repository" + advice
+    )
     runs = [
         CheckRun(name="unit", command=["t"], exit_code=0, duration_s=1),
         CheckRun(name="lint", command=["l"], exit_code=1, duration_s=1),
