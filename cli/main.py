@@ -103,7 +103,8 @@ async def _follow(
                 out.print(timeline_line(entry), highlight=False, soft_wrap=True)
         last = status
         shown = len(status.timeline)
-        if until_waiting and status.stage == Stage.AWAITING_APPROVAL:
+        # Queued feedback means another round is about to start: not waiting for a decision.
+        if until_waiting and status.stage == Stage.AWAITING_APPROVAL and not status.pending_feedback:
             break
     if last is not None and not as_json and not quiet:
         if last.stage == Stage.AWAITING_APPROVAL:
@@ -219,12 +220,15 @@ async def list_(
 @command
 async def watch(
     request_id: str = typer.Argument(..., metavar="ID"),
+    until_decision: bool = typer.Option(
+        False, "--until-decision", help="stop when the request waits for approval (or ends)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
     """Follow a request live until it ends. With --json: one JSON object per line and event
     (`{"event": "stage", ...}` on each stage change, `{"event": "timeline", ...}` per entry)."""
     client = await connect(settings())
-    return _verdict(await _follow(client, request_id, as_json=as_json, until_waiting=False))
+    return _verdict(await _follow(client, request_id, as_json=as_json, until_waiting=until_decision))
 
 
 @app.command()

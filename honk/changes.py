@@ -209,12 +209,15 @@ async def decide(
     handle = client.get_workflow_handle(request_id)
     payload = DecisionUpdate.model_validate({"action": action, "by": by, "text": text})
     try:
-        return await handle.execute_update(
+        outcome = await handle.execute_update(
             UPDATE_DECIDE,
             payload,
             result_type=DecisionOutcome,
             rpc_timeout=timedelta(seconds=answer_within),
         )
+        if not outcome.accepted:  # refused on the merits, and recorded in the timeline
+            raise Refused(f"refused: {outcome.message}")
+        return outcome
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or str(exc.cause)
         raise Refused(f"refused: {reason}") from None

@@ -34,17 +34,32 @@ class Decisions:
         if refusal is None:
             self.apply(action, decision)
             return
+        await self.refuse(action, decision, refusal)
+
+    async def refuse(self, action: Action, decision: Decision, refusal: str) -> None:
+        """Record a refusal in the timeline and tell the requester."""
         metrics.decision(action, accepted=False)
         entry, notice = wording.refused(action, decision.by, refusal)
         self.record.note(entry, kind="refused")
         await self.record.tell("refused", notice)
 
-    def validate(self, action: Action, decision: Decision) -> None:
-        """The `decide` update's validator: a refusal rejects the update, nothing is recorded."""
-        refusal = self.refusal(action, decision)
+    def validate_form(self, decision: Decision) -> None:
+        """The `decide` update's validator: rejects only malformed input (nothing to record);
+        a refusal on the merits is recorded by the handler, like a signal's."""
+        refusal = self.malformed(decision)
         if refusal:
-            metrics.decision(action, accepted=False)
             raise ValueError(refusal)
+
+    @staticmethod
+    def malformed(decision: Decision) -> str | None:
+        who, words = decision.by.strip(), decision.text.strip()
+        if not who:
+            return "the decision does not say who made it (set 'by')"
+        if len(who) > MAX_WHO:
+            return f"'by' is {len(who)} characters; the limit is {MAX_WHO}"
+        if len(words) > MAX_FEEDBACK:
+            return f"the text is {len(words)} characters; the limit is {MAX_FEEDBACK}"
+        return None
 
     def may_approve(self, who: str) -> bool:
         return "*" in self.request.approvers or who in self.request.approvers
@@ -58,12 +73,9 @@ class Decisions:
     def refusal(self, action: Action, decision: Decision) -> str | None:
         """Why a decision may not be applied now, or None when it may."""
         who, stage, words = decision.by.strip(), self.state.stage, decision.text.strip()
-        if not who:
-            return "the decision does not say who made it (set 'by')"
-        if len(who) > MAX_WHO:
-            return f"'by' is {len(who)} characters; the limit is {MAX_WHO}"
-        if len(words) > MAX_FEEDBACK:
-            return f"the text is {len(words)} characters; the limit is {MAX_FEEDBACK}"
+        malformed = self.malformed(decision)
+        if malformed:
+            return malformed
         if stage.terminal:
             return f"the request is already {stage.value}"
         if action == "approve":
