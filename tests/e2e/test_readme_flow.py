@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 import pytest
 from conftest import ROOT, free_port
@@ -101,7 +102,10 @@ def ui_card_links(ui: str, request_id: str) -> list[tuple[str, str]]:
             {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
         )
         browser.call("Page.enable")
-        browser.call("Page.navigate", {"url": f"{ui}/namespaces/default/workflows/{request_id}"})
+        # The card is on the request's User Metadata tab (current details).
+        with urllib.request.urlopen(f"{ui}/api/v1/namespaces/default/workflows/{request_id}", timeout=30) as r:
+            run_id = json.load(r)["workflowExecutionInfo"]["execution"]["runId"]
+        browser.call("Page.navigate", {"url": f"{ui}/namespaces/default/workflows/{request_id}/{run_id}/user-metadata"})
         browser.wait_event("Page.loadEventFired")
         # The card is markdown rendered into sandboxed frames (summary, details).
         script = (
@@ -112,8 +116,14 @@ def ui_card_links(ui: str, request_id: str) -> list[tuple[str, str]]:
         deadline = time.monotonic() + 60
         while True:
             links = [tuple(pair) for pair in json.loads(browser.evaluate(script) or "[]")]
-            if any("Install" in text or "/install/" in href for text, href in links) or time.monotonic() > deadline:
+            if any(href.endswith("index.html") or "index.html?" in href for _, href in links):
                 return links
+            if time.monotonic() > deadline:
+                frames = (
+                    "[...document.querySelectorAll('iframe')].map(f => (f.contentDocument && "
+                    "f.contentDocument.body) ? f.contentDocument.body.innerHTML : '').join('\\n----\\n')"
+                )
+                raise AssertionError(f"no card links; frames: {browser.evaluate(frames)}; links: {links}")
             time.sleep(0.5)
 
 
