@@ -148,7 +148,7 @@ pre {{ font-size: .8rem; overflow-x: auto; background: var(--card); padding: .5r
 <p class="muted">{e(task.repo)} · build #{task.build_number}</p>
 <h1 id="app-name">{e(name)}</h1>
 <p class="version" id="version">{e(version)}</p>
-<p class="muted">commit <code title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
+<p class="muted">tested commit <code id="commit" title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
 </header>
 <section id="install">
 {buttons or '<p class="muted">This build has no installable app; its files are listed below.</p>'}

@@ -215,8 +215,17 @@ def test_readme_using_honk_runs_in_order_after_the_demo(tmp_path):
             elif command == "watch" and "--until-decision" in args:
                 assert "Waiting for approval." in result.stdout
                 assert watcher is not None
-                watcher.until(lambda e: e.get("event") == "stage" and e["stage"] == "EDITING", 60)
-                watcher.until(lambda e: e.get("event") == "stage" and e["stage"] == "AWAITING_APPROVAL", 300)
+                # The stream (it starts with the timeline so far) reaches round 2's wait for a
+                # decision while the request runs: read before anyone approves.
+                watcher.until(lambda e: "Agent editing (round 2" in e.get("message", ""), 120)
+                watcher.until(
+                    lambda e: (
+                        e.get("event") == "stage"
+                        and e["stage"] == "AWAITING_APPROVAL"
+                        or e.get("message") == "Waiting for approval"
+                    ),
+                    300,
+                )
                 # Someone else may not approve; under --json the refusal is an error object.
                 refused = honk({**step_env, "HONK_USER": "mallory"}, "approve", request_id, "--json")
                 assert refused.returncode == 2
@@ -233,8 +242,12 @@ def test_readme_using_honk_runs_in_order_after_the_demo(tmp_path):
         assert watcher is not None
         watcher.until(lambda e: e.get("event") == "stage" and e["stage"] == "MERGED", 120)
         assert watcher.process.wait(timeout=60) == 0
-        stages = [e["stage"] for e in watcher.seen if e["event"] == "stage"]
-        assert stages[-2:] == ["MERGING", "MERGED"] and "CHECKING" in stages and "BUILDING" in stages
+        # A line per stage: each stage entered is a timeline line (`kind` "stage"), in order;
+        # `event: stage` lines mark the changes the watcher saw, ending with MERGED.
+        entered = [e["stage"] for e in watcher.seen if e["event"] == "timeline" and e["kind"] == "stage"]
+        assert entered[-3:] == ["AWAITING_APPROVAL", "MERGING", "MERGED"], entered
+        assert {"EDITING", "CHECKING", "BUILDING", "PUBLISHING"} <= set(entered)
+        assert [e["stage"] for e in watcher.seen if e["event"] == "stage"][-1] == "MERGED"
         final = json.loads(honk(env, "status", request_id, "--json").stdout)
         assert final["stage"] == "MERGED" and final["round"] == 2
         refusals = [e["message"] for e in final["timeline"] if e["kind"] == "refused"]
