@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from honk.cli.scripted_failures import finish_saying_why
+
 MODEL_NAME = "scripted-model"
 DEFAULT_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "scripted-model.json"
 JUDGE_MARKER = "You review a code change"  # the judge's system prompt starts with this
@@ -128,7 +130,7 @@ class ScriptedModel:
             return self._message(body, [{"type": "text", "text": text}], "end_turn")
         step = turns[turn]
         if claude_code is None and reply and "edits" in reply and turn == len(turns) - 1:
-            step = self._finish_saying_why(reply, messages) or step
+            step = finish_saying_why(reply, messages) or step
         content: list[dict[str, Any]] = []
         if step.get("text"):
             content.append({"type": "text", "text": step["text"]})
@@ -163,29 +165,6 @@ class ScriptedModel:
             {"tools": [{"name": "run_checks", "input": {}}]},
             {"tools": [{"name": "finish", "input": {"summary": f"[scripted model] {summary}"}}]},
         ]
-
-    @staticmethod
-    def _finish_saying_why(reply: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """When the recorded edits failed (their text is not in the file, usually because the
-        change is already there), finish saying so and what to do, not with the recorded summary."""
-        failed = [
-            _flatten(block.get("content", ""))
-            for m in messages
-            if m.get("role") == "user" and isinstance(m.get("content"), list)
-            for block in m["content"]
-            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error")
-        ]
-        if not failed:
-            return None
-        wanted = next((e.get("with") for e in reply["edits"] if "with" in e), None)
-        summary = (
-            "[scripted model] No change made: the recorded edit did not apply ("
-            + "; ".join(f[:200] for f in failed[:2])
-            + ")."
-            + (f" The file probably already contains the requested text {wanted.strip()!r}." if wanted else "")
-            + " Run `honk demo` to start the sample remote over, or ask for a change it does not have yet."
-        )
-        return {"tools": [{"name": "finish", "input": {"summary": summary}}]}
 
     @staticmethod
     def _claude_code_turns(

@@ -385,20 +385,10 @@ class ChangeRequestWorkflow:
 
     @workflow.update(name=UPDATE_DECIDE)
     async def decide(self, update: DecisionUpdate) -> DecisionOutcome:
-        # Refusals on the merits are answered here (accepted=False) so they are recorded in
-        # the timeline like a signal's; older histories refused them in the validator.
-        if workflow.patched("decide-records-refusals"):
-            refusal = self.decisions.refusal(update.action, update)
-            if refusal:
-                await self.decisions.refuse(update.action, update, refusal)
-                return DecisionOutcome(accepted=False, message=refusal, stage=self.state.stage)
-        message = self.decisions.apply(update.action, update)
-        return DecisionOutcome(accepted=True, message=message, stage=self.state.stage)
+        return await self.decisions.decide(update)
 
     @decide.validator
     def validate_decision(self, update: DecisionUpdate) -> None:
-        # Validators do not run on replay, so this needs no patch: only malformed input is
-        # rejected unrecorded.
         self.decisions.validate_form(update)
 
     @workflow.query(name=QUERY_STATUS)

@@ -7,7 +7,15 @@ from __future__ import annotations
 from temporalio import workflow
 
 from honk.workflows import metrics, wording
-from honk.workflows.contract import Action, ChangeRequest, Decision, Feedback, Stage
+from honk.workflows.contract import (
+    Action,
+    ChangeRequest,
+    Decision,
+    DecisionOutcome,
+    DecisionUpdate,
+    Feedback,
+    Stage,
+)
 from honk.workflows.record import Record
 from honk.workflows.step_calls import StepCalls
 
@@ -36,6 +44,18 @@ class Decisions:
             return
         await self.refuse(action, decision, refusal)
 
+    async def decide(self, update: DecisionUpdate) -> DecisionOutcome:
+        """The `decide` update: applied, or refused on the merits, answered (accepted=False)
+        and recorded like a signal's. Histories from before patch `decide-records-refusals`
+        had such refusals rejected by the validator, so their accepted updates all apply."""
+        if workflow.patched("decide-records-refusals"):
+            refusal = self.refusal(update.action, update)
+            if refusal:
+                await self.refuse(update.action, update, refusal)
+                return DecisionOutcome(accepted=False, message=refusal, stage=self.state.stage)
+        message = self.apply(update.action, update)
+        return DecisionOutcome(accepted=True, message=message, stage=self.state.stage)
+
     async def refuse(self, action: Action, decision: Decision, refusal: str) -> None:
         """Record a refusal in the timeline and tell the requester."""
         metrics.decision(action, accepted=False)
@@ -45,7 +65,8 @@ class Decisions:
 
     def validate_form(self, decision: Decision) -> None:
         """The `decide` update's validator: rejects only malformed input (nothing to record);
-        a refusal on the merits is recorded by the handler, like a signal's."""
+        a refusal on the merits is recorded by the handler, like a signal's. Validators do not
+        run on replay, so this change needs no patch."""
         refusal = self.malformed(decision)
         if refusal:
             raise ValueError(refusal)
