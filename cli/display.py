@@ -33,17 +33,14 @@ def timeline_line(entry: TimelineEntry) -> str:
 def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) -> None:
     style = STAGE_STYLE.get(status.stage, "bold")
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="dim")
-    table.add_column()
+    table.add_column(style="dim", no_wrap=True)
+    table.add_column(overflow="fold")
     table.add_row("request", status.request_id)
     table.add_row("repository", status.repo)
     table.add_row("stage", f"[{style}]{status.stage.value}[/]")
     table.add_row("instruction", escape(status.instruction))
     table.add_row("requester", status.requester)
     table.add_row("round / attempt", f"{status.round} / {status.attempt}")
-    for label, value in status.links.model_dump().items():
-        if value:
-            table.add_row(label.replace("_", " "), str(value))
     u = status.usage
     table.add_row(
         "tokens",
@@ -57,10 +54,14 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
     if status.last_error:
         table.add_row("last error", f"[red]{escape(status.last_error)}[/]")
     out.print(table)
+    # Links whole, each on its own line: a table cell would cut or fold them mid-URL.
+    for label, value in status.links.model_dump().items():
+        if value:
+            out.print(f"[dim]{label.replace('_', ' ')}:[/] {escape(str(value))}", highlight=False, soft_wrap=True)
     if timeline and status.timeline:
         out.print()
         for entry in status.timeline[-timeline:]:
-            out.print(timeline_line(entry), highlight=False)
+            out.print(timeline_line(entry), highlight=False, soft_wrap=True)
 
 
 def _mib(size: int) -> str:

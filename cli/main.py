@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import gc
-import json
-import sys
-from collections.abc import Callable, Coroutine
-from typing import Any
-
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from honk.changes import (
@@ -23,55 +15,36 @@ from honk.changes import (
     start_request,
 )
 from honk.cli import detect as honk_detect
+from honk.cli import operations
 from honk.cli import serve as honk_serve
 from honk.cli import setup as honk_setup
-from honk.cli.devstack import DevStackError
 from honk.cli.display import render_status, timeline_line
-from honk.config.registry import RegistryError, load_registry
+from honk.cli.output import command, error_object, out, print_json, print_json_line, print_link
+from honk.config.registry import load_registry
 from honk.config.settings import Settings, SettingsError, load_settings
-from honk.telemetry import MetricsUnavailable
-from honk.workers.temporal import TemporalUnavailable, connect
-from honk.workflows.contract import Action, Stage
+from honk.workers.temporal import connect
+from honk.workflows.contract import Action, RequestStatus, Stage
 
+
+def _ui_port() -> int:
+    """The Temporal UI port as set (HONK_UI_PORT), for the help texts."""
+    try:
+        return load_settings().ui_port
+    except SettingsError:
+        return Settings.model_fields["ui_port"].default
+
+
+UI_PORT = _ui_port()
 app = typer.Typer(
-    help="Honk: a chat message becomes a merged, tested, built and installed change.",
+    help="Honk: a chat message becomes a merged, tested, built and installed change. "
+    f"`honk dev` serves the Temporal UI on http://localhost:{UI_PORT} (HONK_UI_PORT).",
     no_args_is_help=True,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-USER_ERRORS = (SettingsError, TemporalUnavailable, RequestError, RegistryError, DevStackError, MetricsUnavailable)
-
-
-def command(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
-    """Run an async command; user errors print one clear line and exit 2."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            code = asyncio.run(fn(*args, **kwargs))
-        except USER_ERRORS as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            raise typer.Exit(130) from None
-        finally:
-            # Free the Temporal client (and its native threads' hold on Python objects) while
-            # the interpreter still runs: left to shutdown, a short-lived client process can
-            # abort in PyGILState_Release (temporalio/sdk-python#300).
-            gc.collect()
-        raise typer.Exit(code or 0)
-
-    return wrapper
 
 
 def settings() -> Settings:
     return load_settings()
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -92,32 +65,56 @@ async def request(
         if as_json:
             print_json({"request_id": handle.id, "stage": Stage.RECEIVED.value})
         else:
-            out.print(f"Started [bold]{handle.id}[/]. Follow it with `honk watch {handle.id}`.")
+            out.print(f"Started [bold]{handle.id}[/]. Follow it with `honk watch {handle.id}`.", soft_wrap=True)
         return 0
-    return await _follow(client, handle.id, as_json=as_json, until_waiting=True)
-
-
-async def _follow(client, request_id: str, *, as_json: bool, until_waiting: bool) -> int:
-    shown = 0
-    last = None
-    async for status in follow(client, request_id):
-        last = status
+    if not as_json:
+        # The id first, whatever happens next: the one thing needed to look again.
+        out.print(f"Started [bold]{handle.id}[/]", soft_wrap=True)
+    try:
+        last = await _follow(client, handle.id, as_json=False, quiet=as_json, until_waiting=True)
+    except RequestError as exc:
         if not as_json:
-            for entry in status.timeline[shown:]:
-                out.print(timeline_line(entry), highlight=False)
-        shown = len(status.timeline)
-        if until_waiting and status.stage == Stage.AWAITING_APPROVAL:
-            break
-    if last is None:
-        return 1
-    if as_json:
+            raise
+        print_json(error_object("request", str(exc), request_id=handle.id))
+        return 2
+    if as_json and last is not None:
         print_json(last.model_dump(mode="json"))
-    elif last.stage == Stage.AWAITING_APPROVAL:
-        out.print(
-            f"\nWaiting for approval. Install: {last.links.install_page or '-'}\n"
-            f"Approve with `honk approve {request_id}`."
-        )
-    return 0 if last.stage in (Stage.MERGED, Stage.AWAITING_APPROVAL) else 1
+    return _verdict(last)
+
+
+def _verdict(last: RequestStatus | None) -> int:
+    return 0 if last is not None and last.stage in (Stage.MERGED, Stage.AWAITING_APPROVAL) else 1
+
+
+async def _follow(
+    client, request_id: str, *, as_json: bool, until_waiting: bool, quiet: bool = False
+) -> RequestStatus | None:
+    """Show each new timeline entry as it happens: a line of text, or under `as_json` one JSON
+    object per event (JSON Lines). Returns the last status seen."""
+    shown = 0
+    last: RequestStatus | None = None
+    async for status in follow(client, request_id):
+        if as_json:
+            if last is None or status.stage != last.stage:
+                print_json_line({"event": "stage", "request_id": request_id, "stage": status.stage.value})
+            for entry in status.timeline[shown:]:
+                print_json_line({"event": "timeline", "request_id": request_id, **entry.model_dump(mode="json")})
+        elif not quiet:
+            for entry in status.timeline[shown:]:
+                out.print(timeline_line(entry), highlight=False, soft_wrap=True)
+        last = status
+        shown = len(status.timeline)
+        # Queued feedback means another round is about to start: not waiting for a decision.
+        if until_waiting and status.stage == Stage.AWAITING_APPROVAL and not status.pending_feedback:
+            break
+    if last is not None and not as_json and not quiet:
+        if last.stage == Stage.AWAITING_APPROVAL:
+            out.print("\nWaiting for approval.")
+            print_link("Install page", str(last.links.install_page or "-"))
+            out.print(f"Approve with `honk approve {request_id}`.", soft_wrap=True, highlight=False)
+        elif last.stage == Stage.FAILED and last.last_error:
+            out.print(f"[bold red]FAILED:[/] {escape(last.last_error)}", soft_wrap=True, highlight=False)
+    return last
 
 
 async def _decide(request_id: str, action: Action, by: str | None, text: str, as_json: bool) -> int:
@@ -201,12 +198,22 @@ async def list_(
     if as_json:
         print_json([row.__dict__ for row in rows])
         return 0
-    table = Table("request", "repository", "stage", "requester", "started")
+    if not rows:
+        out.print("No requests match.")
+        return 0
+    # Ids never wrap or shrink (they are copied into the next command); the instruction wraps.
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("request", no_wrap=True, min_width=max(len(r.request_id) for r in rows))
+    table.add_column("stage", no_wrap=True, min_width=max(len(r.stage) for r in rows))
+    table.add_column("instruction · repository · requester · started", overflow="fold", ratio=1)
     for row in rows:
+        started = f"{row.started:%Y-%m-%d %H:%M}" if row.started else ""
         table.add_row(
-            row.request_id, row.repo, row.stage, row.requester, f"{row.started:%Y-%m-%d %H:%M}" if row.started else ""
+            row.request_id,
+            row.stage,
+            f"{escape(row.instruction)}\n[dim]{escape(row.repo)} · {escape(row.requester)} · {started}[/]",
         )
-    out.print(table if rows else "No requests match.")
+    out.print(table)
     return 0
 
 
@@ -214,11 +221,15 @@ async def list_(
 @command
 async def watch(
     request_id: str = typer.Argument(..., metavar="ID"),
+    until_decision: bool = typer.Option(
+        False, "--until-decision", help="stop when the request waits for approval (or ends)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
-    """Follow a request live until it ends."""
+    """Follow a request live until it ends. With --json: one JSON object per line and event
+    (`{"event": "stage", ...}` on each stage change, `{"event": "timeline", ...}` per entry)."""
     client = await connect(settings())
-    return await _follow(client, request_id, as_json=as_json, until_waiting=False)
+    return _verdict(await _follow(client, request_id, as_json=as_json, until_waiting=until_decision))
 
 
 @app.command()
@@ -237,120 +248,17 @@ async def worker(
     return 0
 
 
-@app.command()
+@app.command(
+    help=f"Run the embedded stack: Temporal dev server (UI on http://localhost:{UI_PORT}), artifact web server, worker."
+)
 @command
 async def dev(
     worker: bool = typer.Option(True, "--worker/--no-worker", help="also run a worker in this process"),
 ) -> int:
-    """Run the embedded stack: Temporal dev server (UI on :8233), artifact web server, worker."""
     from honk.cli.devstack import run_dev
 
     await run_dev(settings(), with_worker=worker)
     return 0
-
-
-@app.command("codec-server")
-@command
-async def codec_server(
-    host: str | None = typer.Option(None, help="address to listen on (default: HONK_CODEC_HOST)"),
-    port: int | None = typer.Option(None, min=0, max=65535, help="port (default: HONK_CODEC_PORT)"),
-) -> int:
-    """Serve Temporal's remote codec protocol (/encode, /decode) with HONK_ENCRYPTION_KEYS,
-    so the Temporal UI and CLI show decrypted payloads. Point the UI at it with its codec
-    endpoint setting (`temporal server start-dev --ui-codec-endpoint URL`)."""
-    import asyncio as _asyncio
-    import signal as _signal
-
-    from honk.cli.codec_server import from_settings
-    from honk.logs import configure_logging
-
-    s = settings()
-    configure_logging(s.log_level)
-    server = from_settings(s, host=host, port=port)
-    try:
-        await server.start()
-    except OSError as exc:
-        raise SettingsError(f"HONK_CODEC_PORT: cannot listen on {server.host}:{server.port}: {exc.strerror}") from None
-    err.print(
-        f"Codec server on {server.url} (/decode, /encode) for UI origins "
-        f"{', '.join(s.codec_origins)}{'; bearer token required' if s.codec_auth_token else ''}",
-        highlight=False,
-    )
-    stop = _asyncio.Event()
-    loop = _asyncio.get_running_loop()
-    for sig in (_signal.SIGINT, _signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await server.stop()
-    return 0
-
-
-@app.command("encryption-key")
-def encryption_key(
-    key_id: str | None = typer.Argument(None, help="key id (default: a random one)"),
-) -> None:
-    """Print a new AES-256 key as `key-id:base64` for HONK_ENCRYPTION_KEYS (put it first to
-    rotate; keep the older keys after it to read older histories)."""
-    from honk.codec import KeyConfigError, new_key
-
-    try:
-        out.print(new_key(key_id), highlight=False, soft_wrap=True)
-    except KeyConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
-
-
-async def _is_running(client, request_id: str) -> bool:
-    """Whether the request's workflow runs now; an unknown id does not."""
-    from temporalio.client import WorkflowExecutionStatus
-    from temporalio.service import RPCError, RPCStatusCode
-
-    try:
-        described = await client.get_workflow_handle(request_id).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return described.status == WorkflowExecutionStatus.RUNNING
-
-
-@app.command()
-@command
-async def janitor(
-    older_than: str = typer.Option(
-        "3d", "--older-than", help="age before something counts as orphaned: 90m, 12h, 3d, 1w"
-    ),
-    dry_run: bool = typer.Option(False, "--dry-run", help="only report what would be removed"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> int:
-    """Remove workspaces on this host and remote honk/* branches of requests that no longer run,
-    their artifacts, logs, published copies and chat state past HONK_RETAIN_*; repack mirrors."""
-    from honk.cli.display import render_janitor
-    from honk.janitor import parse_duration, sweep
-
-    try:
-        age = parse_duration(older_than)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--older-than") from None
-    s = settings()
-    registry = load_registry(s.registry, s.data_dir)
-    client = await connect(s)
-    loop = asyncio.get_running_loop()
-
-    def is_running(request_id: str) -> bool:
-        # The sweep runs git in a thread; Temporal answers on this loop.
-        return asyncio.run_coroutine_threadsafe(_is_running(client, request_id), loop).result(timeout=60)
-
-    report = await asyncio.to_thread(sweep, s, registry, is_running, age, dry_run)
-    if as_json:
-        print_json(report.as_dict())
-        return 1 if report.errors else 0
-    render_janitor(out, err, report)
-    for problem in report.errors:
-        err.print(f"[yellow]warning:[/] {problem}", highlight=False)
-    return 1 if report.errors else 0
 
 
 @app.command()
@@ -373,27 +281,6 @@ async def chat(
 
 @app.command()
 @command
-async def replay(
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
-) -> int:
-    """Replay every running request on this code (run before a deploy); exit 1 if one would break."""
-    from honk.workers.replay import check_running
-
-    s = settings()
-    verdicts = await check_running(await connect(s), s)
-    if as_json:
-        print_json([v.__dict__ for v in verdicts])
-    else:
-        for v in verdicts:
-            verdict = "compatible" if v.compatible else f"INCOMPATIBLE: {v.problem}"
-            out.print(f"{v.request_id}  {verdict}", highlight=False, soft_wrap=True)
-        broken = sum(not v.compatible for v in verdicts)
-        out.print(f"{len(verdicts)} running request(s) replayed; {broken} incompatible.", highlight=False)
-    return 1 if any(not v.compatible for v in verdicts) else 0
-
-
-@app.command()
-@command
 async def demo() -> int:
     """End to end on the sample Android app with the scripted model; exit 0 only if merged."""
     from honk.cli.demo import run_demo
@@ -401,6 +288,7 @@ async def demo() -> int:
     return await run_demo(settings())
 
 
+operations.register(app)
 app.command("setup")(command(honk_setup.setup))
 app.command("serve")(command(honk_serve.serve))
 app.command("detect")(honk_detect.detect)

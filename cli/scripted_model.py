@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from honk.cli.scripted_failures import finish_saying_why
+
 MODEL_NAME = "scripted-model"
 DEFAULT_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "scripted-model.json"
 JUDGE_MARKER = "You review a code change"  # the judge's system prompt starts with this
@@ -127,6 +129,8 @@ class ScriptedModel:
             text = "[scripted model] I have no recorded reply for this." if reply is None else "[scripted model] Done."
             return self._message(body, [{"type": "text", "text": text}], "end_turn")
         step = turns[turn]
+        if claude_code is None and reply and "edits" in reply and turn == len(turns) - 1:
+            step = finish_saying_why(reply, messages) or step
         content: list[dict[str, Any]] = []
         if step.get("text"):
             content.append({"type": "text", "text": step["text"]})

@@ -47,10 +47,15 @@ from honk.workflows.contract import (
 )
 
 MAX_INSTRUCTION = 4000
+MEMO_INSTRUCTION = "instruction"
 
 
 class RequestError(Exception):
     """A client-side problem the user can fix; the message says what."""
+
+
+class Refused(RequestError):
+    """The workflow refused a decision; the message says why and who may decide."""
 
 
 @dataclass
@@ -61,6 +66,7 @@ class Listed:
     requester: str
     started: datetime | None
     status: str
+    instruction: str = ""
 
 
 def new_request_id(repo: str) -> str:
@@ -123,6 +129,7 @@ async def start_request(
         origin=origin or Origin(),
         base_branch=entry.base_branch,
         options=options,
+        web_url=entry.web_url,
     )
     handle = await client.start_workflow(
         WORKFLOW_TYPE,
@@ -140,6 +147,8 @@ async def start_request(
             ]
         ),
         static_summary=instruction[:400],
+        # Listed with the request (a list does not carry the summary); encoded like payloads.
+        memo={MEMO_INSTRUCTION: instruction[:400]},
         static_details=f"Repository **{entry.name}** · requested by {requester}",
     )
     telemetry.count(
@@ -200,15 +209,18 @@ async def decide(
     handle = client.get_workflow_handle(request_id)
     payload = DecisionUpdate.model_validate({"action": action, "by": by, "text": text})
     try:
-        return await handle.execute_update(
+        outcome = await handle.execute_update(
             UPDATE_DECIDE,
             payload,
             result_type=DecisionOutcome,
             rpc_timeout=timedelta(seconds=answer_within),
         )
+        if not outcome.accepted:  # refused on the merits, and recorded in the timeline
+            raise Refused(f"refused: {outcome.message}")
+        return outcome
     except WorkflowUpdateFailedError as exc:
         reason = getattr(exc.cause, "message", None) or str(exc.cause)
-        raise RequestError(f"refused: {reason}") from None
+        raise Refused(f"refused: {reason}") from None
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
         await handle.signal(action, {"by": by, "text": text})
         return DecisionOutcome(
@@ -235,6 +247,9 @@ async def list_requests(
     rows: list[Listed] = []
     async for wf in client.list_workflows(" AND ".join(clauses), limit=limit):
         sa = wf.typed_search_attributes
+        instruction = str((await wf.memo()).get(MEMO_INSTRUCTION) or "")
+        if not instruction:  # started before the memo existed: its summary says it
+            instruction = await _summary(client, wf.id)
         rows.append(
             Listed(
                 request_id=wf.id,
@@ -243,9 +258,17 @@ async def list_requests(
                 requester=sa.get(SA_REQUESTER) or "",
                 started=wf.start_time,
                 status=wf.status.name if wf.status else "",
+                instruction=instruction,
             )
         )
     return rows
+
+
+async def _summary(client: Client, request_id: str) -> str:
+    try:
+        return await (await client.get_workflow_handle(request_id).describe()).static_summary() or ""
+    except RPCError:
+        return ""
 
 
 async def follow(client: Client, request_id: str, *, every: float = 0.5) -> AsyncIterator[RequestStatus]:

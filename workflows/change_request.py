@@ -404,12 +404,11 @@ class ChangeRequestWorkflow:
 
     @workflow.update(name=UPDATE_DECIDE)
     async def decide(self, update: DecisionUpdate) -> DecisionOutcome:
-        message = self.decisions.apply(update.action, update)
-        return DecisionOutcome(accepted=True, message=message, stage=self.state.stage)
+        return await self.decisions.decide(update)
 
     @decide.validator
     def validate_decision(self, update: DecisionUpdate) -> None:
-        self.decisions.validate(update.action, update)
+        self.decisions.validate_form(update)
 
     @workflow.query(name=QUERY_STATUS)
     def status(self) -> RequestStatus:

@@ -163,6 +163,8 @@ class ChangeRequest(Model):
     origin: Origin = Field(default_factory=Origin)
     base_branch: str = "main"
     options: RequestOptions = Field(default_factory=RequestOptions)
+    # The repository's web page (registry `web_url`), for clickable branch links; optional.
+    web_url: str | None = None
     # Set only by continue-as-new: the state the previous run handed over.
     carried: RequestState | None = None
 

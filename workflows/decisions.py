@@ -7,7 +7,15 @@ from __future__ import annotations
 from temporalio import workflow
 
 from honk.workflows import metrics, wording
-from honk.workflows.contract import Action, ChangeRequest, Decision, Feedback, Stage
+from honk.workflows.contract import (
+    Action,
+    ChangeRequest,
+    Decision,
+    DecisionOutcome,
+    DecisionUpdate,
+    Feedback,
+    Stage,
+)
 from honk.workflows.record import Record
 from honk.workflows.step_calls import StepCalls
 
@@ -34,40 +42,74 @@ class Decisions:
         if refusal is None:
             self.apply(action, decision)
             return
+        await self.refuse(action, decision, refusal)
+
+    async def decide(self, update: DecisionUpdate) -> DecisionOutcome:
+        """The `decide` update: applied, or refused on the merits, answered (accepted=False)
+        and recorded like a signal's. Histories from before patch `decide-records-refusals`
+        had such refusals rejected by the validator, so their accepted updates all apply."""
+        if workflow.patched("decide-records-refusals"):
+            refusal = self.refusal(update.action, update)
+            if refusal:
+                await self.refuse(update.action, update, refusal)
+                return DecisionOutcome(accepted=False, message=refusal, stage=self.state.stage)
+        message = self.apply(update.action, update)
+        return DecisionOutcome(accepted=True, message=message, stage=self.state.stage)
+
+    async def refuse(self, action: Action, decision: Decision, refusal: str) -> None:
+        """Record a refusal in the timeline and tell the requester."""
         metrics.decision(action, accepted=False)
         entry, notice = wording.refused(action, decision.by, refusal)
         self.record.note(entry, kind="refused")
         await self.record.tell("refused", notice)
 
-    def validate(self, action: Action, decision: Decision) -> None:
-        """The `decide` update's validator: a refusal rejects the update, nothing is recorded."""
-        refusal = self.refusal(action, decision)
+    def validate_form(self, decision: Decision) -> None:
+        """The `decide` update's validator: rejects only malformed input (nothing to record);
+        a refusal on the merits is recorded by the handler, like a signal's. Validators do not
+        run on replay, so this change needs no patch."""
+        refusal = self.malformed(decision)
         if refusal:
-            metrics.decision(action, accepted=False)
             raise ValueError(refusal)
 
-    def may_approve(self, who: str) -> bool:
-        return "*" in self.request.approvers or who in self.request.approvers
-
-    def refusal(self, action: Action, decision: Decision) -> str | None:
-        """Why a decision may not be applied now, or None when it may."""
-        who, stage, words = decision.by.strip(), self.state.stage, decision.text.strip()
+    @staticmethod
+    def malformed(decision: Decision) -> str | None:
+        who, words = decision.by.strip(), decision.text.strip()
         if not who:
             return "the decision does not say who made it (set 'by')"
         if len(who) > MAX_WHO:
             return f"'by' is {len(who)} characters; the limit is {MAX_WHO}"
         if len(words) > MAX_FEEDBACK:
             return f"the text is {len(words)} characters; the limit is {MAX_FEEDBACK}"
+        return None
+
+    def may_approve(self, who: str) -> bool:
+        return "*" in self.request.approvers or who in self.request.approvers
+
+    def approvers_named(self) -> str:
+        """Who may decide, so a refused user knows whom to ask."""
+        if not self.request.approvers:
+            return "no approvers are configured"
+        return "approvers: " + ", ".join(self.request.approvers)
+
+    def refusal(self, action: Action, decision: Decision) -> str | None:
+        """Why a decision may not be applied now, or None when it may."""
+        who, stage, words = decision.by.strip(), self.state.stage, decision.text.strip()
+        malformed = self.malformed(decision)
+        if malformed:
+            return malformed
         if stage.terminal:
             return f"the request is already {stage.value}"
         if action == "approve":
             if not self.may_approve(who):
-                return f"{who} is not an approver for {self.request.repo}"
+                return f"{who} is not an approver for {self.request.repo}; {self.approvers_named()}"
             if stage != Stage.AWAITING_APPROVAL:
                 return f"nothing to approve yet: the request is {stage.value}"
             return None
         if who != self.request.requester and not self.may_approve(who):
-            return f"{who} is neither the requester nor an approver for {self.request.repo}"
+            return (
+                f"{who} is neither the requester nor an approver for {self.request.repo}; "
+                f"requester: {self.request.requester}; {self.approvers_named()}"
+            )
         if stage == Stage.MERGING:
             return "the change is already being merged"
         if self.cancellation:

@@ -7,6 +7,7 @@ knowing that its old wording stays in their histories.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
 from honk.workflows.contract import (
@@ -26,22 +27,48 @@ READY_FOR_REVIEW = "Ready for review: approve & merge, request changes, or cance
 EXPIRED = "No decision before the approval deadline; the work branch was removed."
 
 
+def web_page(request: ChangeRequest) -> str | None:
+    """The repository's web page: the registry's `web_url`, else one derived from an
+    https or ssh remote on a forge (GitHub, GitLab, Gitea all serve /tree/<branch>)."""
+    if request.web_url:
+        return request.web_url.rstrip("/")
+    remote = request.remote.strip()
+    found = re.match(
+        r"^(?:https?://(?:[^@/]+@)?|ssh://(?:[^@/]+@)?|[^@/:]+@)([^/:]+)(?::\d+)?[:/](.+?)(?:\.git)?/?$", remote
+    )
+    if not found or remote.startswith(("file:", "/")):
+        return None
+    return f"https://{found.group(1)}/{found.group(2)}"
+
+
+def _link(label: str, url: str) -> str:
+    """A markdown link; brackets in the label and parentheses in the URL escaped."""
+    return f"[{label.replace('[', '(').replace(']', ')')}]({url.replace('(', '%28').replace(')', '%29')})"
+
+
 def card(request: ChangeRequest, state: RequestState) -> str:
-    """The markdown card the Temporal UI shows as the workflow's current details."""
+    """The markdown card the Temporal UI shows as the workflow's current details: the
+    instruction quoted (a blank line ends the quote), then the links, clickable."""
     s, links = state, state.links
+    quoted = "\n".join(f"> {line}" if line.strip() else ">" for line in s.instruction.splitlines() or [""])
     lines = [
         f"### {s.stage.value}",
+        "",
         f"**{request.repo}** · requested by {s.requester} · round {s.round}, attempt {s.attempt}",
         "",
-        f"> {s.instruction}",
+        quoted,
+        "",
     ]
-    for label, value in (
-        ("Work branch", links.work_branch),
-        ("Install page", links.install_page),
-        ("Merged commit", links.merged_commit),
-    ):
-        if value:
-            lines.append(f"- {label}: `{value}`")
+    if links.work_branch:
+        page = web_page(request)
+        branch = _link(links.work_branch, f"{page}/tree/{links.work_branch}") if page else links.work_branch
+        lines.append(f"- Work branch: {branch}")
+    if links.install_page:
+        lines.append(f"- Install page: {_link(links.install_page, links.install_page)}")
+    if links.merged_commit:
+        page = web_page(request)
+        commit = _link(links.merged_commit, f"{page}/commit/{links.merged_commit}") if page else links.merged_commit
+        lines.append(f"- Merged commit: {commit}")
     if s.usage.input_tokens or s.usage.output_tokens:
         lines.append(
             f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
@@ -51,7 +78,7 @@ def card(request: ChangeRequest, state: RequestState) -> str:
         lines.append(f"\n**{protected_changes_text(s.protected_changes)}**")
     if s.last_error and s.stage == Stage.FAILED:
         lines.append(f"\n**Error:** {s.last_error[:500]}")
-    return "\n".join(lines)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def commit_title(instruction: str) -> str:
@@ -114,7 +141,12 @@ def attempt_failed(attempt: int) -> str:
 
 
 def no_change(edited: AgentOutcome) -> str:
-    return "the agent made no change to the repository" + (f" (it said: {edited.summary})" if edited.summary else "")
+    return (
+        "the agent made no change to the repository"
+        + (f" (it said: {edited.summary})" if edited.summary else "")
+        + "; nothing to review. If the base branch already does what was asked, there is nothing to do;"
+        " otherwise start a new request that says what should differ."
+    )
 
 
 def checks_finished(outcome: ChecksOutcome) -> str:

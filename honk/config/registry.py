@@ -31,6 +31,8 @@ class RepoEntry(BaseModel):
     requesters: list[str] = Field(default_factory=lambda: ["*"])
     approvers: list[str] = Field(min_length=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
+    # The repository's web page (e.g. https://github.com/org/app): branch links in the UI card.
+    web_url: str | None = Field(None, pattern=r"^https?://\S+$")
     # Userinfo found in `remote`, kept in memory only: a private attribute is never part of
     # a dump, a repr or the workflow input (which gets the cleaned `remote`).
     _credentials: tuple[str | None, str | None] | None = PrivateAttr(default=None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 from pathlib import Path
 from typing import Literal
@@ -24,7 +25,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HONK_", extra="ignore", populate_by_name=True)
 
     temporal_address: str = Field("localhost:7233", description="Temporal frontend host:port")
-    temporal_namespace: str = "default"
+    temporal_namespace: str = Field("default", description="Temporal namespace of the requests")
     # Any Temporal (honk/config/temporal_connection.py): TLS with the system's roots or a private
     # CA, mutual TLS with a client certificate, or a Temporal Cloud API key (implies TLS).
     temporal_tls: bool = Field(False, description="TLS to the frontend (implied by any other TLS setting)")
@@ -40,22 +41,29 @@ class Settings(BaseSettings):
     user: str = Field(
         default_factory=lambda: _default_user(),
         description="identity used as 'by'/'requester' by the CLI",
+        json_schema_extra={"doc_default": "`$USER`"},
     )
     agent_backend: Literal["messages", "claude-code"] = Field(
         "messages", description="tool-use loop on the Messages API, or Claude Code"
     )
     anthropic_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("HONK_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY")
+        None,
+        validation_alias=AliasChoices("HONK_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+        description="key for the Messages API",
+        json_schema_extra={"doc_default": "unset: the dev stack serves the scripted model"},
     )
     anthropic_base_url: str | None = Field(
-        None, validation_alias=AliasChoices("HONK_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL")
+        None,
+        validation_alias=AliasChoices("HONK_ANTHROPIC_BASE_URL", "ANTHROPIC_BASE_URL"),
+        description="another Messages-API endpoint",
+        json_schema_extra={"doc_default": "Anthropic's"},
     )
     model: str = Field("claude-sonnet-4-5", description="model for the agent and the judge")
     model_timeout_s: float = Field(600, gt=0, description="one model call")
-    agent_max_turns: int = Field(40, ge=1, le=1000)
+    agent_max_turns: int = Field(40, ge=1, le=1000, description="model turns per agent run")
     agent_max_tokens: int = Field(2_000_000, ge=1000, description="input + output tokens per run")
-    agent_max_dollars: float = Field(5.0, gt=0)
-    agent_max_minutes: float = Field(30, gt=0)
+    agent_max_dollars: float = Field(5.0, gt=0, description="spend per agent run (USD)")
+    agent_max_minutes: float = Field(30, gt=0, description="wall time per agent run")
     judge: bool = Field(True, description="review each diff against the request before checks")
     agent_script: Path | None = Field(None, description="the scripted model's replies (JSON), offline mode")
     sandbox: Literal["auto", "bwrap", "none"] = Field(
@@ -75,7 +83,9 @@ class Settings(BaseSettings):
     limit_file_size_mb: int = Field(2048, ge=1, description="largest file a repository command may write")
     limit_open_files: int = Field(4096, ge=64, description="open files per process of a repository command")
     check_log_max_mb: int = Field(20, ge=1, description="a command's log is cut (and the command stopped) beyond this")
-    max_concurrent_activities: int = Field(4, ge=1, le=256)
+    max_concurrent_activities: int = Field(
+        4, ge=1, le=256, description="per worker; blocking work runs on a thread pool of this size"
+    )
     public_url: str | None = Field(
         None, description="base URL a phone reaches the artifact web service at; default http://artifact_host:port"
     )
@@ -101,13 +111,15 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, R2, ...)")
     s3_region: str | None = Field(None, description="region; default: the AWS SDK's configuration")
     s3_access_key_id: SecretStr | None = Field(None, description="default: the AWS SDK's chain")
-    s3_secret_access_key: SecretStr | None = None
-    s3_session_token: SecretStr | None = None
-    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    s3_secret_access_key: SecretStr | None = Field(None, description="needs HONK_S3_ACCESS_KEY_ID (never logged)")
+    s3_session_token: SecretStr | None = Field(None, description="temporary credentials' session token")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", description="path for most self-hosted S3 servers"
+    )
     s3_part_size_mb: int = Field(8, ge=5, le=512, description="multipart upload part size")
     s3_concurrency: int = Field(4, ge=1, le=16, description="parts uploaded at once")
-    ui_port: int = Field(8233, ge=1, le=65535)
-    log_level: str = "INFO"
+    ui_port: int = Field(8233, ge=1, le=65535, description="port of the Temporal UI that `honk dev` starts")
+    log_level: str = Field("INFO", description="logs are JSON lines; DEBUG, INFO, WARNING, ERROR")
     workspace_pool_size: int = Field(
         4,
         ge=0,
@@ -287,15 +299,31 @@ class Settings(BaseSettings):
 
 
 def load_settings(**overrides: object) -> Settings:
-    """Read settings from the environment; overrides win. Errors name the variable."""
+    """Read settings from the environment; overrides win. A malformed value fails with one
+    line naming the variable and the form it expects (never echoing a secret)."""
+    from pydantic_settings import SettingsError as SourceError
+
+    from honk.config.settings_doc import expected_form
+
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except SourceError as exc:
+        # A complex value (a list) that is not JSON fails before validation.
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else "?"
+        raise SettingsError(f"HONK_{name.upper()}: expected {expected_form(name)}") from None
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            problems.append(f"HONK_{field.upper()}: {err['msg']}")
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+            variable = field.upper() if field.upper().startswith(("HONK_", "ANTHROPIC_")) else f"HONK_{field.upper()}"
+            if err["type"] == "value_error":
+                problems.append(f"{variable}: {err['msg'].removeprefix('Value error, ')}")
+                continue
+            got = err.get("input")
+            shown = "" if "secret" in field or "key" in field or "token" in field or got is None else f", got {got!r}"
+            problems.append(f"{variable}: expected {expected_form(field.lower().removeprefix('honk_'))}{shown}")
+        raise SettingsError("; ".join(problems)) from None
 
 
 def _default_user() -> str:

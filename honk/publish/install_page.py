@@ -24,6 +24,14 @@ from honk.publish.qr import QrCode
 from honk.redact import redact
 from honk.workflows.contract import ArtifactInfo, PublishTask, protected_changes_text
 
+# The page's icon, inline (the page loads nothing else); the store server also answers
+# /favicon.ico for browsers that ask for it anyway.
+FAVICON_SVG = (
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 16 16'>"
+    "<circle cx='8' cy='8' r='8' fill='%231a73e8'/><text x='8' y='12' font-size='10' "
+    "text-anchor='middle' fill='white' font-family='sans-serif'>H</text></svg>"
+)
+FAVICON_DATA_URI = "data:image/svg+xml," + FAVICON_SVG.replace("<", "%3C").replace(">", "%3E").replace(" ", "%20")
 _KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
 
 
@@ -83,6 +91,7 @@ def install_page(
     page_url: str,
     qr: QrCode,
     expires_at: datetime | None = None,
+    diff_stat: str | None = None,
 ) -> str:
     e = html.escape
     name = app_title(task, artifacts)
@@ -105,6 +114,7 @@ def install_page(
 <meta name="robots" content="noindex">
 <meta name="referrer" content="no-referrer">
 <title>{e(name)} {e(version)}</title>
+<link rel="icon" href="{FAVICON_DATA_URI}">
 <style>
 :root {{ color-scheme: light dark; --accent: #1a73e8; --muted: #666; --card: #f4f5f7; }}
 @media (prefers-color-scheme: dark) {{ :root {{ --muted: #aaa; --card: #23262b; }} }}
@@ -132,6 +142,7 @@ dl {{ display: grid; grid-template-columns: max-content 1fr; gap: .2rem .8rem; m
 dt {{ color: var(--muted); }}
 dd {{ margin: 0; }}
 code {{ font-size: .8rem; }}
+pre {{ font-size: .8rem; overflow-x: auto; background: var(--card); padding: .5rem; border-radius: .4rem; }}
 </style>
 </head>
 <body>
@@ -140,7 +151,7 @@ code {{ font-size: .8rem; }}
 <p class="muted">{e(task.repo)} · build #{task.build_number}</p>
 <h1 id="app-name">{e(name)}</h1>
 <p class="version" id="version">{e(version)}</p>
-<p class="muted">commit <code title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
+<p class="muted">tested commit <code id="commit" title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
 </header>
 <section id="install">
 {buttons or '<p class="muted">This build has no installable app; its files are listed below.</p>'}
@@ -149,6 +160,7 @@ code {{ font-size: .8rem; }}
 <h2>What changed</h2>
 <p class="text" id="summary">{e(redact(task.summary) or "(no summary)")}</p>
 {protected}
+{f'<pre id="diffstat">{e(diff_stat)}</pre>' if diff_stat else ""}
 </section>
 <section>
 <h2>Request</h2>
@@ -171,7 +183,8 @@ code {{ font-size: .8rem; }}
 
 def _install_button(artifact: ArtifactInfo) -> str:
     e = html.escape
-    about = " · ".join(filter(None, [_version_of(artifact), human_size(artifact.size)]))
+    # The version is in the header once; the button says only what it downloads.
+    about = human_size(artifact.size)
     if artifact.kind == "apk" and artifact.url:
         return (
             f'<a class="install android" href="{e(artifact.url)}" type="{APK_TYPE}" '

@@ -19,6 +19,7 @@ from honk.checks import request_artifacts_dir
 from honk.config.settings import Settings
 from honk.errors import permanent
 from honk.liveness import beat
+from honk.publish.diffstat import diff_stat
 from honk.publish.install_page import (
     app_title,
     install_page,
@@ -87,7 +88,8 @@ class Publisher:
         qr_key = f"{prefix}/{QR_NAME}"
         self.store.put_bytes(qr_key, qr.png, "image/png")
         qr_path = self._keep_qr(task, qr.png)
-        page = install_page(task, published, page_url=page_url, qr=qr, expires_at=expires_at)
+        changed = diff_stat(self.settings.workspaces_dir, task.request_id, task.commit)
+        page = install_page(task, published, page_url=page_url, qr=qr, expires_at=expires_at, diff_stat=changed)
         self.store.put_bytes(page_key, page.encode("utf-8"), content_type_for(PAGE_NAME))
 
         log.info(

@@ -5,17 +5,36 @@ a browser needs to run nothing from a page that shows text typed in chat."""
 from __future__ import annotations
 
 import http.server
+import io
 import logging
 import os
 import stat
+import struct
 import threading
 import urllib.parse
+import zlib
 from pathlib import Path, PurePosixPath
 
 from honk.builds.artifacts import content_type_for
 from honk.publish import links as signed_links
 
 log = logging.getLogger(__name__)
+
+
+def _png(size: int, rgb: tuple[int, int, int]) -> bytes:
+    """A one-colour square PNG, made here so the server ships no binary file."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    row = b"\x00" + bytes(rgb) * size
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * size)) + chunk(b"IEND", b"")
+    )
+
+
+FAVICON_PNG = _png(16, (0x1A, 0x73, 0xE8))
 
 
 class _StoreHandler(http.server.SimpleHTTPRequestHandler):
@@ -27,6 +46,13 @@ class _StoreHandler(http.server.SimpleHTTPRequestHandler):
 
     def send_head(self):
         parsed = urllib.parse.urlsplit(self.path)
+        if parsed.path == "/favicon.ico":  # browsers ask unprompted; a 403 there is noise
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(FAVICON_PNG)))
+            self.send_header("Cache-Control", "public, max-age=86400")
+            self.end_headers()
+            return io.BytesIO(FAVICON_PNG)
         key = urllib.parse.unquote(parsed.path).lstrip("/")
         query = urllib.parse.parse_qs(parsed.query)
         refusal = signed_links.check(

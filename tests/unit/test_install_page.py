@@ -247,3 +247,53 @@ def test_install_page_on_a_phone(served, tmp_path: Path) -> None:
     assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") == 390 * 2  # device pixels
     if shutil.which("zbarimg"):
         assert zbar(shot) == [page_url]
+
+
+# --------------------------------------------------------------------------- page details
+
+
+def test_favicon_version_once_and_what_changed(served, tmp_path: Path) -> None:
+    import re
+
+    import git
+
+    settings, server = served
+    # /favicon.ico: browsers ask for it unprompted; it is an icon, not a 403.
+    status, headers, icon = fetch(f"{server.url}/favicon.ico")
+    assert status == 200 and headers["Content-Type"] == "image/png" and icon.startswith(b"\x89PNG")
+
+    # The request's workspace on this host: a base on the remote, then the agent's commit.
+    remote = git.Repo.init(tmp_path / "remote.git", bare=True, initial_branch="main")
+    ws_dir = settings.workspaces_dir / REQUEST
+    ws = git.Repo.init(ws_dir, initial_branch="main")
+    ws.git.config("user.email", "t@honk.invalid")
+    ws.git.config("user.name", "t")
+    (ws_dir / "strings.xml").write_text("<a>Hello</a>\n")
+    ws.git.add(A=True)
+    ws.git.commit("-m", "base")
+    ws.create_remote("origin", remote.git_dir).push("main")
+    ws.git.fetch("origin")
+    ws.git.checkout("-b", "honk/work")
+    (ws_dir / "strings.xml").write_text("<a>Hello from the bus!</a>\n")
+    (ws_dir / "NEW.md").write_text("one\ntwo\n")
+    ws.git.add(A=True)
+    ws.git.commit("-m", "work")
+    commit = ws.head.commit.hexsha
+
+    apk = artifact_for(make_ipa(tmp_path / "pretend.apk"), "android").model_copy(
+        update={"version_name": "1.0.7", "version_code": "7"}
+    )
+    task = task_for(REQUEST, 7, [apk]).model_copy(update={"commit": commit})
+    published = PublishActivities(settings).publish(task)
+    page = fetch(published.install_page_url)[2].decode()
+    visible = re.sub(r"<details>.*?</details>", "", re.sub(r"<title>.*?</title>", "", page, flags=re.S), flags=re.S)
+    assert visible.count("1.0.7 (7)") == 1, "the version once, in the header"
+    assert '<link rel="icon" href="data:image/svg+xml,' in page
+    stat = re.search(r'<pre id="diffstat">(.*?)</pre>', page, re.S)
+    assert stat is not None
+    assert "strings.xml" in stat.group(1) and "NEW.md" in stat.group(1)
+    assert "2 files changed" in stat.group(1)
+
+    # Published where the workspace is not (another host): no stat, and no empty section.
+    elsewhere = PublishActivities(settings).publish(task.model_copy(update={"request_id": "honk-other-1"}))
+    assert 'id="diffstat"' not in fetch(elsewhere.install_page_url)[2].decode()

@@ -30,7 +30,7 @@ def state(**fields) -> RequestState:
 
 def test_card_shows_stage_links_usage_and_error_when_failed():
     assert wording.card(REQUEST, state()) == (
-        "### RECEIVED\n**app** · requested by bob · round 0, attempt 0\n\n> fix the crash"
+        "### RECEIVED\n\n**app** · requested by bob · round 0, attempt 0\n\n> fix the crash\n"
     )
     full = state(
         stage=Stage.FAILED,
@@ -41,11 +41,39 @@ def test_card_shows_stage_links_usage_and_error_when_failed():
         last_error="x" * 600,
     )
     assert wording.card(REQUEST, full) == (
-        "### FAILED\n**app** · requested by bob · round 2, attempt 1\n\n> fix the crash\n"
-        "- Work branch: `honk/app-1`\n- Install page: `http://p/1`\n"
-        "- Tokens: 10 in / 2 out / 3 cache read · $0.5000\n\n**Error:** " + "x" * 500
+        "### FAILED\n\n**app** · requested by bob · round 2, attempt 1\n\n> fix the crash\n\n"
+        "- Work branch: honk/app-1\n- Install page: [http://p/1](http://p/1)\n"
+        "- Tokens: 10 in / 2 out / 3 cache read · $0.5000\n\n**Error:** " + "x" * 500 + "\n"
     )
     assert "Error" not in wording.card(REQUEST, full.model_copy(update={"stage": Stage.EDITING}))
+
+
+def test_card_renders_links_outside_the_quote_and_clickable():
+    from markdown_it import MarkdownIt
+
+    request = REQUEST.model_copy(update={"remote": "git@github.com:acme/app.git"})
+    waiting = state(
+        stage=Stage.AWAITING_APPROVAL,
+        links=Links(work_branch="honk/app-1", install_page="http://p/1", merged_commit="abc123"),
+    ).model_copy(update={"instruction": "fix the crash\nand the typo"})
+    html = MarkdownIt().render(wording.card(request, waiting))
+    quote = html[html.index("<blockquote>") : html.index("</blockquote>")]
+    assert "fix the crash" in quote and "and the typo" in quote and "Work branch" not in quote
+    assert '<a href="https://github.com/acme/app/tree/honk/app-1">honk/app-1</a>' in html
+    assert '<a href="http://p/1">http://p/1</a>' in html
+    assert '<a href="https://github.com/acme/app/commit/abc123">abc123</a>' in html
+    # A registry web_url wins; a local remote with none gives plain text, not a broken link.
+    explicit = REQUEST.model_copy(update={"web_url": "https://git.example.com/app/"})
+    assert "(https://git.example.com/app/tree/honk/app-1)" in wording.card(explicit, waiting)
+    assert "- Work branch: honk/app-1\n" in wording.card(REQUEST, waiting)
+    for remote, page in [
+        ("https://gitlab.com/a/b.git", "https://gitlab.com/a/b"),
+        ("https://user@github.com/a/b", "https://github.com/a/b"),
+        ("ssh://git@host.example:2222/a/b.git", "https://host.example/a/b"),
+        ("/srv/git/b.git", None),
+        ("file:///srv/git/b.git", None),
+    ]:
+        assert wording.web_page(REQUEST.model_copy(update={"remote": remote})) == page, remote
 
 
 def test_commit_title_and_body():
@@ -63,8 +91,15 @@ def test_timeline_texts():
     )
     assert wording.agent_finished(agent) == "Agent (anthropic, m, 3 turns) finished: done [f0, f1, f2, f3, f4]"
     assert wording.agent_finished(agent.model_copy(update={"changed_files": []})).endswith("[no files]")
-    assert wording.no_change(agent) == "the agent made no change to the repository (it said: done)"
-    assert wording.no_change(agent.model_copy(update={"summary": ""})) == "the agent made no change to the repository"
+    advice = (
+        "; nothing to review. If the base branch already does what was asked, there is nothing to do;"
+        " otherwise start a new request that says what should differ."
+    )
+    assert wording.no_change(agent) == "the agent made no change to the repository (it said: done)" + advice
+    assert (
+        wording.no_change(agent.model_copy(update={"summary": ""}))
+        == "the agent made no change to the repository" + advice
+    )
     runs = [
         CheckRun(name="unit", command=["t"], exit_code=0, duration_s=1),
         CheckRun(name="lint", command=["l"], exit_code=1, duration_s=1),

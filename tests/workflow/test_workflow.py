@@ -465,17 +465,24 @@ async def test_refused_decisions_never_advance(run, time_env):
         await handle.signal("approve", {})  # nobody
         await handle.signal("request_changes", {"by": "alice", "text": "  "})  # says nothing
         await handle.signal("cancel", {"by": "mallory"})  # neither requester nor approver
-        with pytest.raises(WorkflowUpdateFailedError) as refused:
+        # Through the update: refused on the merits, answered at once, and recorded too.
+        refused_update = await handle.execute_update(
+            UPDATE_DECIDE, DecisionUpdate(action="approve", by="mallory"), result_type=DecisionOutcome
+        )
+        assert not refused_update.accepted
+        assert refused_update.message == "mallory is not an approver for app; approvers: alice"
+        # Malformed input is rejected by the validator and leaves no trace.
+        with pytest.raises(WorkflowUpdateFailedError) as malformed:
             await handle.execute_update(
-                UPDATE_DECIDE, DecisionUpdate(action="approve", by="mallory"), result_type=DecisionOutcome
+                UPDATE_DECIDE, DecisionUpdate(action="approve", by=""), result_type=DecisionOutcome
             )
-        assert "mallory is not an approver for app" in str(refused.value.cause)
+        assert "does not say who made it" in str(malformed.value.cause)
 
-        async def five_refusals():
+        async def six_refusals():
             s = await handle.query(QUERY_STATUS, result_type=RequestStatus)
-            return s if sum(e.kind == "refused" for e in s.timeline) == 5 else None
+            return s if sum(e.kind == "refused" for e in s.timeline) == 6 else None
 
-        status = await eventually(five_refusals, what="five refusals recorded")
+        status = await eventually(six_refusals, what="six refusals recorded")
         assert status.stage == Stage.AWAITING_APPROVAL and status.approved_by is None
         reasons = [e.message for e in status.timeline if e.kind == "refused"]
         assert "nothing to approve yet: the request is EDITING" in reasons[0]
@@ -483,12 +490,13 @@ async def test_refused_decisions_never_advance(run, time_env):
         assert "does not say who made it" in reasons[2]
         assert "say what should change" in reasons[3]
         assert "neither the requester nor an approver" in reasons[4]
+        assert "Refused approve from mallory: mallory is not an approver for app; approvers: alice" == reasons[5]
 
         # Notices go out from a queue, shortly after the timeline records the refusal.
-        async def five_answered():
-            return world.events().count("refused") == 5
+        async def six_answered():
+            return world.events().count("refused") == 6
 
-        await eventually(five_answered, what="five refusals answered in the thread")
+        await eventually(six_answered, what="six refusals answered in the thread")
 
         outcome = await handle.execute_update(
             UPDATE_DECIDE, DecisionUpdate(action="approve", by="alice"), result_type=DecisionOutcome
@@ -502,13 +510,12 @@ async def test_rounds_are_bounded(run):
     world = World()
     handle = await run(world, make_request(max_rounds=1))
     await wait_stage(handle, Stage.AWAITING_APPROVAL)
-    with pytest.raises(WorkflowUpdateFailedError) as refused:
-        await handle.execute_update(
-            UPDATE_DECIDE,
-            DecisionUpdate(action="request_changes", by="alice", text="more"),
-            result_type=DecisionOutcome,
-        )
-    assert "all 1 rounds are used" in str(refused.value.cause)
+    refused = await handle.execute_update(
+        UPDATE_DECIDE,
+        DecisionUpdate(action="request_changes", by="alice", text="more"),
+        result_type=DecisionOutcome,
+    )
+    assert not refused.accepted and "all 1 rounds are used" in refused.message
 
 
 async def test_continue_as_new_preserves_state(run):
