@@ -3,10 +3,7 @@ attributes and details card, the per-stage metrics, and notices to the requester
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from honk.workflows import metrics, steps, wording
@@ -24,9 +21,8 @@ from honk.workflows.contract import (
     TimelineEntry,
     Usage,
 )
+from honk.workflows.limits import Limits
 from honk.workflows.step_calls import explain
-
-RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 
 
 class Record:
@@ -67,14 +63,16 @@ class Record:
             origin=self.request.origin,
             links=self.state.links,
         )
+        limit = Limits(self.request.options, None).notify()
         try:
             await workflow.execute_activity(
                 steps.NOTIFY.name,
                 notice,
                 result_type=steps.NOTIFY.output,
                 summary=f"Notify: {event}",
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=RETRY_NOTIFY,
+                start_to_close_timeout=limit.timeout,
+                schedule_to_close_timeout=limit.schedule_to_close,
+                retry_policy=limit.retry,
             )
         except ActivityError as err:
             self.note(f"Could not notify ({event}): {explain(err)}", kind="warning")
