@@ -205,9 +205,12 @@ async def run(time_env, task_queue, request):
 
     handles = []
     yield start
-    if os.environ.get("HONK_RECORD_HISTORIES") == "1":
+    if os.environ.get("HONK_RECORD_HISTORIES", "0") != "0":
         for number, handle in enumerate(handles):
             await record_history(handle, f"{request.node.name}-{number}")
+            latest = time_env.client.get_workflow_handle(handle.id)
+            if (await latest.describe()).run_id != handle.first_execution_run_id:
+                await record_history(latest, f"{request.node.name}-{number}-continued")
     # A workflow left open without its worker would stop the test server from skipping time.
     for handle in handles:
         try:
