@@ -3,11 +3,21 @@ the deadline are carried, so a merge repair builds again and decisions still lan
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from temporalio import activity
 from test_workflow import World, make_request, run, wait_stage  # noqa: F401 (the `run` fixture)
 
-from honk.workflows.contract import ACTIVITY_BUILD, QUERY_STATUS, BuildOutcome, BuildTask, RequestStatus, Stage
+from honk.workflows.contract import (
+    ACTIVITY_BUILD,
+    QUERY_STATUS,
+    BuildOutcome,
+    BuildTask,
+    RequestState,
+    RequestStatus,
+    Stage,
+)
 
 
 class CountingWorld(World):
@@ -57,3 +67,28 @@ async def test_each_path_after_continue_as_new(run, path):  # noqa: F811 (the im
     else:
         result = await handle.result()
         assert result.stage == Stage.EXPIRED and world.events()[-2:] == ["reminder", "expired"]
+
+
+async def test_a_run_continued_before_targets_were_carried_builds_its_merge_repair(run):  # noqa: F811
+    """A run continued by older code carries no prepared workspace: the merge repair prepares
+    again (patch `carry-prepared`) rather than merging the repaired change unbuilt."""
+    world = CountingWorld(merge_failures=["MergeConflict"])
+    deadline = datetime.now(UTC) + timedelta(days=6)
+    carried = RequestState(
+        request_id="honk-app-old",
+        repo="app",
+        instruction="fix the crash when the queue is empty",
+        requester="bob",
+        stage=Stage.AWAITING_APPROVAL,
+        round=1,
+        attempt=1,
+        tested_sha="sha1",
+        approval_deadline=deadline,
+        continued=1,
+    )
+    handle = await run(world, make_request().model_copy(update={"carried": carried}))
+    await handle.signal("approve", {"by": "alice"})
+    result = await handle.result()
+    assert result.stage == Stage.MERGED
+    assert len(world.builds) == 1, "the repaired change was built before merging"
+    assert world.merges[-1].tested_sha == result.tested_sha != "sha1"
