@@ -137,7 +137,11 @@ async def record_history(handle, name: str) -> Path:
     """Save a workflow's history as a replay fixture; the file name says which path it took."""
     history = await handle.fetch_history()
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in name.removeprefix("test_")).strip("-")
-    path = HISTORIES / f"{safe}.json"
+    # HONK_RECORD_HISTORIES=<tag> (e.g. the new patch id) records beside the existing ones.
+    tag = os.environ.get("HONK_RECORD_HISTORIES", "1")
+    path = HISTORIES / (f"{safe}.json" if tag == "1" else f"{safe}@{tag}.json")
+    if path.exists():
+        return path  # never re-record: running requests of that code may still exist
     HISTORIES.mkdir(exist_ok=True)
     path.write_text(history.to_json() + "\n", encoding="utf-8")
     return path

@@ -11,7 +11,6 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 # Pure modules of this package, passed through so the whole run shares one copy of each model.
@@ -45,8 +44,9 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
+    from honk.workflows.limits import CARRY_PREPARED, Limits
     from honk.workflows.record import Record
-    from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, explain
+    from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
 
 # Build numbers grow across requests (a phone only installs a higher version code).
 BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
@@ -74,8 +74,9 @@ class ChangeRequestWorkflow:
             base_branch=request.base_branch,
             work_branch="honk/" + info.workflow_id.removeprefix("honk-"),
         )
-        self.prepared: PreparedWorkspace | None = None
+        self.prepared: PreparedWorkspace | None = self.state.prepared  # carried over continue-as-new
         self.record = Record(request, self.state)
+        self.limits = Limits(request.options, self.state)
         self.steps = StepCalls(cancelling=lambda: self.decisions.cancellation is not None)
         self.decisions = Decisions(request, self.record, self.steps)
         self.keep_branch = False
@@ -85,7 +86,9 @@ class ChangeRequestWorkflow:
     @workflow.run
     async def run(self, request: ChangeRequest) -> RequestStatus:
         try:
-            if request.carried is None:
+            if request.carried is not None:  # continued as new: the UI's card lost nothing
+                workflow.set_current_details(wording.card(request, self.state))
+            else:
                 await self.record.enter(Stage.RECEIVED, f"Request from {request.requester}: {request.instruction}")
                 await self.record.tell("received", f"On it: {request.instruction}")
                 await self.prepare()
@@ -122,9 +125,10 @@ class ChangeRequestWorkflow:
             steps.PREPARE,
             self.workspace,
             summary=f"Prepare {self.request.repo} ({self.workspace.work_branch})",
-            timeout=timedelta(minutes=20),
+            limit=self.limits.prepare(),
             heartbeat=self.request.options.heartbeat_timeout,
         )
+        self.state.prepared = self.prepared
         self.state.links.work_branch = self.workspace.work_branch
 
     def commit_title(self) -> str:
@@ -139,6 +143,8 @@ class ChangeRequestWorkflow:
 
     async def produce_round(self, repair: list[str] | None = None, update_base: bool = False) -> None:
         """One round: agent edits until the checks pass, then build and publish."""
+        if self.prepared is None and workflow.patched(CARRY_PREPARED):
+            await self.prepare()  # a run continued before targets were carried (a merge repair)
         self.state.round += 1
         self.state.attempt = 0
         repair = list(repair or [])
@@ -180,9 +186,8 @@ class ChangeRequestWorkflow:
                 allow_protected_changes=self.request.options.allow_protected_changes,
             ),
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
-            timeout=timedelta(hours=1),
+            limit=self.limits.agent(),
             heartbeat=self.request.options.heartbeat_timeout,
-            retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.record.count_usage(outcome)
         metrics.agent_run(self.request.repo, outcome)
@@ -204,7 +209,7 @@ class ChangeRequestWorkflow:
             steps.CHECKS,
             ChecksTask(workspace=self.workspace, attempt=self.state.agent_runs),
             summary=f"Checks, attempt {self.state.attempt}",
-            timeout=timedelta(hours=1),
+            limit=self.limits.checks(),
             heartbeat=self.request.options.heartbeat_timeout,
         )
         metrics.check_attempt(self.request.repo, outcome.passed)
@@ -229,7 +234,7 @@ class ChangeRequestWorkflow:
                     steps.BUILD,
                     BuildTask(workspace=self.workspace, target=t.name, build_number=number),
                     summary=f"Build {t.name} #{number}",
-                    timeout=timedelta(hours=1),
+                    limit=self.limits.build(t),
                     heartbeat=self.request.options.heartbeat_timeout,
                     task_queue=t.task_queue,
                 )
@@ -238,12 +243,10 @@ class ChangeRequestWorkflow:
             return_exceptions=True,
         )
         metrics.builds_finished(self.request.repo, targets, results, (workflow.now() - build_started).total_seconds())
+        failure = build_failure(results)
+        if failure is not None:
+            return failure
         built = [r for r in results if isinstance(r, BuildOutcome)]
-        if len(built) < len(results):
-            for r in results:
-                if isinstance(r, (RequestCancelled, asyncio.CancelledError)):
-                    raise r
-            return "The build failed:\n" + "\n".join(explain(r) for r in results if isinstance(r, BaseException))
         artifacts = [a for r in built for a in r.artifacts]
         for r in built:
             self.record.note(wording.built(r))
@@ -262,7 +265,7 @@ class ChangeRequestWorkflow:
                 protected_changes=self.state.protected_changes,
             ),
             summary=f"Publish build #{number}",
-            timeout=timedelta(minutes=30),
+            limit=self.limits.publish(),
             heartbeat=self.request.options.heartbeat_timeout,
         )
         self.state.artifacts = published.artifacts
@@ -331,7 +334,7 @@ class ChangeRequestWorkflow:
                         tested_sha=self.state.tested_sha or "",
                     ),
                     summary=f"Merge into {base}",
-                    timeout=timedelta(minutes=30),
+                    limit=self.limits.merge(),
                     heartbeat=self.request.options.heartbeat_timeout,
                     cancellable=False,
                 )
@@ -373,7 +376,7 @@ class ChangeRequestWorkflow:
                 steps.CLEANUP,
                 CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
                 summary="Remove workspace and work branch",
-                timeout=timedelta(minutes=10),
+                limit=self.limits.cleanup(),
                 cancellable=False,
             )
         except (ActivityError, RequestFailed) as err:

@@ -84,8 +84,9 @@ class RequestOptions(Model):
     reminder_before: timedelta = timedelta(days=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
     history_limit: int = Field(10_000, ge=50, description="continue-as-new past this many events")
-    # A worker silent this long is presumed dead; its step retries elsewhere.
-    heartbeat_timeout: timedelta = timedelta(seconds=60)
+    heartbeat_timeout: timedelta = Field(timedelta(seconds=60), description="silent worker: retry elsewhere")
+    queue_wait: timedelta = Field(timedelta(minutes=10), gt=timedelta(0), description="no worker on a queue: fail")
+    outage_tolerance: timedelta = Field(timedelta(minutes=30), ge=timedelta(0), description="retry through outages")
     # Let the agent change protected paths (.honk.toml, check scripts, CI configuration).
     allow_protected_changes: bool = False
 
@@ -229,6 +230,8 @@ class RequestState(Progress):
     """The workflow's own record: mutated as the request moves, handed over whole on
     continue-as-new (``ChangeRequest.carried``)."""
 
+    prepared: PreparedWorkspace | None = None  # what the workspace declares: targets, checks
+
     def view(self) -> RequestStatus:
         return RequestStatus.model_validate(self.model_dump())
 
@@ -251,6 +254,7 @@ class WorkspaceRef(Model):
 class BuildTargetRef(Model):
     name: str
     task_queue: str | None = None
+    timeout_s: int | None = Field(None, description="the target's configured build timeout")
 
 
 class PreparedWorkspace(Model):
@@ -259,6 +263,7 @@ class PreparedWorkspace(Model):
     resumed: bool = False
     targets: list[BuildTargetRef] = Field(default_factory=list)
     checks: list[str] = Field(default_factory=list)
+    checks_timeout_s: int | None = Field(None, description="the configured check timeouts, added up")
 
 
 class AgentTask(Model):

@@ -4,10 +4,8 @@ attributes and details card, the per-stage metrics, and notices to the requester
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 from honk.workflows import metrics, steps, wording
@@ -25,9 +23,9 @@ from honk.workflows.contract import (
     TimelineEntry,
     Usage,
 )
+from honk.workflows.limits import Limits
 from honk.workflows.step_calls import explain
 
-RETRY_NOTIFY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=5)
 # Notices go out in order from a queue instead of holding up the pipeline at every stage.
 PATCH_QUEUED_NOTICES = "queued-notices"
 
@@ -97,14 +95,16 @@ class Record:
 
     async def send(self, notice: Notice) -> None:
         event = notice.event
+        limit = Limits(self.request.options, None).notify()
         try:
             await workflow.execute_activity(
                 steps.NOTIFY.name,
                 notice,
                 result_type=steps.NOTIFY.output,
                 summary=f"Notify: {event}",
-                start_to_close_timeout=timedelta(minutes=1),
-                retry_policy=RETRY_NOTIFY,
+                start_to_close_timeout=limit.timeout,
+                schedule_to_close_timeout=limit.schedule_to_close,
+                retry_policy=limit.retry,
             )
         except ActivityError as err:
             self.note(f"Could not notify ({event}): {explain(err)}", kind="warning")

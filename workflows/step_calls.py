@@ -3,26 +3,24 @@ step, and a step's final failure becoming the request's failure (with its error 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError, TimeoutType, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
+from honk.workflows import wording
+from honk.workflows.limits import Limit
 from honk.workflows.steps import Step
 
 In = TypeVar("In")
 Out = TypeVar("Out")
 
-RETRY_WORLD = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    maximum_attempts=5,
-)
+
+NO_WORKER = "NoWorker"  # the error kind of a step nobody picked up within its queue wait
 
 
 class RequestFailed(Exception):
@@ -54,9 +52,8 @@ class StepCalls:
         arg: In,
         *,
         summary: str,
-        timeout: timedelta,
+        limit: Limit,
         heartbeat: timedelta | None = None,
-        retry: RetryPolicy = RETRY_WORLD,
         task_queue: str | None = None,
         cancellable: bool = True,
     ) -> Out:
@@ -68,9 +65,11 @@ class StepCalls:
             arg,
             result_type=step.output,
             summary=summary,
-            start_to_close_timeout=timeout,
+            start_to_close_timeout=limit.timeout,
+            schedule_to_close_timeout=limit.schedule_to_close,
+            schedule_to_start_timeout=limit.schedule_to_start,
             heartbeat_timeout=heartbeat,
-            retry_policy=retry,
+            retry_policy=limit.retry,
             task_queue=task_queue or workflow.info().task_queue,
             cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
         )
@@ -83,10 +82,31 @@ class StepCalls:
             if (cancellable and self.cancelling()) or is_cancelled_exception(err):
                 raise RequestCancelled() from err
             cause = err.cause
+            if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+                queue = task_queue or workflow.info().task_queue
+                raise RequestFailed(
+                    f"{summary}: {wording.no_worker(queue, limit.schedule_to_start)}", NO_WORKER
+                ) from err
             kind = cause.type if isinstance(cause, ApplicationError) else None
             raise RequestFailed(f"{summary}: {explain(err)}", kind) from err
         finally:
             self.running.discard(handle)
+
+
+def build_failure(results: Sequence[object]) -> str | None:
+    """What failed in a parallel build (for the agent's next attempt), or None when every
+    target built. A cancel propagates; a target nobody serves fails the request, as no agent
+    round can start a worker."""
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if not failed:
+        return None
+    for r in failed:
+        if isinstance(r, (RequestCancelled, asyncio.CancelledError)):
+            raise r
+    unserved = [str(r) for r in failed if isinstance(r, RequestFailed) and r.kind == NO_WORKER]
+    if unserved:
+        raise RequestFailed(wording.build_blocked(unserved), NO_WORKER)
+    return "The build failed:\n" + "\n".join(explain(r) for r in failed)
 
 
 def explain(err: BaseException) -> str:

@@ -8,7 +8,7 @@ knowing that its old wording stays in their histories.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from honk.workflows.contract import (
     AgentOutcome,
@@ -200,3 +200,21 @@ def refused(action: str, by: str, refusal: str) -> tuple[str, str]:
         f"Refused {action} from {by or 'unknown'}: {refusal}",
         f"{by or 'Someone'} tried to {action.replace('_', ' ')}: {refusal}",
     )
+
+
+def duration(span: timedelta | None) -> str:
+    minutes = round((span or timedelta(0)).total_seconds() / 60)
+    if minutes < 120:
+        return f"{minutes} minute" + ("" if minutes == 1 else "s")
+    return f"{minutes / 60:.0f} hours"
+
+
+def no_worker(queue: str, waited: timedelta | None) -> str:
+    return (
+        f"no worker is serving queue {queue!r} (nothing picked the work up within {duration(waited)}); "
+        "start a worker for that queue or fix the target's task_queue in .honk.toml"
+    )
+
+
+def build_blocked(failures: list[str]) -> str:
+    return "The build cannot run:\n" + "\n".join(failures)

@@ -124,8 +124,11 @@ class Workspaces:
             base_sha=state.base_sha,
             head_sha=head,
             resumed=state.resumed,
-            targets=[BuildTargetRef(name=b.name, task_queue=b.task_queue) for b in config.build],
+            targets=[
+                BuildTargetRef(name=b.name, task_queue=b.task_queue, timeout_s=b.timeout_seconds) for b in config.build
+            ],
             checks=[c.name for c in config.checks],
+            checks_timeout_s=sum(c.timeout_seconds for c in config.checks),
         )
 
     def ensure(self, ref: WorkspaceRef) -> Path:

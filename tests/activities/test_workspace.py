@@ -121,6 +121,8 @@ def test_prepare_creates_remote_work_branch_and_reads_targets(settings, remote):
         ("ios", "honk-macos"),
     ]
     assert prepared.checks == ["unit", "lint"]
+    # The workflow sizes its step timeouts from these (the .honk.toml defaults here).
+    assert prepared.checks_timeout_s == 2 * 900 and [t.timeout_s for t in prepared.targets] == [1800, 1800]
 
     workspaces = Workspaces(settings)
     path = workspaces.path(ref)

@@ -68,3 +68,22 @@ async def test_the_replay_check_catches_swapped_activity_calls():
     happy = next(p for p in HISTORIES if "happy_path" in p.stem)
     with pytest.raises(NondeterminismError):
         await replay(happy, SwappedCalls)
+
+
+def patched_with(path: Path, patch_id: str) -> bool:
+    from conftest import payload_texts
+
+    events = json.loads(path.read_text(encoding="utf-8"))["events"]
+    return any(patch_id in text for e in events if "markerRecordedEventAttributes" in e for text in payload_texts(e))
+
+
+async def test_the_example_patch_replays_before_and_after_it():
+    """`bounded-waits` (workflows/limits.py): runs recorded before it take the old fixed
+    timeouts, runs recorded after it carry its marker; both must replay."""
+    from honk.workflows.limits import BOUNDED_WAITS
+
+    after = [p for p in HISTORIES if patched_with(p, BOUNDED_WAITS)]
+    before = [p for p in HISTORIES if "happy_path" in p.stem and p not in after]
+    assert before and any("happy_path" in p.stem for p in after)
+    for path in before + after:
+        await replay(path)

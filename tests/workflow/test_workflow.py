@@ -212,9 +212,12 @@ async def workflow_runner(env, task_queue: str, test_name: str):
         return handle
 
     yield start
-    if os.environ.get("HONK_RECORD_HISTORIES") == "1":
+    if os.environ.get("HONK_RECORD_HISTORIES", "0") != "0":
         for number, handle in enumerate(handles):
             await record_history(handle, f"{test_name}-{number}")
+            latest = env.client.get_workflow_handle(handle.id)
+            if (await latest.describe()).run_id != handle.first_execution_run_id:
+                await record_history(latest, f"{test_name}-{number}-continued")
     # A workflow left open without its worker would stop the test server from skipping time.
     for handle in handles:
         try:
