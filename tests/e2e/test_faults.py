@@ -236,12 +236,6 @@ def test_check_hanging_past_its_timeout_is_a_clear_failure(tmp_path):
 
 @needs_android
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflow: RETRY_WORLD (workflows/change_request.py) gives up after 5 attempts, ~30 s of backoff, "
-    "so a 60 s git outage during merge fails the approved request; issue 13 item 2 (retries that ride out "
-    "outages) is the workflow owner's",
-)
 async def test_git_remote_down_for_a_minute_during_merge_still_merges_once(tmp_path, task_queue):
     async with FaultWorld(tmp_path, task_queue) as world:
         ts = f"{int(time.time())}.000400"
@@ -267,11 +261,6 @@ def no_worker_queue(app) -> None:
 
 @needs_android
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="workflow: builds have no schedule-to-start limit yet (issue 13 item 2, the workflow owner's): "
-    "a target on a queue nobody polls waits for ever",
-)
 async def test_build_queue_without_worker_fails_naming_the_queue(tmp_path, task_queue):
     async with FaultWorld(tmp_path, task_queue, edit_app=no_worker_queue) as world:
         ts = f"{int(time.time())}.000500"

@@ -92,3 +92,19 @@ def test_no_source_file_is_longer_than_450_lines():
         str(p.relative_to(ROOT)): n for p in sources if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
     }
     assert not long
+
+
+def test_every_domain_module_belongs_to_a_layer():
+    """A new module under honk/ must be placed in the import-linter layers (pyproject)."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c for c in config["contracts"] if c["id"] == "layers")["layers"]
+    listed = {name.strip() for layer in layers for name in layer.replace("|", ":").split(":")}
+    children = {
+        f"honk.{p.stem if p.is_file() else p.name}"
+        for p in DOMAIN.iterdir()
+        if (p.suffix == ".py" and p.stem != "__init__") or (p.is_dir() and (p / "__init__.py").exists())
+    }
+    children -= {f"honk.{name}" for name in LAYER_LINKS | {"workflows"}}
+    assert not children - listed, f"not in any import-linter layer: {sorted(children - listed)}"
