@@ -235,7 +235,6 @@ def test_check_hanging_past_its_timeout_is_a_clear_failure(tmp_path):
 
 
 @needs_android
-@pytest.mark.slow
 async def test_git_remote_down_for_a_minute_during_merge_still_merges_once(tmp_path, task_queue):
     async with FaultWorld(tmp_path, task_queue) as world:
         ts = f"{int(time.time())}.000400"
