@@ -16,7 +16,7 @@ from temporalio.exceptions import ActivityError
 
 # Pure modules of this package, passed through so the whole run shares one copy of each model.
 with workflow.unsafe.imports_passed_through():
-    from honk.workflows import metrics, steps, wording
+    from honk.workflows import approvals, metrics, steps, wording
     from honk.workflows.contract import (
         QUERY_STATUS,
         SIGNAL_APPROVE,
@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionOutcome,
         DecisionUpdate,
+        MergeOutcome,
         MergeTask,
         NoticeEvent,
         PreparedWorkspace,
@@ -79,6 +80,11 @@ class ChangeRequestWorkflow:
         self.steps = StepCalls(cancelling=lambda: self.decisions.cancellation is not None)
         self.decisions = Decisions(request, self.record, self.steps)
         self.keep_branch = False
+        # Issue 12: approvals bind to a commit, a repaired change is approved again, the merge
+        # is never torn by a cancel. Requests started before keep the old behaviour on replay.
+        self.decisions.binding = workflow.patched("approval-binds-commit")
+        self.pushed_sha = self.state.tested_sha  # the work branch tip Honk last pushed
+        self.cancelled_while_merging = False
 
     # ------------------------------------------------------------------ the process
 
@@ -164,6 +170,7 @@ class ChangeRequestWorkflow:
                 attempt=self.state.attempt,
                 invocation=self.state.agent_runs,
                 update_base=update_base,
+                rebase=update_base and self.request.options.merge_strategy == "rebase",
             ),
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
             timeout=timedelta(hours=1),
@@ -171,6 +178,8 @@ class ChangeRequestWorkflow:
             retry=RetryPolicy(initial_interval=timedelta(seconds=5), maximum_attempts=3),
         )
         self.record.count_usage(outcome)
+        self.pushed_sha = outcome.head_sha
+        self.state.changed_files = sorted({*self.state.changed_files, *outcome.changed_files})
         metrics.agent_run(self.request.repo, outcome)
         self.state.last_summary = outcome.summary
         self.record.note(wording.agent_finished(outcome))
@@ -206,6 +215,7 @@ class ChangeRequestWorkflow:
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
+        self.state.build_number = number
         build_started = workflow.now()
         results = await asyncio.gather(
             *(
@@ -260,6 +270,8 @@ class ChangeRequestWorkflow:
         options, decisions = self.request.options, self.decisions
         if self.state.stage != Stage.AWAITING_APPROVAL:
             await self.record.enter(Stage.AWAITING_APPROVAL, "Waiting for approval")
+            if decisions.binding:
+                approvals.reset(self.state)
             self.state.approval_deadline = workflow.now() + options.approval_timeout
             self.state.reminded = False
             await self.record.tell("needs_approval", wording.READY_FOR_REVIEW)
@@ -297,13 +309,12 @@ class ChangeRequestWorkflow:
         agent (bounded) and the merge is tried again. False when new changes were requested
         during such a repair: the request then goes back for another look."""
         approval = self.decisions.approval
-        assert approval is not None
         base, repairs = self.request.base_branch, 0
         while True:
+            assert approval is not None
             await self.record.enter(Stage.MERGING, f"Approved by {approval.by}; merging into {base}")
             try:
-                outcome = await self.steps.act(
-                    steps.MERGE,
+                outcome = await self.merge_step(
                     MergeTask(
                         workspace=self.workspace,
                         strategy=self.request.options.merge_strategy,
@@ -312,11 +323,7 @@ class ChangeRequestWorkflow:
                         requested_by=self.request.requester,
                         approved_by=approval.by,
                         tested_sha=self.state.tested_sha or "",
-                    ),
-                    summary=f"Merge into {base}",
-                    timeout=timedelta(minutes=30),
-                    heartbeat=self.request.options.heartbeat_timeout,
-                    cancellable=False,
+                    )
                 )
                 break
             except RequestFailed as failure:
@@ -329,6 +336,11 @@ class ChangeRequestWorkflow:
                 self.record.note(f"Merge blocked; back to the agent with the latest {base}: {failure}", kind="warning")
                 await self.record.tell("status", f"Could not merge yet: {failure}. The agent is updating the change.")
                 await self.produce_round(repair=[str(failure)], update_base=True)
+                if self.decisions.binding:
+                    if not await self.approve_again():
+                        return False
+                    approval = self.decisions.approval
+                    continue
                 if self.state.pending_feedback:
                     self.decisions.approval = None
                     self.state.approved_by = None
@@ -341,8 +353,46 @@ class ChangeRequestWorkflow:
         self.state.links.merged_commit = outcome.commit_sha
         await self.cleanup()
         await self.record.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
-        await self.record.tell("merged", f"Merged into {base} as {outcome.commit_sha}")
+        if self.cancelled_while_merging:
+            await self.record.tell("merged", wording.merged_despite_cancel(base, outcome.commit_sha))
+        else:
+            await self.record.tell("merged", f"Merged into {base} as {outcome.commit_sha}")
         return True
+
+    async def merge_step(self, task: MergeTask) -> MergeOutcome:
+        """The merge activity. Once started it runs to its end: a cancel from Temporal waits
+        for it, so the request reports what really happened to the base."""
+        call = self.steps.act(
+            steps.MERGE,
+            task,
+            summary=f"Merge into {task.workspace.base_branch}",
+            timeout=timedelta(minutes=30),
+            heartbeat=self.request.options.heartbeat_timeout,
+            cancellable=False,
+        )
+        if not self.decisions.binding:
+            return await call
+        running = asyncio.ensure_future(call)
+        try:
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:
+            self.cancelled_while_merging = True
+            self.record.note("Cancel requested while merging; waiting for the merge to finish", kind="warning")
+        try:
+            return await running
+        except RequestFailed as failure:
+            self.decisions.cancellation = Decision(by="temporal", text=wording.cancel_after_merge_failed(str(failure)))
+            raise asyncio.CancelledError() from failure
+
+    async def approve_again(self) -> bool:
+        """A repaired change is a new commit nobody approved: back to the approvers. True
+        when they approve it, False when they request changes instead."""
+        self.decisions.approval = None
+        approvals.reset(self.state)
+        self.record.note(wording.needs_new_approval(self.state.tested_sha), kind="warning")
+        if self.state.pending_feedback:
+            return False
+        return await self.await_decision() == "approve"
 
     async def finish(self, stage: Stage, event: NoticeEvent, message: str) -> None:
         await self.cleanup()
@@ -353,7 +403,11 @@ class ChangeRequestWorkflow:
         try:
             await self.steps.act(
                 steps.CLEANUP,
-                CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
+                CleanupTask(
+                    workspace=self.workspace,
+                    delete_remote_branch=not self.keep_branch,
+                    expect_sha=self.pushed_sha if self.decisions.binding else None,
+                ),
                 summary="Remove workspace and work branch",
                 timeout=timedelta(minutes=10),
                 cancellable=False,

@@ -90,10 +90,16 @@ class RequestOptions(Model):
 
 class Decision(Model):
     """Payload of the approve / request_changes / cancel signals and of the decide update.
-    Scripts send e.g. ``{"by": "U123", "text": "blue"}``; older ``comment`` reads as text."""
+    Scripts send e.g. ``{"by": "U123", "text": "blue"}``; older ``comment`` reads as text.
+    An approval may name what it approves (``commit``, a full or abbreviated sha, and/or
+    ``build``); it is refused when that is not what awaits approval. ``id`` makes a decision
+    count once however often it is delivered (update and signal, retries)."""
 
     by: str = ""
     text: str = Field("", validation_alias=AliasChoices("text", "comment"))
+    id: str = Field("", max_length=100, description="the same id is applied once")
+    commit: str = Field("", max_length=64, description="approve: the commit the approver reviewed")
+    build: int | None = Field(None, description="approve: the build number the approver installed")
 
 
 class DecisionUpdate(Decision):
@@ -149,6 +155,17 @@ class Feedback(Model):
     at: datetime
 
 
+class ApprovalPolicy(Model):
+    """Who may approve, per repository (registry ``honk.toml``)."""
+
+    allow_self_approval: bool = Field(True, description="the requester may approve their own change")
+    min_approvers: int = Field(1, ge=1, le=10, description="distinct approvers needed before merging")
+    protected_paths: list[str] = Field(default_factory=list, description="glob patterns")
+    protected_approvers: list[str] = Field(
+        default_factory=list, description="who may approve a change touching protected_paths"
+    )
+
+
 class ChangeRequest(Model):
     """The one input of ChangeRequestWorkflow. The starter resolves the repository from the
     registry, so the workflow carries everything it needs (and nothing secret)."""
@@ -161,6 +178,7 @@ class ChangeRequest(Model):
     origin: Origin = Field(default_factory=Origin)
     base_branch: str = "main"
     options: RequestOptions = Field(default_factory=RequestOptions)
+    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     # Set only by continue-as-new: the state the previous run handed over.
     carried: RequestState | None = None
 
@@ -211,7 +229,12 @@ class Progress(Model):
     last_summary: str | None = None
     pending_feedback: list[Feedback] = Field(default_factory=list, description="request_changes texts queued")
     tested_sha: str | None = None
+    build_number: int | None = Field(None, description="the build awaiting approval")
+    changed_files: list[str] = Field(default_factory=list, description="paths the change touches")
     approved_by: str | None = None
+    approved_sha: str | None = Field(None, description="the commit the approval binds to")
+    approvals: list[str] = Field(default_factory=list, description="distinct approvers of the current commit")
+    decision_ids: list[str] = Field(default_factory=list, description="decisions applied (repeats are ignored)")
     approval_deadline: datetime | None = None
     reminded: bool = False
     continued: int = 0
@@ -261,6 +284,7 @@ class AgentTask(Model):
     attempt: int
     invocation: int
     update_base: bool = Field(False, description="merge the latest base in first (conflict repair)")
+    rebase: bool = Field(False, description="with update_base: rebase onto the base instead of merging it in")
 
 
 class AgentOutcome(Model):
@@ -390,6 +414,7 @@ class MergeOutcome(Model):
 class CleanupTask(Model):
     workspace: WorkspaceRef
     delete_remote_branch: bool = True
+    expect_sha: str | None = Field(None, description="delete the work branch only while its tip is this")
 
 
 ChangeRequest.model_rebuild()
