@@ -31,6 +31,11 @@ class RepoEntry(BaseModel):
     requesters: list[str] = Field(default_factory=lambda: ["*"])
     approvers: list[str] = Field(min_length=1)
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
+    # Approval policy (see README "Approvals"): carried into each request's ChangeRequest.policy.
+    allow_self_approval: bool = True
+    min_approvers: int = Field(1, ge=1, le=10)
+    protected_paths: list[str] = Field(default_factory=list)
+    protected_approvers: list[str] = Field(default_factory=list)
     # Userinfo found in `remote`, kept in memory only: a private attribute is never part of
     # a dump, a repr or the workflow input (which gets the cleaned `remote`).
     _credentials: tuple[str | None, str | None] | None = PrivateAttr(default=None)
