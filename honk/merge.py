@@ -340,6 +340,29 @@ def absorb_base(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
     return []
 
 
+def rebase_onto_base(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
+    """For the rebase strategy: the work branch's whole change as one commit on the latest
+    base, so the merge's rebase replays it cleanly (a merge commit would be dropped by it).
+
+    A clean apply is committed at once; on conflict the markers stay in the working tree on
+    top of the base and the conflicted paths are returned; the agent's commit concludes it.
+    """
+    base = f"refs/remotes/origin/{ref.base_branch}"
+    work = run_git(repo, "rev-parse", "HEAD")
+    message = run_git(repo, "log", "-1", "--format=%B", work)
+    run_git(repo, "reset", "--quiet", "--hard", base)
+    try:
+        run_git(repo, "merge", "--quiet", "--squash", "--no-verify", work)
+    except GitError:
+        conflicted = unmerged_paths(repo)
+        if not conflicted:
+            raise
+        return conflicted
+    if run_git(repo, "diff", "--cached", "--name-only"):
+        run_git(repo, "commit", "--quiet", "--no-verify", "-m", message or "Honk change")
+    return []
+
+
 def _restore(repo: git.Repo, ref: WorkspaceRef) -> None:
     """Back on the work branch, clean, whatever happened."""
     run_git(repo, "checkout", "--quiet", "--force", ref.work_branch, "--")

@@ -3,9 +3,12 @@ makes a retried merge idempotent (issue 12). Real git, bare remotes on disk."""
 
 from __future__ import annotations
 
+import pytest
+from temporalio.exceptions import ApplicationError
 from test_merge_activity import Fixture, base_log, sh
 
-from honk.merge import merged_ref_name, trailer_block
+from honk.git.runner import open_repo
+from honk.merge import merged_ref_name, rebase_onto_base, trailer_block
 
 REQUEST = "honk-cli-app-1a2b3c4d"
 
@@ -49,3 +52,27 @@ def test_trailers_count_only_in_the_trailer_block():
     real = f"Fix it\n\nBody.\n\nHonk-Request: {REQUEST}\nApproved-by: U1\n"
     assert trailer_block(real) == [f"Honk-Request: {REQUEST}", "Approved-by: U1"]
     assert trailer_block(f"Honk-Request: {REQUEST}") == [], "a title alone is no trailer block"
+
+
+def test_a_conflict_repaired_for_the_rebase_strategy_merges(tmp_path):
+    fx = Fixture(tmp_path)
+    fx.edit({"app.txt": "line 1\nline 2 ours\nline 3\n"}, "round 1")
+    tested = fx.edit({"new.txt": "new\n"}, "round 2")
+    theirs = fx.base_other({"app.txt": "line 1\nline 2 theirs\nline 3\n"})
+    with pytest.raises(ApplicationError) as blocked:
+        fx.activities.merge(fx.task(tested, strategy="rebase"))
+    assert blocked.value.type == "MergeConflict"
+
+    # The repair round: the change re-applied on the latest base, the agent resolves it.
+    fx.workspaces.ensure(fx.ref)
+    with open_repo(fx.path) as repo:
+        assert rebase_onto_base(repo, fx.ref) == ["app.txt"]
+    (fx.path / "app.txt").write_text("line 1\nline 2 ours and theirs\nline 3\n")
+    fx.workspaces.commit_all(fx.ref, "resolve the conflict")
+    repaired = fx.workspaces.push(fx.ref)
+
+    outcome = fx.activities.merge(fx.task(repaired, strategy="rebase"))
+    log = base_log(fx.remote)
+    assert log[0] == outcome.commit_sha and log[1] == theirs
+    assert sh(fx.remote, "show", f"{outcome.commit_sha}:app.txt") == "line 1\nline 2 ours and theirs\nline 3"
+    assert sh(fx.remote, "show", f"{outcome.commit_sha}:new.txt") == "new"
