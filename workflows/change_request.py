@@ -35,8 +35,6 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionOutcome,
         DecisionUpdate,
-        MergeOutcome,
-        MergeTask,
         NoticeEvent,
         PreparedWorkspace,
         PublishTask,
@@ -46,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
+    from honk.workflows.merging import ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, explain
 
@@ -57,7 +56,7 @@ REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class ChangeRequestWorkflow:
+class ChangeRequestWorkflow(ApprovedMerge):
     @workflow.init
     def __init__(self, request: ChangeRequest) -> None:
         self.request = request
@@ -80,8 +79,7 @@ class ChangeRequestWorkflow:
         self.steps = StepCalls(cancelling=lambda: self.decisions.cancellation is not None)
         self.decisions = Decisions(request, self.record, self.steps)
         self.keep_branch = False
-        # Issue 12: approvals bind to a commit, a repaired change is approved again, the merge
-        # is never torn by a cancel. Requests started before keep the old behaviour on replay.
+        # Approvals bind to a commit, merges are untorn (see merging); older requests replay as before.
         self.decisions.binding = workflow.patched("approval-binds-commit")
         self.pushed_sha = self.state.tested_sha  # the work branch tip Honk last pushed
         self.cancelled_while_merging = False
@@ -314,17 +312,7 @@ class ChangeRequestWorkflow:
             assert approval is not None
             await self.record.enter(Stage.MERGING, f"Approved by {approval.by}; merging into {base}")
             try:
-                outcome = await self.merge_step(
-                    MergeTask(
-                        workspace=self.workspace,
-                        strategy=self.request.options.merge_strategy,
-                        title=wording.commit_title(self.request.instruction),
-                        body=wording.commit_body(self.request.requester, self.state.last_summary),
-                        requested_by=self.request.requester,
-                        approved_by=approval.by,
-                        tested_sha=self.state.tested_sha or "",
-                    )
-                )
+                outcome = await self.merge_step(self.merge_task(approval.by))
                 break
             except RequestFailed as failure:
                 if failure.kind not in REPAIRABLE_MERGE_FAILURES:
@@ -353,46 +341,8 @@ class ChangeRequestWorkflow:
         self.state.links.merged_commit = outcome.commit_sha
         await self.cleanup()
         await self.record.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
-        if self.cancelled_while_merging:
-            await self.record.tell("merged", wording.merged_despite_cancel(base, outcome.commit_sha))
-        else:
-            await self.record.tell("merged", f"Merged into {base} as {outcome.commit_sha}")
+        await self.record.tell("merged", self.merged_text(base, outcome.commit_sha))
         return True
-
-    async def merge_step(self, task: MergeTask) -> MergeOutcome:
-        """The merge activity. Once started it runs to its end: a cancel from Temporal waits
-        for it, so the request reports what really happened to the base."""
-        call = self.steps.act(
-            steps.MERGE,
-            task,
-            summary=f"Merge into {task.workspace.base_branch}",
-            timeout=timedelta(minutes=30),
-            heartbeat=self.request.options.heartbeat_timeout,
-            cancellable=False,
-        )
-        if not self.decisions.binding:
-            return await call
-        running = asyncio.ensure_future(call)
-        try:
-            return await asyncio.shield(running)
-        except asyncio.CancelledError:
-            self.cancelled_while_merging = True
-            self.record.note("Cancel requested while merging; waiting for the merge to finish", kind="warning")
-        try:
-            return await running
-        except RequestFailed as failure:
-            self.decisions.cancellation = Decision(by="temporal", text=wording.cancel_after_merge_failed(str(failure)))
-            raise asyncio.CancelledError() from failure
-
-    async def approve_again(self) -> bool:
-        """A repaired change is a new commit nobody approved: back to the approvers. True
-        when they approve it, False when they request changes instead."""
-        self.decisions.approval = None
-        approvals.reset(self.state)
-        self.record.note(wording.needs_new_approval(self.state.tested_sha), kind="warning")
-        if self.state.pending_feedback:
-            return False
-        return await self.await_decision() == "approve"
 
     async def finish(self, stage: Stage, event: NoticeEvent, message: str) -> None:
         await self.cleanup()
