@@ -10,6 +10,7 @@ from honk.workflows import wording
 from honk.workflows.contract import Action, ChangeRequest, Decision, RequestState
 
 MIN_SHA = 4  # git's shortest abbreviation
+MAX_ID = 100
 KEEP_IDS = 500  # decision ids remembered for repeats
 
 
@@ -18,6 +19,8 @@ def refusal(
 ) -> str | None:
     """Why this decision may not be applied under the binding rules, or None."""
     who = decision.by.strip()
+    if len(decision.id) > MAX_ID:
+        return f"'id' is {len(decision.id)} characters; the limit is {MAX_ID}"
     if action == "request_changes" and approved:
         return f"the change was approved by {state.approved_by} and is being merged"
     if action != "approve":

@@ -89,16 +89,13 @@ class RequestOptions(Model):
 
 
 class Decision(Model):
-    """Payload of the approve / request_changes / cancel signals and of the decide update.
-    Scripts send e.g. ``{"by": "U123", "text": "blue"}``; older ``comment`` reads as text.
-    An approval may name what it approves (``commit``, a full or abbreviated sha, and/or
-    ``build``); it is refused when that is not what awaits approval. ``id`` makes a decision
-    count once however often it is delivered (update and signal, retries)."""
+    """Payload of the approve / request_changes / cancel signals and of the decide update, e.g.
+    ``{"by": "U123", "text": "blue"}`` (older ``comment`` reads as text). README "Approvals"."""
 
     by: str = ""
     text: str = Field("", validation_alias=AliasChoices("text", "comment"))
-    id: str = Field("", max_length=100, description="the same id is applied once")
-    commit: str = Field("", max_length=64, description="approve: the commit the approver reviewed")
+    id: str = Field("", description="the same id is applied once")
+    commit: str = Field("", description="approve: the commit the approver reviewed")
     build: int | None = Field(None, description="approve: the build number the approver installed")
 
 
@@ -161,9 +158,7 @@ class ApprovalPolicy(Model):
     allow_self_approval: bool = Field(True, description="the requester may approve their own change")
     min_approvers: int = Field(1, ge=1, le=10, description="distinct approvers needed before merging")
     protected_paths: list[str] = Field(default_factory=list, description="glob patterns")
-    protected_approvers: list[str] = Field(
-        default_factory=list, description="who may approve a change touching protected_paths"
-    )
+    protected_approvers: list[str] = Field(default_factory=list, description="may approve protected_paths")
 
 
 class ChangeRequest(Model):
