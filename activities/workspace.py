@@ -22,4 +22,6 @@ class WorkspaceActivities:
     @activity.defn(name=ACTIVITY_CLEANUP)
     def cleanup(self, task: CleanupTask) -> None:
         with adapting():
-            self.workspaces.remove(task.workspace, delete_remote_branch=task.delete_remote_branch)
+            self.workspaces.remove(
+                task.workspace, delete_remote_branch=task.delete_remote_branch, expect_sha=task.expect_sha
+            )

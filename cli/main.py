@@ -117,10 +117,10 @@ async def _follow(
     return last
 
 
-async def _decide(request_id: str, action: Action, by: str | None, text: str, as_json: bool) -> int:
+async def _decide(request_id: str, action: Action, by: str | None, text: str, as_json: bool, commit: str = "") -> int:
     s = settings()
     client = await connect(s)
-    outcome = await decide(client, request_id, action, by or s.user, text)
+    outcome = await decide(client, request_id, action, by or s.user, text, commit=commit)
     if as_json:
         print_json(outcome.model_dump(mode="json"))
     else:
@@ -134,10 +134,11 @@ async def approve(
     request_id: str = typer.Argument(..., metavar="ID"),
     comment: str = typer.Option("", "--comment", "-m"),
     by: str | None = typer.Option(None, help="approver (default: HONK_USER or $USER)"),
+    commit: str = typer.Option("", help="the commit you reviewed; refused if another one awaits approval"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> int:
     """Approve a request that waits for approval; Honk merges it."""
-    return await _decide(request_id, "approve", by, comment, as_json)
+    return await _decide(request_id, "approve", by, comment, as_json, commit)
 
 
 @app.command("request-changes")

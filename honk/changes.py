@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from honk.workflows.contract import (
     SA_STAGE,
     UPDATE_DECIDE,
     WORKFLOW_TYPE,
+    ApprovalPolicy,
     ChangeRequest,
     DecisionOutcome,
     DecisionUpdate,
@@ -130,6 +132,12 @@ async def start_request(
         base_branch=entry.base_branch,
         options=options,
         web_url=entry.web_url,
+        policy=ApprovalPolicy(
+            allow_self_approval=entry.allow_self_approval,
+            min_approvers=entry.min_approvers,
+            protected_paths=entry.protected_paths,
+            protected_approvers=entry.protected_approvers,
+        ),
     )
     handle = await client.start_workflow(
         WORKFLOW_TYPE,
@@ -196,18 +204,26 @@ async def get_status(client: Client, request_id: str, *, query_timeout: float = 
 
 
 async def decide(
-    client: Client, request_id: str, action: str, by: str, text: str = "", *, answer_within: float = 10.0
+    client: Client,
+    request_id: str,
+    action: str,
+    by: str,
+    text: str = "",
+    *,
+    commit: str = "",
+    answer_within: float = 10.0,
 ) -> DecisionOutcome:
     """Send a decision through the validated update for an immediate yes/no. When no worker
     answers in time, fall back to the durable signal; it is applied (or refused and recorded)
-    when a worker picks the request up."""
+    when a worker picks the request up. Both carry one id, so the workflow applies it once."""
     if action not in ACTIONS:
         raise RequestError(f"unknown action {action!r}")
     info = await describe(client, request_id)
     if info.status != Status.RUNNING:
         raise RequestError(f"request {request_id} has already ended ({info.status.name})")
     handle = client.get_workflow_handle(request_id)
-    payload = DecisionUpdate.model_validate({"action": action, "by": by, "text": text})
+    fields = {"by": by, "text": text, "id": uuid.uuid4().hex, "commit": commit}
+    payload = DecisionUpdate.model_validate({"action": action, **fields})
     try:
         outcome = await handle.execute_update(
             UPDATE_DECIDE,
@@ -222,7 +238,7 @@ async def decide(
         reason = getattr(exc.cause, "message", None) or str(exc.cause)
         raise Refused(f"refused: {reason}") from None
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
-        await handle.signal(action, {"by": by, "text": text})
+        await handle.signal(action, fields)
         return DecisionOutcome(
             accepted=True,
             stage=Stage.RECEIVED,

@@ -1,14 +1,18 @@
 """Merge an approved, tested work branch into the base branch.
 
-Idempotent: the merged commit carries a `Honk-Request: <id>` trailer, and every attempt
-first looks for it on the base, so a retry after a crash between the push and the step's
-completion returns the existing commit instead of merging twice.
+Idempotent and unspoofable: the push moves the base and creates `refs/honk/merged/<id>`
+atomically (`git push --atomic`), and every attempt first looks for that ref, so a retry
+after a crash between the push and the step's completion returns the existing commit instead
+of merging twice. Merges made before the ref existed are recognised by the `Honk-Request`
+trailer in a commit's trailer block, and only when that commit carries the tested change: a
+commit message quoting another request's id never makes that request look merged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import Iterator
 
 import git
@@ -99,7 +103,9 @@ def _attempt(
     base_ref = f"refs/remotes/origin/{ref.base_branch}"
     extra = {"request_id": ref.request_id, "repo": ref.repo, "strategy": task.strategy}
 
-    existing = find_request_commit(repo, base_ref, ref.request_id)
+    existing = merged_ref(repo, ref, credentials) or find_request_commit(
+        repo, base_ref, ref.request_id, carrying=task.tested_sha
+    )
     if existing:
         log.info("already merged", extra={**extra, "commit_sha": existing})
         return MergeOutcome(commit_sha=existing, already_merged=True)
@@ -131,18 +137,72 @@ def _attempt(
 # --------------------------------------------------------------------------- checks
 
 
+def merged_ref_name(request_id: str) -> str:
+    """The ref only Honk writes, together with the base, when it merges `request_id`."""
+    return "refs/honk/merged/" + re.sub(r"[^A-Za-z0-9._-]", "_", request_id).strip(".")
+
+
+def merged_ref(repo: git.Repo, ref: WorkspaceRef, credentials: GitCredentials | None = None) -> str | None:
+    """The commit Honk recorded as this request's merge on the remote, or None."""
+    name = merged_ref_name(ref.request_id)
+    out = run_git(repo, "ls-remote", "origin", name, network=True, credentials=credentials)
+    for line in out.splitlines():
+        sha, _, found = line.partition("\t")
+        if found.strip() == name:
+            return sha.strip()
+    return None
+
+
+_TRAILER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*:\s")
+
+
+def trailer_block(message: str) -> list[str]:
+    """The trailer lines of a commit message: its last paragraph, when that paragraph
+    (after the title) is made only of `Key: value` lines (continuations indented)."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", message.strip()) if p.strip()]
+    if len(paragraphs) < 2:
+        return []
+    lines = paragraphs[-1].splitlines()
+    if not all(_TRAILER.match(line) or line[:1].isspace() for line in lines) or not _TRAILER.match(lines[0]):
+        return []
+    return [line.strip() for line in lines if _TRAILER.match(line)]
+
+
 def find_request_commit(
-    repo: git.Repo, rev_name: str, request_id: str, depth: int = TRAILER_SEARCH_DEPTH
+    repo: git.Repo,
+    rev_name: str,
+    request_id: str,
+    depth: int = TRAILER_SEARCH_DEPTH,
+    carrying: str | None = None,
 ) -> str | None:
-    """The newest of the last `depth` commits of `rev_name` whose message has the trailer
-    `Honk-Request: <request_id>` (an exact line, so `req-1` never matches `req-10`)."""
+    """The newest of the last `depth` commits of `rev_name` whose trailer block has
+    `Honk-Request: <request_id>` (exactly, so `req-1` never matches `req-10`) and, with
+    `carrying`, whose tree holds that commit's change (every path it changed, as it has it)."""
     wanted = f"Honk-Request: {request_id}"
     out = run_git(repo, "log", f"--max-count={depth}", "--format=%H%x00%B%x1e", rev_name)
     for record in out.split("\x1e"):
         sha, _, message = record.strip().partition("\x00")
-        if any(line.strip() == wanted for line in message.splitlines()):
+        if wanted in trailer_block(message) and (carrying is None or _carries(repo, sha, carrying, rev_name)):
             return sha
     return None
+
+
+def _carries(repo: git.Repo, sha: str, tested: str, base_ref: str) -> bool:
+    """Whether commit `sha` has every path the tested change touched exactly as it has it."""
+    if not rev(repo, tested):
+        return False
+    base = _merge_base(repo, tested, base_ref)
+    if base is None:
+        return False
+    paths = run_git(repo, "diff", "--name-only", "-z", base, tested, strip=False).split("\0")
+    paths = [p for p in paths if p]
+    if not paths:
+        return False
+    try:
+        run_git(repo, "diff", "--quiet", tested, sha, "--", *paths)
+    except GitError:
+        return False
+    return True
 
 
 def _require_tested(repo: git.Repo, ref: WorkspaceRef, tested_sha: str) -> str:
@@ -286,6 +346,29 @@ def absorb_base(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
     return []
 
 
+def rebase_onto_base(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
+    """For the rebase strategy: the work branch's whole change as one commit on the latest
+    base, so the merge's rebase replays it cleanly (a merge commit would be dropped by it).
+
+    A clean apply is committed at once; on conflict the markers stay in the working tree on
+    top of the base and the conflicted paths are returned; the agent's commit concludes it.
+    """
+    base = f"refs/remotes/origin/{ref.base_branch}"
+    work = run_git(repo, "rev-parse", "HEAD")
+    message = run_git(repo, "log", "-1", "--format=%B", work)
+    run_git(repo, "reset", "--quiet", "--hard", base)
+    try:
+        run_git(repo, "merge", "--quiet", "--squash", "--no-verify", work)
+    except GitError:
+        conflicted = unmerged_paths(repo)
+        if not conflicted:
+            raise
+        return conflicted
+    if run_git(repo, "diff", "--cached", "--name-only"):
+        run_git(repo, "commit", "--quiet", "--no-verify", "-m", message or "Honk change")
+    return []
+
+
 def _restore(repo: git.Repo, ref: WorkspaceRef) -> None:
     """Back on the work branch, clean, whatever happened."""
     run_git(repo, "checkout", "--quiet", "--force", ref.work_branch, "--")
@@ -304,8 +387,10 @@ def _push_base(repo: git.Repo, ref: WorkspaceRef, sha: str, credentials: GitCred
                 repo,
                 "push",
                 "--quiet",
+                "--atomic",  # the base and Honk's record of the merge, both or neither
                 "origin",
                 f"{sha}:refs/heads/{ref.base_branch}",
+                f"{sha}:{merged_ref_name(ref.request_id)}",
                 network=True,
                 credentials=credentials,
             )

@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError
 
 # Pure modules of this package, passed through so the whole run shares one copy of each model.
 with workflow.unsafe.imports_passed_through():
-    from honk.workflows import metrics, steps, wording
+    from honk.workflows import approvals, metrics, steps, wording
     from honk.workflows.contract import (
         QUERY_STATUS,
         SIGNAL_APPROVE,
@@ -34,7 +34,6 @@ with workflow.unsafe.imports_passed_through():
         Decision,
         DecisionOutcome,
         DecisionUpdate,
-        MergeTask,
         NoticeEvent,
         PreparedWorkspace,
         PublishTask,
@@ -45,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from honk.workflows.decisions import Decisions, RequestExpired
     from honk.workflows.limits import CARRY_PREPARED, Limits
+    from honk.workflows.merging import ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
 
@@ -56,7 +56,7 @@ REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
 
 
 @workflow.defn(name=WORKFLOW_TYPE)
-class ChangeRequestWorkflow:
+class ChangeRequestWorkflow(ApprovedMerge):
     @workflow.init
     def __init__(self, request: ChangeRequest) -> None:
         self.request = request
@@ -80,6 +80,10 @@ class ChangeRequestWorkflow:
         self.steps = StepCalls(cancelling=lambda: self.decisions.cancellation is not None)
         self.decisions = Decisions(request, self.record, self.steps)
         self.keep_branch = False
+        # Approvals bind to a commit, merges are untorn (see merging); older requests replay as before.
+        self.decisions.binding = workflow.patched("approval-binds-commit")
+        self.pushed_sha = self.state.tested_sha  # the work branch tip Honk last pushed
+        self.cancelled_while_merging = False
 
     # ------------------------------------------------------------------ the process
 
@@ -184,12 +188,15 @@ class ChangeRequestWorkflow:
                 invocation=self.state.agent_runs,
                 update_base=update_base,
                 allow_protected_changes=self.request.options.allow_protected_changes,
+                rebase=update_base and self.request.options.merge_strategy == "rebase",
             ),
             summary=f"Agent round {self.state.round} attempt {self.state.attempt}",
             limit=self.limits.agent(),
             heartbeat=self.request.options.heartbeat_timeout,
         )
         self.record.count_usage(outcome)
+        self.pushed_sha = outcome.head_sha
+        self.state.changed_files = sorted({*self.state.changed_files, *outcome.changed_files})
         metrics.agent_run(self.request.repo, outcome)
         self.state.last_summary = outcome.summary
         self.state.round_summaries[self.state.round] = outcome.summary
@@ -227,6 +234,7 @@ class ChangeRequestWorkflow:
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
+        self.state.build_number = number
         build_started = workflow.now()
         results = await asyncio.gather(
             *(
@@ -280,6 +288,8 @@ class ChangeRequestWorkflow:
         options, decisions = self.request.options, self.decisions
         if self.state.stage != Stage.AWAITING_APPROVAL:
             await self.record.enter(Stage.AWAITING_APPROVAL, "Waiting for approval")
+            if decisions.binding:
+                approvals.reset(self.state)
             self.state.approval_deadline = workflow.now() + options.approval_timeout
             self.state.reminded = False
             await self.record.tell("needs_approval", wording.READY_FOR_REVIEW)
@@ -317,27 +327,12 @@ class ChangeRequestWorkflow:
         agent (bounded) and the merge is tried again. False when new changes were requested
         during such a repair: the request then goes back for another look."""
         approval = self.decisions.approval
-        assert approval is not None
         base, repairs = self.request.base_branch, 0
         while True:
+            assert approval is not None
             await self.record.enter(Stage.MERGING, f"Approved by {approval.by}; merging into {base}")
             try:
-                outcome = await self.steps.act(
-                    steps.MERGE,
-                    MergeTask(
-                        workspace=self.workspace,
-                        strategy=self.request.options.merge_strategy,
-                        title=self.commit_title(),
-                        body=self.commit_body(),
-                        requested_by=self.request.requester,
-                        approved_by=approval.by,
-                        tested_sha=self.state.tested_sha or "",
-                    ),
-                    summary=f"Merge into {base}",
-                    limit=self.limits.merge(),
-                    heartbeat=self.request.options.heartbeat_timeout,
-                    cancellable=False,
-                )
+                outcome = await self.merge_step(self.merge_task(approval.by))
                 break
             except RequestFailed as failure:
                 if failure.kind not in REPAIRABLE_MERGE_FAILURES:
@@ -349,6 +344,11 @@ class ChangeRequestWorkflow:
                 self.record.note(f"Merge blocked; back to the agent with the latest {base}: {failure}", kind="warning")
                 await self.record.tell("status", f"Could not merge yet: {failure}. The agent is updating the change.")
                 await self.produce_round(repair=[str(failure)], update_base=True)
+                if self.decisions.binding:
+                    if not await self.approve_again():
+                        return False
+                    approval = self.decisions.approval
+                    continue
                 if self.state.pending_feedback:
                     self.decisions.approval = None
                     self.state.approved_by = None
@@ -361,7 +361,7 @@ class ChangeRequestWorkflow:
         self.state.links.merged_commit = outcome.commit_sha
         await self.cleanup()
         await self.record.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
-        await self.record.tell("merged", f"Merged into {base} as {outcome.commit_sha}")
+        await self.record.tell("merged", self.merged_text(base, outcome.commit_sha))
         return True
 
     async def finish(self, stage: Stage, event: NoticeEvent, message: str) -> None:
@@ -374,7 +374,11 @@ class ChangeRequestWorkflow:
         try:
             await self.steps.act(
                 steps.CLEANUP,
-                CleanupTask(workspace=self.workspace, delete_remote_branch=not self.keep_branch),
+                CleanupTask(
+                    workspace=self.workspace,
+                    delete_remote_branch=not self.keep_branch,
+                    expect_sha=self.pushed_sha if self.decisions.binding else None,
+                ),
                 summary="Remove workspace and work branch",
                 limit=self.limits.cleanup(),
                 cancellable=False,

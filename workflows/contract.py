@@ -92,11 +92,14 @@ class RequestOptions(Model):
 
 
 class Decision(Model):
-    """Payload of the approve / request_changes / cancel signals and of the decide update.
-    Scripts send e.g. ``{"by": "U123", "text": "blue"}``; older ``comment`` reads as text."""
+    """Payload of the approve / request_changes / cancel signals and of the decide update, e.g.
+    ``{"by": "U123", "text": "blue"}`` (older ``comment`` reads as text). README "Approvals"."""
 
     by: str = ""
     text: str = Field("", validation_alias=AliasChoices("text", "comment"))
+    id: str = Field("", description="the same id is applied once")
+    commit: str = Field("", description="approve: the commit the approver reviewed")
+    build: int | None = Field(None, description="approve: the build number the approver installed")
 
 
 class DecisionUpdate(Decision):
@@ -152,6 +155,15 @@ class Feedback(Model):
     at: datetime
 
 
+class ApprovalPolicy(Model):
+    """Who may approve, per repository (registry ``honk.toml``)."""
+
+    allow_self_approval: bool = Field(True, description="the requester may approve their own change")
+    min_approvers: int = Field(1, ge=1, le=10, description="distinct approvers needed before merging")
+    protected_paths: list[str] = Field(default_factory=list, description="glob patterns")
+    protected_approvers: list[str] = Field(default_factory=list, description="may approve protected_paths")
+
+
 class ChangeRequest(Model):
     """The one input of ChangeRequestWorkflow. The starter resolves the repository from the
     registry, so the workflow carries everything it needs (and nothing secret)."""
@@ -166,6 +178,7 @@ class ChangeRequest(Model):
     options: RequestOptions = Field(default_factory=RequestOptions)
     # The repository's web page (registry `web_url`), for clickable branch links; optional.
     web_url: str | None = None
+    policy: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     # Set only by continue-as-new: the state the previous run handed over.
     carried: RequestState | None = None
 
@@ -220,7 +233,12 @@ class Progress(Model):
     tested_sha: str | None = None
     # Protected paths (.honk.toml, check scripts, CI) the change modifies, as last checked.
     protected_changes: list[str] = Field(default_factory=list)
+    build_number: int | None = Field(None, description="the build awaiting approval")
+    changed_files: list[str] = Field(default_factory=list, description="paths the change touches")
     approved_by: str | None = None
+    approved_sha: str | None = Field(None, description="the commit the approval binds to")
+    approvals: list[str] = Field(default_factory=list, description="distinct approvers of the current commit")
+    decision_ids: list[str] = Field(default_factory=list, description="decisions applied (repeats are ignored)")
     approval_deadline: datetime | None = None
     reminded: bool = False
     continued: int = 0
@@ -277,6 +295,7 @@ class AgentTask(Model):
     allow_protected_changes: bool = Field(
         False, description="the agent may change protected paths (.honk.toml, check scripts, CI)"
     )
+    rebase: bool = Field(False, description="with update_base: rebase onto the base instead of merging it in")
 
 
 class AgentOutcome(Model):
@@ -420,6 +439,7 @@ class MergeOutcome(Model):
 class CleanupTask(Model):
     workspace: WorkspaceRef
     delete_remote_branch: bool = True
+    expect_sha: str | None = Field(None, description="delete the work branch only while its tip is this")
 
 
 ChangeRequest.model_rebuild()

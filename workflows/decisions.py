@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from honk.workflows import metrics, wording
+from honk.workflows import approvals, metrics, wording
 from honk.workflows.contract import (
     Action,
     ChangeRequest,
@@ -35,9 +35,18 @@ class Decisions:
         self.steps = steps
         self.approval: Decision | None = None
         self.cancellation: Decision | None = None
+        # Approvals bind to the commit awaiting approval, decisions count once (issue 12);
+        # set by the workflow for requests started on this code.
+        self.binding = False
 
     async def answer(self, action: Action, decision: Decision) -> None:
         """A signalled decision: applied, or refused with the reason recorded and told."""
+        if self.binding:
+            if approvals.seen(self.state, decision):
+                self.record.note(f"Ignored a repeat of {action} from {decision.by.strip()} ({decision.id})")
+                return
+            # A signal without an id still gets one, deterministic on replay.
+            decision = decision.model_copy(update={"id": decision.id or workflow.uuid4().hex})
         refusal = self.refusal(action, decision)
         if refusal is None:
             self.apply(action, decision)
@@ -48,6 +57,8 @@ class Decisions:
         """The `decide` update: applied, or refused on the merits, answered (accepted=False)
         and recorded like a signal's. Histories from before patch `decide-records-refusals`
         had such refusals rejected by the validator, so their accepted updates all apply."""
+        if self.binding and approvals.seen(self.state, update):
+            return DecisionOutcome(accepted=True, message=f"Already applied ({update.id})", stage=self.state.stage)
         if workflow.patched("decide-records-refusals"):
             refusal = self.refusal(update.action, update)
             if refusal:
@@ -58,6 +69,8 @@ class Decisions:
 
     async def refuse(self, action: Action, decision: Decision, refusal: str) -> None:
         """Record a refusal in the timeline and tell the requester."""
+        if self.binding:
+            approvals.remember(self.state, decision)
         metrics.decision(action, accepted=False)
         entry, notice = wording.refused(action, decision.by, refusal)
         self.record.note(entry, kind="refused")
@@ -67,6 +80,8 @@ class Decisions:
         """The `decide` update's validator: rejects only malformed input (nothing to record);
         a refusal on the merits is recorded by the handler, like a signal's. Validators do not
         run on replay, so this change needs no patch."""
+        if self.binding and approvals.seen(self.state, decision):
+            return  # a repeat: the handler answers "already applied"
         refusal = self.malformed(decision)
         if refusal:
             raise ValueError(refusal)
@@ -104,7 +119,7 @@ class Decisions:
                 return f"{who} is not an approver for {self.request.repo}; {self.approvers_named()}"
             if stage != Stage.AWAITING_APPROVAL:
                 return f"nothing to approve yet: the request is {stage.value}"
-            return None
+            return self.binding_refusal(action, decision)
         if who != self.request.requester and not self.may_approve(who):
             return (
                 f"{who} is neither the requester nor an approver for {self.request.repo}; "
@@ -120,12 +135,25 @@ class Decisions:
             rounds_used = self.state.round + (1 if self.state.pending_feedback else 0)
             if rounds_used >= self.request.options.max_rounds:
                 return f"all {self.request.options.max_rounds} rounds are used; approve, cancel, or start a new request"
-        return None
+        return self.binding_refusal(action, decision)
+
+    def binding_refusal(self, action: Action, decision: Decision) -> str | None:
+        if not self.binding:
+            return None
+        return approvals.refusal(self.request, self.state, action, decision, self.approval is not None)
 
     def apply(self, action: Action, decision: Decision) -> str:
         who = decision.by.strip()
+        if self.binding:
+            if approvals.seen(self.state, decision):
+                return f"Already applied ({decision.id})"
+            approvals.remember(self.state, decision)
         metrics.decision(action, accepted=True)
-        if action == "approve":
+        if action == "approve" and self.binding:
+            complete, message = approvals.approve(self.request, self.state, who)
+            if complete:
+                self.approval = decision.model_copy(update={"by": self.state.approved_by or who})
+        elif action == "approve":
             self.approval = decision
             self.state.approved_by = who
             message = f"Approved by {who}"

@@ -218,3 +218,48 @@ def no_worker(queue: str, waited: timedelta | None) -> str:
 
 def build_blocked(failures: list[str]) -> str:
     return "The build cannot run:\n" + "\n".join(failures)
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+def short(sha: str | None) -> str:
+    return (sha or "unknown")[:12]
+
+
+def approved(who: str, sha: str | None, build: int | None, missing: int) -> str:
+    what = f"commit {short(sha)}" + (f", build #{build}" if build else "")
+    more = f"; {missing} more approval{'s' if missing > 1 else ''} needed" if missing else ""
+    return f"Approved by {who} ({what}){more}"
+
+
+def stale_approval(named: str, sha: str | None, build: int | None) -> str:
+    offered = f"commit {short(sha)}" + (f" (build #{build})" if build else "")
+    return f"the approval names {named}, but what awaits approval is {offered}; review that and approve it"
+
+
+def changes_pending(by: str, at: datetime) -> str:
+    return f"changes were requested at {at:%Y-%m-%d %H:%M} UTC by {by}; approve the next build"
+
+
+def self_approval(who: str, repo: str) -> str:
+    return (
+        f"{who} requested this change and {repo} does not allow approving your own change "
+        "(allow_self_approval = false); ask another approver"
+    )
+
+
+def protected_paths(who: str, paths: list[str]) -> str:
+    return f"{who} may not approve changes to protected paths ({', '.join(paths[:5])}); ask a protected approver"
+
+
+def needs_new_approval(sha: str | None) -> str:
+    return f"The change was repaired (now commit {short(sha)}); it needs a new approval"
+
+
+def merged_despite_cancel(base: str, sha: str) -> str:
+    return f"Merged into {base} as {sha}: the cancel arrived while the merge was running, and the push had happened"
+
+
+def cancel_after_merge_failed(failure: str) -> str:
+    return f"Cancelled while merging; nothing was merged ({failure})"

@@ -24,7 +24,7 @@ from honk.config.repository import RepoConfigError
 from honk.config.settings import Settings
 from honk.environments import prepare_environment
 from honk.git.runner import open_repo, run_git
-from honk.merge import absorb_base
+from honk.merge import absorb_base, rebase_onto_base
 from honk.redact import redact
 from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome
 from honk.workspace import Workspaces
@@ -178,15 +178,19 @@ class AgentRunner:
     def _absorb_base(self, root: Path, task: AgentTask) -> tuple[AgentTask, list[str]]:
         ref = task.workspace
         with open_repo(root) as repo:
-            conflicted = absorb_base(repo, ref)
+            conflicted = rebase_onto_base(repo, ref) if task.rebase else absorb_base(repo, ref)
         if not conflicted:
             return task, []
         return task.model_copy(
             update={
                 "feedback": [
                     *task.feedback,
-                    f"The latest {ref.base_branch} is merged into your branch; resolve the conflict "
-                    f"markers in: {', '.join(conflicted)}",
+                    (
+                        f"Your change was re-applied on the latest {ref.base_branch}"
+                        if task.rebase
+                        else f"The latest {ref.base_branch} is merged into your branch"
+                    )
+                    + f"; resolve the conflict markers in: {', '.join(conflicted)}",
                 ]
             }
         ), conflicted

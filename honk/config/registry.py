@@ -33,6 +33,11 @@ class RepoEntry(BaseModel):
     merge_strategy: Literal["squash", "merge", "rebase"] = "squash"
     # The repository's web page (e.g. https://github.com/org/app): branch links in the UI card.
     web_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # Approval policy (see README "Approvals"): carried into each request's ChangeRequest.policy.
+    allow_self_approval: bool = True
+    min_approvers: int = Field(1, ge=1, le=10)
+    protected_paths: list[str] = Field(default_factory=list)
+    protected_approvers: list[str] = Field(default_factory=list)
     # Userinfo found in `remote`, kept in memory only: a private attribute is never part of
     # a dump, a repr or the workflow input (which gets the cleaned `remote`).
     _credentials: tuple[str | None, str | None] | None = PrivateAttr(default=None)

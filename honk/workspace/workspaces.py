@@ -309,24 +309,36 @@ class Workspaces:
 
     # ----------------------------------------------------------------- cleanup
 
-    def remove(self, ref: WorkspaceRef, delete_remote_branch: bool) -> None:
+    def remove(self, ref: WorkspaceRef, delete_remote_branch: bool, expect_sha: str | None = None) -> str | None:
         """Give up the request's local workspace (to the pool, or deleted) and optionally
-        delete the remote work branch. Harmless when either is already gone."""
+        delete the remote work branch, with `expect_sha` only while its tip is that commit
+        (someone else's commits on it are kept). Harmless when either is already gone.
+        Returns what was kept and why, or None."""
         validate_ref(ref)
-        pooled = False
+        pooled, kept = False, None
         with self.locked(ref):
             if delete_remote_branch:
-                self._delete_remote_branch(ref)
+                kept = self._delete_remote_branch(ref, expect_sha)
             path = self.path(ref)
             if path.exists() or path.is_symlink():
                 pooled = self.pool.recycle(ref, path, self.mirror_path(ref))
-        log.info("workspace removed", extra=log_fields(ref, remote_deleted=delete_remote_branch, pooled=pooled))
+        log.info(
+            "workspace removed", extra=log_fields(ref, remote_deleted=delete_remote_branch and not kept, pooled=pooled)
+        )
+        return kept
 
-    def _delete_remote_branch(self, ref: WorkspaceRef) -> None:
+    def _delete_remote_branch(self, ref: WorkspaceRef, expect_sha: str | None = None) -> str | None:
         try:
-            delete_remote_branch(self.remote_url(ref), ref.work_branch, self.credentials_for(ref))
+            delete_remote_branch(
+                self.remote_url(ref), ref.work_branch, self.credentials_for(ref), expect_sha=expect_sha
+            )
         except GitError as exc:
             if is_permanent_remote_error(exc):
                 log.warning("remote gone; nothing to delete", extra=log_fields(ref, error=str(exc)))
-                return
+                return None
+            if expect_sha and ("stale info" in exc.stderr or "[rejected]" in exc.stderr):
+                kept = f"kept {ref.work_branch}: its tip is no longer {expect_sha[:12]}, the commit Honk pushed"
+                log.warning(kept, extra=log_fields(ref, expect_sha=expect_sha))
+                return kept
             raise
+        return None

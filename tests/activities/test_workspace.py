@@ -404,6 +404,22 @@ def test_cleanup_can_keep_remote_branch(settings, remote):
     assert remote_sha(remote, "honk/req-1") == prepared.head_sha
 
 
+def test_cleanup_keeps_a_work_branch_someone_else_pushed_to(settings, remote, tmp_path):
+    activities = WorkspaceActivities(settings)
+    ref = make_ref(remote)
+    prepared = activities.prepare(ref)
+    colleague = Workspaces(Settings(data_dir=tmp_path / "colleague"))
+    (colleague.ensure(ref) / "theirs.txt").write_text("theirs\n")
+    colleague.commit_all(ref, "a colleague's follow-up")
+    theirs = colleague.push(ref)
+
+    kept = activities.workspaces.remove(ref, delete_remote_branch=True, expect_sha=prepared.head_sha)
+    assert kept and "kept honk/req-1" in kept and prepared.head_sha[:12] in kept
+    assert remote_sha(remote, "honk/req-1") == theirs, "their commit survives"
+    activities.cleanup(CleanupTask(workspace=ref, expect_sha=theirs))  # at the tip it expects: deleted
+    assert remote_sha(remote, "honk/req-1") is None
+
+
 def test_cleanup_when_remote_is_gone(settings, remote):
     activities = WorkspaceActivities(settings)
     ref = make_ref(remote)

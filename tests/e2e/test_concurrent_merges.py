@@ -18,11 +18,34 @@ import pytest
 from conftest import ROOT
 from honkstack import SCRIPT, Stack, needs_android
 
-from honk.workflows.contract import Stage
+from honk.workflows.contract import QUERY_STATUS, RequestStatus, Stage
 
 pytestmark = needs_android
 
 GREETING = '<string name="greeting">Hello from Honk!</string>'
+
+
+async def approve_each_build(handle, timeout: float) -> RequestStatus:
+    """Approve every commit offered for approval until the request ends: a change the agent
+    repaired at merge time asks for approval again."""
+
+    async def approver() -> None:
+        approved = None
+        while True:
+            try:
+                status = await handle.query(QUERY_STATUS, result_type=RequestStatus)
+            except Exception:  # no worker answered yet
+                status = None
+            if status and status.stage == Stage.AWAITING_APPROVAL and status.tested_sha != approved:
+                await handle.signal("approve", {"by": "alice", "commit": status.tested_sha or ""})
+                approved = status.tested_sha
+            await asyncio.sleep(0.5)
+
+    task = asyncio.create_task(approver())
+    try:
+        return await asyncio.wait_for(handle.result(), timeout)
+    finally:
+        task.cancel()
 
 
 def record_tree_check(log: Path):
@@ -58,8 +81,7 @@ async def test_eight_concurrent_requests_each_merge_once_on_checked_trees(dev_en
     try:
         handles = await asyncio.gather(*(stack.request(f"add note {n}") for n in range(8)))
         await asyncio.gather(*(stack.wait_stage(h.id, Stage.AWAITING_APPROVAL, timeout=240) for h in handles))
-        await asyncio.gather(*(h.signal("approve", {"by": "alice"}) for h in handles))
-        results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), 300)
+        results = await asyncio.gather(*(approve_each_build(h, 300) for h in handles))
     finally:
         await stack.close()
 
@@ -131,8 +153,7 @@ async def test_base_moved_combined_tree_rechecked_before_push(dev_env, tmp_path,
         await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
         remove_subtitle(stack)
         moved = stack.base_log()[0]
-        await handle.signal("approve", {"by": "alice"})
-        result = await asyncio.wait_for(handle.result(), 120)
+        result = await approve_each_build(handle, 120)
     finally:
         await stack.close()
 
@@ -169,8 +190,7 @@ async def test_conflict_goes_back_to_agent_with_hunks_then_merges(dev_env, tmp_p
         handle = await stack.request("Change the greeting to say 'Hello from the bus!'")
         await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
         stack.push_to_base("res/values/strings.xml", "Hello from Honk!", "Hello from the office!", "Office greeting")
-        await handle.signal("approve", {"by": "alice"})
-        result = await asyncio.wait_for(handle.result(), 120)
+        result = await approve_each_build(handle, 120)
     finally:
         await stack.close()
 

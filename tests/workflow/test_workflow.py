@@ -549,23 +549,17 @@ async def test_workflow_cancel_from_temporal_cleans_up(run, time_env):
     assert world.cleanups and world.events()[-1] == "cancelled"
 
 
-async def test_merge_conflict_goes_back_to_agent_then_merges(run):
-    world = World(merge_failures=["MergeConflict"])
-    handle = await run(world)
-    await wait_stage(handle, Stage.AWAITING_APPROVAL)
-    await handle.signal("approve", {"by": "alice"})
-    result = await handle.result()
-    assert result.stage == Stage.MERGED and len(world.merges) == 2
-    repair = world.agent_tasks[-1]
-    assert repair.update_base and "conflicts in: app.txt" in repair.feedback[0]
-    assert world.merges[1].tested_sha == "sha2" and world.merges[1].approved_by == "alice"
-    assert any("Merge blocked" in e.message for e in result.timeline)
-
-
-async def test_merge_repairs_are_bounded(run):
+async def test_merge_repairs_are_bounded_and_each_is_approved(run):
     world = World(merge_failures=["CombinedChecksFailed"] * 5)
     handle = await run(world, make_request(max_merge_repairs=1))
     await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+
+    async def repaired():
+        s = await handle.query(QUERY_STATUS, result_type=RequestStatus)
+        return s if s.stage == Stage.AWAITING_APPROVAL and s.tested_sha == "sha2" else None
+
+    await eventually(repaired, what="the repaired change awaiting approval")
     await handle.signal("approve", {"by": "alice"})
     result = await handle.result()
     assert result.stage == Stage.FAILED and len(world.merges) == 2
