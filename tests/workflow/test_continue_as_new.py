@@ -41,6 +41,18 @@ async def continued(handle) -> RequestStatus:
     return await eventually(probe, what="continued as new while awaiting approval")
 
 
+async def approve_again_after_repair(handle, world, builds: int) -> None:
+    """The merge met a conflict, the agent repaired it and the new build awaits approval."""
+    from conftest import eventually
+
+    async def back_for_approval():
+        status = await handle.query(QUERY_STATUS, result_type=RequestStatus)
+        return status.stage == Stage.AWAITING_APPROVAL and len(world.builds) == builds
+
+    await eventually(back_for_approval, what="the repaired change back for approval")
+    await handle.signal("approve", {"by": "alice"})
+
+
 @pytest.mark.parametrize("path", ["merge_repair", "request_changes", "cancel", "expiry"])
 async def test_each_path_after_continue_as_new(run_alone, path):  # noqa: F811 (the imported fixture)
     world = CountingWorld(merge_failures=["MergeConflict"] if path == "merge_repair" else None)
@@ -48,6 +60,7 @@ async def test_each_path_after_continue_as_new(run_alone, path):  # noqa: F811 (
     await continued(handle)
     if path == "merge_repair":
         await handle.signal("approve", {"by": "alice"})
+        await approve_again_after_repair(handle, world, builds=2)  # a repaired change is approved anew
         result = await handle.result()
         assert result.stage == Stage.MERGED and result.continued >= 1
         assert len(world.builds) == 2, "the repaired change was built again, not merged unbuilt"
@@ -88,6 +101,7 @@ async def test_a_run_continued_before_targets_were_carried_builds_its_merge_repa
     )
     handle = await run_alone(world, make_request().model_copy(update={"carried": carried}))
     await handle.signal("approve", {"by": "alice"})
+    await approve_again_after_repair(handle, world, builds=1)
     result = await handle.result()
     assert result.stage == Stage.MERGED
     assert len(world.builds) == 1, "the repaired change was built before merging"
