@@ -82,16 +82,36 @@ class ProtectedPaths:
 NOTHING_PROTECTED = ProtectedPaths(())
 
 
+# Programs that run a script named by their first plain argument.
+_INTERPRETERS = frozenset(
+    {"sh", "bash", "dash", "zsh", "python", "python3", "node", "ruby", "perl", "php", "deno", "bun"}
+)
+
+
+def executed_files(argv: list[str]) -> list[str]:
+    """The repository files a command executes: the program itself, and the script an
+    interpreter runs (`sh scripts/check.sh`). Data files it merely reads (`test -f x`) and
+    modules (`python -m pytest`) are not among them: the agent may have to change those."""
+    found = [argv[0]]
+    if argv[0].rsplit("/", 1)[-1] in _INTERPRETERS:
+        for arg in argv[1:]:
+            if arg in ("-m", "-c", "-e"):
+                break
+            if not arg.startswith("-"):
+                found.append(arg)
+                break
+    return found
+
+
 def protected_paths(config: RepoConfig, exists: Callable[[str], bool]) -> ProtectedPaths:
-    """Defaults, the configured paths, and every repository file a check or build runs
+    """Defaults, the configured paths, and every repository file a check or build executes
     (`["sh", "scripts/check.sh"]` protects scripts/check.sh; `make test` the Makefile)."""
     patterns = [*DEFAULT_PROTECTED, *config.protect.paths]
     commands = [c.run for c in config.checks] + [b.run for b in config.build if b.run]
     for argv in commands:
         patterns.extend(_TOOL_FILES.get(argv[0], ()))
-        for arg in argv:
+        for arg in executed_files(argv):
             rel = arg.removeprefix("./")
-            if rel and not arg.startswith("-") and not arg.startswith("/") and ".." not in rel.split("/"):
-                if "=" not in rel and exists(rel):
-                    patterns.append(rel)
+            if rel and not arg.startswith("/") and ".." not in rel.split("/") and "=" not in rel and exists(rel):
+                patterns.append(rel)
     return ProtectedPaths(tuple(dict.fromkeys(patterns)))
