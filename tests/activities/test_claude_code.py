@@ -534,6 +534,7 @@ def test_cli_process_environment_holds_no_worker_secret(fake, tmp_path, monkeypa
     assert env["HOME"] != os.environ.get("HOME") and Path(env["HOME"]).name == "home"
     assert not Path(env["HOME"]).exists(), "the temporary HOME is removed after the run"
     assert set(env) <= {
+        "CI",  # repository commands run with CI=true (tools then skip prompts and colours)
         "PATH",
         "HOME",
         "TMPDIR",
