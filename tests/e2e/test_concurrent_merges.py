@@ -211,7 +211,8 @@ async def test_worker_killed_after_pushing_base_does_not_merge_twice(dev_env, tm
     wrapper = tmp_path / "git-then-die"
     wrapper.write_text(
         f'#!/bin/sh\n{shutil.which("git")} "$@"; rc=$?\n'
-        'case "$*" in *push*refs/heads/main*)\n'
+        # The subcommand as a word: this test's own paths contain "push".
+        'case " $* " in *" push "*refs/heads/main*)\n'
         f"  if [ $rc -eq 0 ] && [ -f {pidfile} ]; then pid=$(cat {pidfile}); rm -f {pidfile}; "
         f'{sys.executable} -c "import os, sys; os.killpg(int(sys.argv[1]), 9)" $pid; fi;;\n'
         "esac\nexit $rc\n"
