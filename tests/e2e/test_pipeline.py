@@ -155,8 +155,14 @@ async def test_worker_killed_mid_request_still_merges_exactly_once(dev_env, tmp_
         handle = await stack.request(
             "Change the greeting to say 'Hello from the bus!'", heartbeat_timeout=timedelta(seconds=5)
         )
-        await stack.wait_stage(handle.id, Stage.CHECKING)
-        await asyncio.sleep(1)  # inside the slow check
+
+        # Kill the worker inside the slow check, whichever step runs it (the agent's own
+        # verifier run or the CHECKING stage).
+        async def slow_check_running():
+            return any(tmp_path.rglob("check-slow-*.log"))
+
+        await eventually(slow_check_running, timeout=120, what="the slow check to start")
+        await asyncio.sleep(1)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         second = spawn()

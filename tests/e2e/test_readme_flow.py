@@ -71,12 +71,19 @@ class Lines:
         self.process = process
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[dict] = []
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.put(line)
+
+    def drain(self) -> None:
+        """After the process ended: take in every line it printed that `until` did not read."""
+        self.reader.join(timeout=30)
+        while not self.lines.empty():
+            self.seen.append(json.loads(self.lines.get()))
 
     def until(self, predicate, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -242,6 +249,7 @@ def test_readme_using_honk_runs_in_order_after_the_demo(tmp_path):
         assert watcher is not None
         watcher.until(lambda e: e.get("event") == "stage" and e["stage"] == "MERGED", 120)
         assert watcher.process.wait(timeout=60) == 0
+        watcher.drain()
         # A line per stage: each stage entered is a timeline line (`kind` "stage"), in order;
         # `event: stage` lines mark the changes the watcher saw, ending with MERGED.
         entered = [e["stage"] for e in watcher.seen if e["event"] == "timeline" and e["kind"] == "stage"]
