@@ -253,7 +253,7 @@ def test_readme_using_honk_runs_in_order_after_the_demo(tmp_path):
         # A line per stage: each stage entered is a timeline line (`kind` "stage"), in order;
         # `event: stage` lines mark the changes the watcher saw, ending with MERGED.
         entered = [e["stage"] for e in watcher.seen if e["event"] == "timeline" and e["kind"] == "stage"]
-        assert entered[-2:] == ["AWAITING_APPROVAL", "MERGING"], entered
+        assert entered[-3:] == ["AWAITING_APPROVAL", "MERGING", "MERGED"], entered
         assert {"EDITING", "CHECKING", "BUILDING", "PUBLISHING"} <= set(entered)
         assert [e["stage"] for e in watcher.seen if e["event"] == "stage"][-1] == "MERGED"
         final = json.loads(honk(env, "status", request_id, "--json").stdout)
