@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
-    from honk.workflows.limits import CARRY_PREPARED, Limits
+    from honk.workflows.limits import CARRY_PREPARED, CHECKED_BY_AGENT, Limits
     from honk.workflows.merging import ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
@@ -135,6 +135,11 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.prepared = self.prepared
         self.state.links.work_branch = self.workspace.work_branch
 
+    def at_tip(self) -> WorkspaceRef:
+        """The workspace as Honk last pushed it: a host that still holds it skips the fetch."""
+        tip = self.pushed_sha or (self.prepared.head_sha if self.prepared else None)
+        return self.workspace.model_copy(update={"head_sha": tip})
+
     def commit_title(self) -> str:
         if workflow.patched("merge-message"):  # older histories merged with the old wording
             return wording.commit_subject(self.request.instruction, self.state.last_summary)
@@ -159,7 +164,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
             feedback = repair + reviews
             self.state.pending_feedback = []
             edited = await self.edit(feedback, update_base=update_base and self.state.attempt == 1)
-            checks = await self.check()
+            checks = await self.check(edited)
             if checks.diff_empty:
                 raise RequestFailed(wording.no_change(edited))
             if checks.passed:
@@ -180,7 +185,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
         outcome = await self.steps.act(
             steps.AGENT,
             AgentTask(
-                workspace=self.workspace,
+                workspace=self.workspace if update_base else self.at_tip(),
                 instruction=self.request.instruction,
                 feedback=feedback,
                 round=self.state.round,
@@ -210,19 +215,25 @@ class ChangeRequestWorkflow(ApprovedMerge):
             )
         return outcome
 
-    async def check(self) -> ChecksOutcome:
+    async def check(self, edited: AgentOutcome) -> ChecksOutcome:
         await self.record.enter(Stage.CHECKING, f"Running checks (attempt {self.state.attempt})")
-        outcome = await self.steps.act(
-            steps.CHECKS,
-            ChecksTask(workspace=self.workspace, attempt=self.state.agent_runs),
-            summary=f"Checks, attempt {self.state.attempt}",
-            limit=self.limits.checks(),
-            heartbeat=self.request.options.heartbeat_timeout,
-        )
+        if edited.checks is not None and workflow.patched(CHECKED_BY_AGENT):
+            outcome = edited.checks  # the agent's own run passed on this very tree
+        else:
+            outcome = await self.step_checks()
         metrics.check_attempt(self.request.repo, outcome.passed)
         self.state.protected_changes = outcome.protected_changes
         self.record.note(wording.checks_finished(outcome), kind="info" if outcome.passed else "warning")
         return outcome
+
+    async def step_checks(self) -> ChecksOutcome:
+        return await self.steps.act(
+            steps.CHECKS,
+            ChecksTask(workspace=self.at_tip(), attempt=self.state.agent_runs),
+            summary=f"Checks, attempt {self.state.attempt}",
+            limit=self.limits.checks(),
+            heartbeat=self.request.options.heartbeat_timeout,
+        )
 
     async def build_and_publish(self, edited: AgentOutcome, checks: ChecksOutcome) -> str | None:
         """Build every target in parallel, then publish; returns a failure report or None."""
@@ -240,7 +251,12 @@ class ChangeRequestWorkflow(ApprovedMerge):
             *(
                 self.steps.act(
                     steps.BUILD,
-                    BuildTask(workspace=self.workspace, target=t.name, build_number=number),
+                    BuildTask(
+                        workspace=self.at_tip(),
+                        target=t.name,
+                        build_number=number,
+                        in_place=len(targets) == 1 and not t.task_queue,
+                    ),
                     summary=f"Build {t.name} #{number}",
                     limit=self.limits.build(t),
                     heartbeat=self.request.options.heartbeat_timeout,

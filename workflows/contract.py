@@ -267,6 +267,9 @@ class WorkspaceRef(Model):
     remote: str
     base_branch: str
     work_branch: str
+    # The work branch tip Honk last pushed, when known: a host still holding the workspace
+    # there resets it instead of fetching. Unset where the newest base matters (merge, repair).
+    head_sha: str | None = None
 
 
 class BuildTargetRef(Model):
@@ -298,23 +301,6 @@ class AgentTask(Model):
     rebase: bool = Field(False, description="with update_base: rebase onto the base instead of merging it in")
 
 
-class AgentOutcome(Model):
-    status: Literal["finished", "no_changes", "budget_exhausted", "vetoed"] = "finished"
-    summary: str
-    changed_files: list[str] = Field(default_factory=list)
-    head_sha: str
-    backend: str
-    model: str = ""
-    turns: int = 0
-    usage: Usage = Field(default_factory=Usage)
-    usage_by_model: dict[str, Usage] = Field(default_factory=dict)
-
-
-class ChecksTask(Model):
-    workspace: WorkspaceRef
-    attempt: int
-
-
 class CheckRun(Model):
     name: str
     command: list[str]
@@ -342,9 +328,8 @@ class ChecksOutcome(Model):
     head_sha: str
     runs: list[CheckRun] = Field(default_factory=list)
     diff_empty: bool = False
-    protected_changes: list[str] = Field(
-        default_factory=list, description="protected paths (.honk.toml, check scripts, CI) this change modifies"
-    )
+    # Protected paths (.honk.toml, check scripts, CI) this change modifies.
+    protected_changes: list[str] = Field(default_factory=list)
     reused: bool = Field(False, description="these runs passed on the same tree during the agent's run")
 
     def failure_report(self) -> str:
@@ -356,10 +341,30 @@ class ChecksOutcome(Model):
         return "\n\n".join(parts)
 
 
+class AgentOutcome(Model):
+    status: Literal["finished", "no_changes", "budget_exhausted", "vetoed"] = "finished"
+    summary: str
+    changed_files: list[str] = Field(default_factory=list)
+    head_sha: str
+    backend: str
+    model: str = ""
+    turns: int = 0
+    usage: Usage = Field(default_factory=Usage)
+    usage_by_model: dict[str, Usage] = Field(default_factory=dict)
+    # The agent's own passing run of the pushed tree; the CHECKING stage takes it as it is.
+    checks: ChecksOutcome | None = None
+
+
+class ChecksTask(Model):
+    workspace: WorkspaceRef
+    attempt: int
+
+
 class BuildTask(Model):
     workspace: WorkspaceRef
     target: str
     build_number: int
+    in_place: bool = Field(False, description="the only target, on the main queue: build in the request's workspace")
 
 
 class BuildOutcome(Model):

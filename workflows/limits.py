@@ -24,6 +24,7 @@ from honk.workflows.contract import BuildTargetRef, RequestOptions, RequestState
 # Patch ids: never reuse one for a different change.
 BOUNDED_WAITS = "bounded-waits"
 CARRY_PREPARED = "carry-prepared"
+CHECKED_BY_AGENT = "checked-by-agent"
 
 # Before BOUNDED_WAITS: five attempts, about 30 s of backoff in all.
 RETRY_WORLD = RetryPolicy(

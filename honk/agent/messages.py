@@ -8,6 +8,7 @@ errors become retryable failures (keeping the server's pacing) or clear permanen
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -31,6 +32,12 @@ MAX_OUTPUT_TOKENS = 8192
 CACHE = {"type": "ephemeral"}
 
 
+# One client per endpoint and key for the worker's life: building one loads the CA bundle
+# into a new SSL context (~40 ms) and opens a new connection pool; clients are thread-safe.
+_CLIENTS: dict[tuple[str, str | None, float], anthropic.Anthropic] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
 def make_client(settings: Settings) -> anthropic.Anthropic:
     if settings.anthropic_api_key is None and settings.anthropic_base_url is None:
         raise HonkError(
@@ -39,12 +46,16 @@ def make_client(settings: Settings) -> anthropic.Anthropic:
             retryable=False,
         )
     key = settings.anthropic_api_key.get_secret_value() if settings.anthropic_api_key else "unset"
-    return anthropic.Anthropic(
-        api_key=key,
-        base_url=settings.anthropic_base_url,
-        max_retries=2,
-        timeout=settings.model_timeout_s,
-    )
+    which = (key, settings.anthropic_base_url, settings.model_timeout_s)
+    with _CLIENTS_LOCK:
+        if which not in _CLIENTS:
+            _CLIENTS[which] = anthropic.Anthropic(
+                api_key=key,
+                base_url=settings.anthropic_base_url,
+                max_retries=2,
+                timeout=settings.model_timeout_s,
+            )
+        return _CLIENTS[which]
 
 
 def model_error(exc: anthropic.APIError) -> HonkError:

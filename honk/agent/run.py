@@ -17,16 +17,16 @@ from honk.agent.judge import review
 from honk.agent.messages import MessagesBackend, make_client
 from honk.agent.pricing import Meter
 from honk.agent.tools import WorkspaceTools
-from honk.check_results import remember_passed
+from honk.check_results import passed_before, remember_passed
 from honk.checks import config_error, run_checks_in
 from honk.config.protect import NOTHING_PROTECTED
-from honk.config.repository import RepoConfigError
+from honk.config.repository import RepoConfig, RepoConfigError
 from honk.config.settings import Settings
 from honk.environments import prepare_environment
 from honk.git.runner import open_repo, run_git
 from honk.merge import absorb_base, rebase_onto_base
 from honk.redact import redact
-from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome
+from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome, WorkspaceRef
 from honk.workspace import Workspaces
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class AgentRunner:
             config, protected = self.workspaces.base_config(ref)
         except RepoConfigError as exc:
             raise config_error(exc) from None
+        base_protected = protected
         if task.allow_protected_changes:
             protected = NOTHING_PROTECTED
         # Before the model spends anything: a broken environment fails the request here.
@@ -145,6 +146,18 @@ class AgentRunner:
             turns=run.turns,
             usage=meter.total,
             usage_by_model=meter.by_model,
+            checks=self._verified(ref, config, base_protected.among(changed), head) if status == "finished" else None,
+        )
+
+    def _verified(self, ref: WorkspaceRef, config: RepoConfig, protected: list[str], head: str) -> ChecksOutcome | None:
+        """The agent's own passing check run of exactly the pushed tree, as the CHECKING stage
+        would report it (so it need not run at all); None when the stage must run them."""
+        runs = passed_before(self.settings, ref.repo, self.workspaces.tree(ref), config)
+        if runs is None:
+            return None
+        diff_empty = self.workspaces.diff_is_empty(ref)
+        return ChecksOutcome(
+            passed=True, head_sha=head, runs=runs, diff_empty=diff_empty, protected_changes=protected, reused=True
         )
 
     def _judged(self, ctx: AgentContext, task: AgentTask, run: AgentRun, root: Path) -> AgentRun:

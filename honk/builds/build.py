@@ -84,8 +84,9 @@ class Builder:
         self._store = store
 
     def build(self, task: BuildTask) -> BuildOutcome:
-        """Build one target at the work branch's head, in a checkout of its own."""
-        ref = build_workspace(task.workspace, task.target)
+        """Build one target at the work branch's head: a lone target in the request's own
+        workspace (reset before and after), several side by side in checkouts of their own."""
+        ref = task.workspace if task.in_place else build_workspace(task.workspace, task.target)
         # Held throughout: a retried attempt of this target on this host waits for the
         # first one instead of resetting its tree mid-build.
         with self.workspaces.locked(ref):
@@ -94,9 +95,10 @@ class Builder:
                     root = self.workspaces.ensure(ref)
                     head_sha = self.workspaces.head(ref)
                 spec, driver = self._target(ref, task.target)
-                return self._build(task, spec, driver, root, head_sha)
+                return self._build(task, ref, spec, driver, root, head_sha)
             finally:
-                self._release(ref)
+                if not task.in_place:
+                    self._release(ref)
 
     def _shared_store(self) -> ArtifactStore | None:
         if self._store is None and self.settings.artifact_store != "local":
@@ -153,11 +155,13 @@ class Builder:
         },
         result=lambda outcome: {"artifacts": len(outcome.artifacts), "duration_s": outcome.duration_s},
     )
-    def _build(self, task: BuildTask, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str) -> BuildOutcome:
+    def _build(
+        self, task: BuildTask, ref: WorkspaceRef, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str
+    ) -> BuildOutcome:
         request_id = task.workspace.request_id
         log_path = logs_dir(self.settings, request_id) / f"build-{spec.name}-{task.build_number}.log"
         # The repository's check environment (toolchain, dependencies), read-only, offline.
-        config = self.workspaces.repo_config(build_workspace(task.workspace, task.target))  # the base branch's
+        config = self.workspaces.repo_config(ref)  # the base branch's
         environment = prepare_environment(self.settings, task.workspace.repo, root, config)
         ctx = BuildContext(
             workspace=root,

@@ -42,12 +42,29 @@ def _read(repo: git.Repo, rev: str, rel: str) -> str | None:
     return run_git(repo, "cat-file", "blob", f"{rev}:{rel}", strip=False)
 
 
+# By base commit: a commit names its content, so what it configures never changes, and
+# every step of a request reads the same base several times.
+_BY_COMMIT: dict[str, tuple[RepoConfig, ProtectedPaths]] = {}
+_BY_COMMIT_MAX = 256
+
+
 def base_repo_config(repo: git.Repo, base_branch: str) -> tuple[RepoConfig, ProtectedPaths]:
     """`.honk.toml` of the base branch (or what its content suggests) and the paths it
     protects. Raises RepoConfigError with what to fix."""
-    rev = base_ref(base_branch)
+    try:
+        rev = run_git(repo, "rev-parse", "--verify", "--quiet", f"{base_ref(base_branch)}^{{commit}}")
+    except GitError:
+        rev = base_ref(base_branch)  # missing: let the reads below say so
+    if rev in _BY_COMMIT:
+        config, protected = _BY_COMMIT[rev]
+        return config.model_copy(deep=True), protected
     config = repo_config_from(lambda rel: _read(repo, rev, rel), lambda: _detect(repo, rev))
-    return config, protected_paths(config, lambda rel: _exists(repo, rev, rel))
+    found = config, protected_paths(config, lambda rel: _exists(repo, rev, rel))
+    if rev != base_ref(base_branch):
+        if len(_BY_COMMIT) >= _BY_COMMIT_MAX:
+            _BY_COMMIT.clear()
+        _BY_COMMIT[rev] = (found[0].model_copy(deep=True), found[1])
+    return found
 
 
 # Detection reads the top level and a requirements folder; nothing deeper.

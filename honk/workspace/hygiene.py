@@ -46,14 +46,30 @@ def _allowed(key: str) -> bool:
     return any(pattern.fullmatch(key) for pattern in _ALLOWED_KEYS)
 
 
+# Parsed config files by content: every step verifies `.git/config` before Honk's git reads
+# the workspace, and it is almost always exactly what Honk wrote last time.
+_PARSED: dict[bytes, list[tuple[str, str]]] = {}
+_PARSED_MAX = 512
+
+
 def read_config(config: Path) -> list[tuple[str, str]]:
     """The entries of one config file, includes not followed (git config --file --list)."""
+    try:
+        content = config.read_bytes()
+    except OSError:
+        content = None
+    if content is not None and content in _PARSED:
+        return list(_PARSED[content])
     out = run_git(git.Git(), "config", "--file", str(config), "--no-includes", "--list", "--null", strip=False)
     entries = []
     for record in out.split("\0"):
         if record:
             key, _, value = record.partition("\n")
             entries.append((key, value))
+    if content is not None and config.read_bytes() == content:  # unchanged while git read it
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[content] = list(entries)
     return entries
 
 

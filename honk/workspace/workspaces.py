@@ -143,6 +143,8 @@ class Workspaces:
         """
         validate_ref(ref)
         with self.locked(ref):
+            if ref.head_sha is not None and (here := self._still_here(ref)) is not None:
+                return here
             mirror = self._refresh_mirror(ref)
             path, fresh = self._materialize(ref, mirror)
             with open_repo(path) as repo:
@@ -155,6 +157,25 @@ class Workspaces:
         state = WorkspaceState(path, base_sha, head, resumed=remote_work is not None)
         log.info("workspace ready", extra=log_fields(ref, head_sha=head, base_sha=base_sha, resumed=state.resumed))
         return state
+
+    def _still_here(self, ref: WorkspaceRef) -> WorkspaceState | None:
+        """The workspace on this host when its work branch is at `ref.head_sha` (the tip Honk
+        last pushed), reset to it without asking the remote; None when it must be synced.
+
+        Steps that follow each other on one host then share the workspace at no git cost;
+        the base stays as last fetched (a step that needs the newest base passes no head)."""
+        path = self.path(ref)
+        if not path.exists() or not self._trusted(path, self.mirror_path(ref)):
+            return None
+        with open_repo(path) as repo:
+            if rev(repo, f"refs/heads/{ref.work_branch}") != ref.head_sha:
+                return None
+            base_sha = rev(repo, f"refs/remotes/origin/{ref.base_branch}")
+            if base_sha is None:
+                return None
+            head = work_branch.reset_work_branch(repo, ref, ref.head_sha)
+        log.info("workspace reused", extra=log_fields(ref, head_sha=head, base_sha=base_sha))
+        return WorkspaceState(path, base_sha, head, resumed=True)
 
     def fetch(self, ref: WorkspaceRef) -> None:
         """Refresh the remote-tracking branches of an existing workspace; the work tree and

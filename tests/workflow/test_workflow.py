@@ -74,6 +74,9 @@ class World:
         self.cleanups: list[CleanupTask] = []
         self.protected: list[str] = []  # protected paths the checks report as changed
         self.published: list[PublishTask] = []
+        self.agent_checked = False  # the agent's own check run passed on the tree it pushed
+        self.check_tasks: list[ChecksTask] = []
+        self.builds: list[BuildTask] = []
 
     def hold(self, name: str) -> None:
         self.gates[name] = asyncio.Event()
@@ -107,10 +110,17 @@ class World:
             head_sha=f"sha{task.invocation}",
             backend="fake",
             usage=Usage(input_tokens=1000, output_tokens=100, cost_usd=0.01),
+            checks=self.agent_checks(task) if self.agent_checked else None,
         )
+
+    def agent_checks(self, task: AgentTask) -> ChecksOutcome:
+        run = CheckRun(name="unit", command=["pytest"], exit_code=0, duration_s=0.1)
+        sha = f"sha{task.invocation}"
+        return ChecksOutcome(passed=True, head_sha=sha, runs=[run], protected_changes=list(self.protected), reused=True)
 
     @activity.defn(name=ACTIVITY_CHECKS)
     async def run_checks(self, task: ChecksTask) -> ChecksOutcome:
+        self.check_tasks.append(task)
         await self.gate("checks")
         passed = self.checks.pop(0) if len(self.checks) > 1 else self.checks[0]
         run = CheckRun(
@@ -126,6 +136,7 @@ class World:
 
     @activity.defn(name=ACTIVITY_BUILD)
     async def build(self, task: BuildTask) -> BuildOutcome:
+        self.builds.append(task)
         await self.gate("build")
         if self.build_fails:
             self.build_fails -= 1
@@ -284,6 +295,26 @@ async def test_happy_path_merges_with_approver_and_tested_commit(run, time_env):
     ]
     assert world.cleanups, "workspace and work branch are removed after merging"
     assert (await handle.describe()).typed_search_attributes.get(SA_STAGE) == "MERGED"
+
+
+async def test_a_tree_the_agent_checked_is_not_checked_again(run):
+    world = World()
+    world.agent_checked = True
+    world.protected = [".honk.toml"]
+    handle = await run(world)
+    waiting = await wait_stage(handle, Stage.AWAITING_APPROVAL)
+
+    assert world.check_tasks == [], "the agent's passing run of this tree stands for the CHECKING stage"
+    stages = [e.stage for e in waiting.timeline if e.kind == "stage"]
+    assert Stage.CHECKING in stages and Stage.BUILDING in stages
+    assert any("not run again" in e.message for e in waiting.timeline)
+    assert waiting.protected_changes == [".honk.toml"]
+    # Later steps name the tip Honk pushed, so a host still holding the workspace skips the fetch.
+    assert [b.workspace.head_sha for b in world.builds] == ["sha1"] and world.builds[0].in_place
+    await handle.signal("approve", {"by": "alice"})
+    result = await handle.result()
+    assert result.stage == Stage.MERGED and world.merges[0].tested_sha == "sha1"
+    assert world.merges[0].workspace.head_sha is None, "the merge fetches the newest base"
 
 
 async def test_protected_changes_are_called_out_to_the_approver(run):
