@@ -79,6 +79,12 @@ class DevServer:
             str(self.settings.ui_port),
             "--db-filename",
             str(self.settings.data_dir / "temporal.db"),
+            # Write-ahead log, synced at checkpoints: a crash of the server or the machine's
+            # other programs loses nothing; only a power cut may lose the last moments.
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
             "--namespace",
             self.settings.temporal_namespace,
             "--log-level",

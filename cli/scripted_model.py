@@ -305,6 +305,9 @@ class MessagesHandler(http.server.BaseHTTPRequestHandler):
     """`POST /v1/messages` (JSON or SSE), `HEAD|GET /api/hello`; subclasses add faults."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in separate writes: without this, Nagle holds the body until
+    # the client's delayed ACK (40 ms per model call on a keep-alive connection).
+    disable_nagle_algorithm = True
     server: ScriptedModelServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -234,21 +235,54 @@ def _wait(
     started = time.monotonic()
     deadline = started + timeout_s
     next_beat = started
-    while True:
-        try:
-            return proc.wait(timeout=_POLL_S), None
-        except subprocess.TimeoutExpired:
-            pass
-        now = time.monotonic()
-        if cancelled():
-            raise CancelledError(f"cancelled while running {argv[0]}")
-        if now >= deadline:
-            return None, _Stop(f"timed out after {timeout_s:g}s", timed_out=True)
-        if max_log_bytes is not None and os.fstat(log_file.fileno()).st_size > max_log_bytes:
-            return None, _Stop(f"output exceeded {max_log_bytes} bytes")
-        if now >= next_beat:
-            beat({"command": argv[0], "elapsed_s": round(now - started)})
-            next_beat = now + heartbeat_every
+    with _exit_signal(proc) as exited:
+        while True:
+            try:
+                return exited(), None
+            except subprocess.TimeoutExpired:
+                pass
+            stop = _check_on(log_file, deadline, timeout_s, max_log_bytes, argv)
+            if stop is not None:
+                return None, stop
+            now = time.monotonic()
+            if now >= next_beat:
+                beat({"command": argv[0], "elapsed_s": round(now - started)})
+                next_beat = now + heartbeat_every
+
+
+@contextlib.contextmanager
+def _exit_signal(proc: subprocess.Popen[bytes]) -> Iterator[Callable[[], int]]:
+    """A wait of at most _POLL_S that returns the moment the process exits: through a pidfd
+    where the kernel has them (`Popen.wait(timeout)` sleeps in growing steps and adds up to
+    half a short command's time again), else `Popen.wait`."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        yield lambda: proc.wait(timeout=_POLL_S)
+        return
+
+    def exited() -> int:
+        if not select.select([fd], [], [], _POLL_S)[0]:
+            raise subprocess.TimeoutExpired(proc.args, _POLL_S)
+        return proc.wait()
+
+    try:
+        yield exited
+    finally:
+        os.close(fd)
+
+
+def _check_on(
+    log_file: BinaryIO, deadline: float, timeout_s: float, max_log_bytes: int | None, argv: list[str]
+) -> _Stop | None:
+    """Why a still-running command must stop now, if it must."""
+    if cancelled():
+        raise CancelledError(f"cancelled while running {argv[0]}")
+    if time.monotonic() >= deadline:
+        return _Stop(f"timed out after {timeout_s:g}s", timed_out=True)
+    if max_log_bytes is not None and os.fstat(log_file.fileno()).st_size > max_log_bytes:
+        return _Stop(f"output exceeded {max_log_bytes} bytes")
+    return None
 
 
 def _not_started(
