@@ -85,6 +85,10 @@ class DevServer:
             "journal_mode=wal",
             "--sqlite-pragma",
             "synchronous=normal",
+            # A step scheduled by a workflow task goes straight back to the worker that
+            # completed it, when it serves that queue: one round trip less per step.
+            "--dynamic-config-value",
+            "system.enableActivityEagerExecution=true",
             "--namespace",
             self.settings.temporal_namespace,
             "--log-level",
