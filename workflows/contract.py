@@ -399,18 +399,11 @@ class Published(Model):
 
 
 NoticeEvent = Literal[
-    "status",
-    "received",
-    "build_ready",
-    "needs_approval",
-    "reminder",
-    "refused",
-    "merged",
-    "failed",
-    "cancelled",
-    "expired",
-    "feedback_queued",
-]
+    "status", "received", "build_ready", "needs_approval", "reminder", "refused", "merged", "failed", "cancelled",
+    "expired", "feedback_queued",
+]  # fmt: skip
+# Events that leave the request's status message alone; every other one rewrites it.
+BESIDE_STATUS: tuple[NoticeEvent, ...] = ("refused", "reminder", "feedback_queued")
 
 
 class Notice(Model):

@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError
 
 from honk.workflows import metrics, steps, wording
 from honk.workflows.contract import (
+    BESIDE_STATUS,
     SA_REPO,
     SA_REQUESTER,
     SA_STAGE,
@@ -28,6 +29,8 @@ from honk.workflows.step_calls import explain
 
 # Notices go out in order from a queue instead of holding up the pipeline at every stage.
 PATCH_QUEUED_NOTICES = "queued-notices"
+# A status notice a later queued notice rewrites anyway is skipped (many requests at once).
+PATCH_COALESCE_STATUS = "coalesce-status"
 
 
 class Record:
@@ -83,10 +86,18 @@ class Record:
         """Send queued notices one at a time, in order (the chat message is updated in place)."""
         try:
             while self.outbox:
-                await self.send(self.outbox[0])
+                if not self.superseded(self.outbox[0]):
+                    await self.send(self.outbox[0])
                 self.outbox.pop(0)
         finally:
             self.courier = None
+
+    def superseded(self, notice: Notice) -> bool:
+        """A status line that a notice queued after it rewrites anyway: when the stages move
+        faster than notices go out (a loaded worker, a slow chat), only the newest is sent."""
+        if notice.event != "status" or not any(n.event not in BESIDE_STATUS for n in self.outbox[1:]):
+            return False
+        return workflow.patched(PATCH_COALESCE_STATUS)
 
     async def flush_notices(self) -> None:
         """Wait until every queued notice went out: a closed or continued run sends nothing."""

@@ -1,13 +1,15 @@
 """One agent round: prepare the workspace, run the backend within its budget, review the
 diff, commit and push.
 
-The work branch is pushed whenever the agent changed files, so a retried activity (another
-worker, after a crash) continues from the pushed branch rather than from scratch.
+Changes are committed after every editing turn and pushed at least every CHECKPOINT_PUSH_S
+seconds and at the end, so a retried activity (another worker, after a crash) continues from
+the pushed branch rather than from scratch.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +32,10 @@ from honk.workflows.contract import AgentOutcome, AgentTask, ChecksOutcome, Work
 from honk.workspace import Workspaces
 
 log = logging.getLogger(__name__)
+
+# Work in progress reaches the remote at most this often (and always at the round's end): a
+# crashed worker's retry resumes from there, losing at most this much of the agent's work.
+CHECKPOINT_PUSH_S = 15.0
 
 
 def make_backend(settings: Settings) -> AgentBackend:
@@ -87,9 +93,14 @@ class AgentRunner:
         def checkpoint_local(message: str) -> str | None:
             return self.workspaces.commit_paths(ref, tools.changed_paths, message)
 
+        last_push = time.monotonic()  # a quick round pushes once, at its end
+
         def checkpoint(turn: int) -> None:
-            if checkpoint_local(f"honk: work in progress (turn {turn})\n\n{task.instruction}"):
+            nonlocal last_push
+            committed = checkpoint_local(f"honk: work in progress (turn {turn})\n\n{task.instruction}")
+            if committed and time.monotonic() - last_push >= CHECKPOINT_PUSH_S:
                 self.workspaces.push(ref)
+                last_push = time.monotonic()
 
         tools = WorkspaceTools(root, run_checks, protected=protected)
         tools.changed_paths.update(conflicted)  # the agent's commit concludes the merge

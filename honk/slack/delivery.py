@@ -39,7 +39,7 @@ from honk.notify.exactly_once import Attempt, SentMessages
 from honk.publish.qr import qr_code
 from honk.slack import blocks
 from honk.slack.client import METADATA_EVENT, retry_after, web_client
-from honk.workflows.contract import Links, Notice
+from honk.workflows.contract import BESIDE_STATUS, Links, Notice
 
 log = logging.getLogger("honk.notify.slack")
 
@@ -81,7 +81,7 @@ class SlackNotifier:
             return
         attempt = attempt or Attempt.fresh()
         try:
-            if notice.event not in ("refused", "reminder", "feedback_queued"):
+            if notice.event not in BESIDE_STATUS:
                 await self._show_status(notice, attempt)
             await self._reply(notice, attempt)
         except SlackApiError as exc:

@@ -76,7 +76,7 @@ class World:
         self.published: list[PublishTask] = []
         self.agent_checked = False  # the agent's own check run passed on the tree it pushed
         self.check_tasks: list[ChecksTask] = []
-        self.builds: list[BuildTask] = []
+        self.build_tasks: list[BuildTask] = []
 
     def hold(self, name: str) -> None:
         self.gates[name] = asyncio.Event()
@@ -136,7 +136,7 @@ class World:
 
     @activity.defn(name=ACTIVITY_BUILD)
     async def build(self, task: BuildTask) -> BuildOutcome:
-        self.builds.append(task)
+        self.build_tasks.append(task)
         await self.gate("build")
         if self.build_fails:
             self.build_fails -= 1
@@ -310,7 +310,7 @@ async def test_a_tree_the_agent_checked_is_not_checked_again(run):
     assert any("not run again" in e.message for e in waiting.timeline)
     assert waiting.protected_changes == [".honk.toml"]
     # Later steps name the tip Honk pushed, so a host still holding the workspace skips the fetch.
-    assert [b.workspace.head_sha for b in world.builds] == ["sha1"] and world.builds[0].in_place
+    assert [b.workspace.head_sha for b in world.build_tasks] == ["sha1"] and world.build_tasks[0].in_place
     await handle.signal("approve", {"by": "alice"})
     result = await handle.result()
     assert result.stage == Stage.MERGED and world.merges[0].tested_sha == "sha1"
