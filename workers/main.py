@@ -91,6 +91,9 @@ def build_workers(
                 activities=activities,
                 activity_executor=executor,
                 max_concurrent_activities=slots[queue],
+                # A cached request costs memory for as long as it waits; a replay costs
+                # milliseconds when a decision or query finally arrives.
+                max_cached_workflows=settings.max_cached_workflows,
                 graceful_shutdown_timeout=timedelta(seconds=30),
                 # Cancellation reaches an activity only through a heartbeat response.
                 max_heartbeat_throttle_interval=timedelta(seconds=5),

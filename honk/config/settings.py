@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = Field(
         4, ge=1, le=256, description="per worker; blocking work runs on a thread pool of this size"
     )
+    max_cached_workflows: int = Field(
+        100,
+        ge=0,
+        description="requests a worker keeps in memory; others (most wait days for approval) are replayed when needed",
+    )
     public_url: str | None = Field(
         None, description="base URL a phone reaches the artifact web service at; default http://artifact_host:port"
     )

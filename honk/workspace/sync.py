@@ -35,6 +35,19 @@ def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: b
     return run_git(repo, "rev-parse", "HEAD")
 
 
+def reset_to(repo: git.Repo, ref: WorkspaceRef, sha: str) -> None:
+    """`reset_work_branch` for a workspace whose work branch already points at `sha`: when it
+    is checked out and nothing is half-done, resetting the tree and cleaning is all it takes."""
+    git_dir = Path(repo.git_dir)
+    checked_out = (git_dir / "HEAD").read_text(errors="replace").strip() == f"ref: refs/heads/{ref.work_branch}"
+    unfinished = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD")
+    if not checked_out or any((git_dir / name).exists() for name in unfinished):
+        reset_work_branch(repo, ref, sha)
+        return
+    run_git(repo, "reset", "--quiet", "--hard", sha)
+    run_git(repo, "clean", "-ffdxq")
+
+
 def _nested_repository(root: Path, path: str) -> bool:
     """`path` lies in a repository embedded in the workspace (its own `.git`)."""
     parent = (root / path).parent

@@ -165,17 +165,21 @@ class Workspaces:
         Steps that follow each other on one host then share the workspace at no git cost;
         the base stays as last fetched (a step that needs the newest base passes no head)."""
         path = self.path(ref)
-        if not path.exists() or not self._trusted(path, self.mirror_path(ref)):
+        if not path.exists() or (path / ".git").is_symlink() or not (path / ".git").is_dir():
             return None
+        try:
+            hygiene.verify_git_dir(path, self.mirror_path(ref) / "objects")
+        except HonkError:
+            return None  # the full sync rebuilds it
         with open_repo(path) as repo:
             if rev(repo, f"refs/heads/{ref.work_branch}") != ref.head_sha:
                 return None
             base_sha = rev(repo, f"refs/remotes/origin/{ref.base_branch}")
-            if base_sha is None:
+            if base_sha is None or ref.head_sha is None:
                 return None
-            head = work_branch.reset_work_branch(repo, ref, ref.head_sha)
-        log.info("workspace reused", extra=log_fields(ref, head_sha=head, base_sha=base_sha))
-        return WorkspaceState(path, base_sha, head, resumed=True)
+            work_branch.reset_to(repo, ref, ref.head_sha)
+        log.info("workspace reused", extra=log_fields(ref, head_sha=ref.head_sha, base_sha=base_sha))
+        return WorkspaceState(path, base_sha, ref.head_sha, resumed=True)
 
     def fetch(self, ref: WorkspaceRef) -> None:
         """Refresh the remote-tracking branches of an existing workspace; the work tree and

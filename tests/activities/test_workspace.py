@@ -197,6 +197,46 @@ def test_ensure_discards_unpushed_and_untracked_state(settings, remote):
     assert not (path / "build").exists()
 
 
+def test_a_step_at_the_pushed_tip_reuses_the_workspace_without_the_remote(settings, remote, tmp_path):
+    """Steps after the agent name the tip Honk pushed: a host still holding the workspace
+    there resets it (tree and untracked files) without fetching; any other state syncs."""
+    workspaces = Workspaces(settings)
+    ref = make_ref(remote)
+    WorkspaceActivities(settings).prepare(ref)
+    path = workspaces.ensure(ref)
+    (path / "src" / "app.txt").write_text("v2\n")
+    workspaces.commit_all(ref, "the change")
+    tip = workspaces.push(ref)
+    (path / "src" / "app.txt").write_text("a check rewrote me\n")
+    (path / "out").mkdir()
+    (path / "out" / "app.apk").write_text("build output\n")
+    remote.rename(tmp_path / "unreachable.git")  # any fetch would fail now
+
+    at_tip = ref.model_copy(update={"head_sha": tip})
+    assert workspaces.ensure(at_tip) == path
+    assert (path / "src" / "app.txt").read_text() == "v2\n" and not (path / "out").exists()
+    assert workspaces.head(at_tip) == tip
+
+    with pytest.raises((HonkError, GitError)):  # another tip: only the remote can say what it is
+        workspaces.ensure(ref.model_copy(update={"head_sha": "0" * 40}))
+
+
+def test_base_configuration_follows_the_base_commit(settings, remote, tmp_path):
+    """Configuration is remembered per base commit: a new commit on the base is read anew."""
+    workspaces = Workspaces(settings)
+    ref = make_ref(remote)
+    WorkspaceActivities(settings).prepare(ref)
+    assert [c.name for c in workspaces.repo_config(ref).checks] == ["unit", "lint"]
+    seed = tmp_path / "pusher"
+    sh(tmp_path, "clone", "-q", str(remote), str(seed))
+    (seed / ".honk.toml").write_text('[[checks]]\nname = "only"\nrun = ["true"]\n')
+    sh(seed, "commit", "-qam", "one check")
+    sh(seed, "push", "-q", "origin", "main")
+    assert [c.name for c in workspaces.repo_config(ref).checks] == ["unit", "lint"], "as last fetched"
+    workspaces.fetch(ref)
+    assert [c.name for c in workspaces.repo_config(ref).checks] == ["only"]
+
+
 def test_broken_workspace_is_rebuilt(settings, remote):
     workspaces = Workspaces(settings)
     ref = make_ref(remote)
