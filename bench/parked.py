@@ -1,10 +1,10 @@
 """Many requests waiting for approval: what do they cost, and do they survive a worker restart?
 
-    .venv/bin/python bench/parked.py [--count 1000] [--activities 8] [--timeout 1800]
+    .venv/bin/python bench/parked.py [--count 1000] [--in-flight 50] [--activities 8] [--timeout 1800]
 
-Parks `count` requests at AWAITING_APPROVAL through the real workflow on the cheap path (the
-tiny repository of bench/loadstack.py without build targets: prepare, one scripted edit, a
-`test -f` check), with `honk worker` as its own process. Then it reads the worker's resident
+Parks `count` requests at AWAITING_APPROVAL (`in_flight` on their way at a time) through the
+real workflow on the cheap path (the tiny repository of bench/loadstack.py without build
+targets: prepare, one scripted edit, a `test -f` check), with `honk worker` as its own process. Then it reads the worker's resident
 memory (/proc/<pid>/status VmRSS) and the size of the dev server's database file, restarts
 the worker, asks every request for its `status` (a query the new worker must answer by
 replaying the history), sends each a decision through the validated `decide` update — a
@@ -51,12 +51,28 @@ def db_mb(data_dir: Path) -> float:
     return sum(p.stat().st_size for p in data_dir.glob("temporal.db*")) / 1024 / 1024
 
 
-async def main(count: int, activities: int, timeout: float) -> dict:
+async def park(stack: LoadStack, count: int, in_flight: int, timeout: float) -> tuple[list[str], dict[str, int]]:
+    """Submit `count` requests, at most `in_flight` of them on their way to approval at once
+    (requests arrive over time; a worker caches only so many running ones); their ids and
+    how many reached AWAITING_APPROVAL or failed."""
+    ids: list[str] = []
+    reached = {"reached": 0, "failed": 0}
+    deadline = time.monotonic() + timeout
+    while len(ids) < count or sum(reached.values()) < len(ids):
+        room = min(count - len(ids), in_flight - (len(ids) - sum(reached.values())))
+        if room > 0:
+            ids += [s[0] for s in await bounded(list(range(room)), lambda _: stack.submit()) if isinstance(s, tuple)]
+        await asyncio.sleep(0.2)
+        reached = {"reached": await stack.count("AWAITING_APPROVAL"), "failed": await stack.count("FAILED")}
+        if time.monotonic() > deadline:
+            break
+    return ids, reached
+
+
+async def main(count: int, in_flight: int, activities: int, timeout: float) -> dict:
     async with LoadStack(build=False, activities=activities) as stack:
         started = time.perf_counter()
-        submitted = await bounded(list(range(count)), lambda _: stack.submit())  # type: ignore[arg-type]
-        ids = [s[0] for s in submitted if isinstance(s, tuple)]
-        counts = await stack.wait_for(count, timeout)
+        ids, counts = await park(stack, count, in_flight, timeout)
         park_s = time.perf_counter() - started
         await asyncio.sleep(2)  # let the last workflow tasks settle before reading memory
         worker_rss = rss_mb(stack.worker.pid) if stack.worker else 0.0
@@ -81,6 +97,7 @@ async def main(count: int, activities: int, timeout: float) -> dict:
         errors = sorted({repr(o)[:200] for o in [*statuses, *outcomes] if isinstance(o, BaseException)})[:5]
     return {
         "count": count,
+        "in_flight": in_flight,
         "parked": counts["reached"],
         "failed_before_parking": counts["failed"],
         "park_s": round(park_s, 1),
@@ -103,9 +120,10 @@ async def main(count: int, activities: int, timeout: float) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="requests to park")
+    parser.add_argument("--in-flight", type=int, default=50, help="requests on their way to approval at once")
     parser.add_argument("--activities", type=int, default=8, help="the worker's max concurrent activities")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds each phase may take")
     args = parser.parse_args()
-    if args.count < 1:
-        parser.error("--count must be at least 1")
-    print(json.dumps(asyncio.run(main(args.count, args.activities, args.timeout)), indent=2))
+    if args.count < 1 or args.in_flight < 1:
+        parser.error("--count and --in-flight must be at least 1")
+    print(json.dumps(asyncio.run(main(args.count, args.in_flight, args.activities, args.timeout)), indent=2))

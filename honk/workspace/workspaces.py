@@ -224,10 +224,12 @@ class Workspaces:
             finally:
                 delete_tree(tmp)
             log.info("workspace created", extra=log_fields(ref, path=str(path)))
-        with open_repo(path) as repo:
-            # Pushes go to the real remote, never through the host cache; its URL carries no
-            # credentials (they come with each command), so none lands in .git/config.
-            run_git(repo, "remote", "set-url", "origin", self.remote_url(ref))
+        # Pushes go to the real remote, never through the host cache; its URL carries no
+        # credentials (they come with each command), so none lands in .git/config.
+        url = self.remote_url(ref)
+        if ("remote.origin.url", url) not in hygiene.read_config(path / ".git" / "config"):
+            with open_repo(path) as repo:
+                run_git(repo, "remote", "set-url", "origin", url)
         return path, fresh
 
     def _trusted(self, path: Path, mirror: Path) -> bool:
