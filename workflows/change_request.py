@@ -134,6 +134,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
         )
         self.state.prepared = self.prepared
         self.state.links.work_branch = self.workspace.work_branch
+        self.state.links.compare = wording.compare_page(self.request, self.workspace.work_branch)
 
     def commit_title(self) -> str:
         if workflow.patched("merge-message"):  # older histories merged with the old wording
@@ -221,6 +222,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
         )
         metrics.check_attempt(self.request.repo, outcome.passed)
         self.state.protected_changes = outcome.protected_changes
+        self.state.diff_stat = outcome.diff_stat or self.state.diff_stat
         self.record.note(wording.checks_finished(outcome), kind="info" if outcome.passed else "warning")
         return outcome
 
@@ -230,6 +232,8 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.tested_sha = checks.head_sha
         if not targets:
             self.record.note("No build targets configured; skipping build and publish")
+            if workflow.patched("review-summary"):  # older requests went to approval with nothing to open
+                await self.publish_summary(edited, checks)
             return None
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
@@ -271,6 +275,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
                 summary=edited.summary,
                 artifacts=artifacts,
                 protected_changes=self.state.protected_changes,
+                review=wording.reviewed(self.request, self.state, wording.checks_finished(checks)),
             ),
             summary=f"Publish build #{number}",
             limit=self.limits.publish(),
@@ -282,6 +287,19 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.links.install_qr = published.qr_png_url
         await self.record.tell("build_ready", f"Build #{number} is ready: {published.install_page_url}")
         return None
+
+    async def publish_summary(self, edited: AgentOutcome, checks: ChecksOutcome) -> None:
+        """Nothing to build: a page with what changed, for the approver (best effort)."""
+        await self.record.enter(Stage.PUBLISHING, "Publishing a summary of the change")
+        task = wording.summary_task(self.request, self.state, edited, checks, workflow.now() - BUILD_EPOCH)
+        try:
+            published = await self.steps.act(
+                steps.PUBLISH, task, summary="Publish the change summary", limit=self.limits.publish()
+            )
+        except RequestFailed as failure:
+            self.record.note(f"Could not publish the summary page: {failure}", kind="warning")
+            return
+        self.state.links.summary_page = published.install_page_url
 
     async def await_decision(self) -> str:
         """Wait for approve / request changes / cancel, with a reminder, then expiry."""

@@ -28,6 +28,7 @@ from honk.workflows.step_calls import explain
 
 # Notices go out in order from a queue instead of holding up the pipeline at every stage.
 PATCH_QUEUED_NOTICES = "queued-notices"
+REVIEW_EVENTS = ("needs_approval", "reminder")  # notices that show the change itself
 
 
 class Record:
@@ -71,6 +72,7 @@ class Record:
             origin=self.request.origin,
             links=self.state.links.model_copy(),
             protected_changes=list(self.state.protected_changes),
+            review=wording.reviewed(self.request, self.state) if event in REVIEW_EVENTS else None,
         )
         if workflow.patched(PATCH_QUEUED_NOTICES):
             self.outbox.append(notice)
