@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from honk.workflows.contract import RequestStatus, Stage, TimelineEntry, protected_changes_text
+from honk.workflows.contract_review import first_files, short_stat
 
 if TYPE_CHECKING:  # the janitor loads GitPython; the CLI loads it only to sweep
     from honk.janitor import Report
@@ -49,6 +50,9 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
     )
     if status.pending_feedback:
         table.add_row("queued feedback", escape("\n".join(f"{f.by}: {f.text}" for f in status.pending_feedback)))
+    if status.changed_files:
+        shown, more = first_files(status.changed_files)
+        table.add_row("changed files", escape("\n".join(shown) + (f"\nand {more} more" if more else "")))
     if status.protected_changes:
         table.add_row("protected", f"[yellow]{escape(protected_changes_text(status.protected_changes))}[/]")
     if status.last_error:
@@ -58,6 +62,8 @@ def render_status(out: Console, status: RequestStatus, *, timeline: int = 15) ->
     for label, value in status.links.model_dump().items():
         if value:
             out.print(f"[dim]{label.replace('_', ' ')}:[/] {escape(str(value))}", highlight=False, soft_wrap=True)
+    if status.diff_stat:  # as git prints it: the columns line up outside a table
+        out.print(escape(short_stat(status.diff_stat)), highlight=False, soft_wrap=True)
     if timeline and status.timeline:
         out.print()
         for entry in status.timeline[-timeline:]:

@@ -110,7 +110,14 @@ async def _follow(
     if last is not None and not as_json and not quiet:
         if last.stage == Stage.AWAITING_APPROVAL:
             out.print("\nWaiting for approval.")
-            print_link("Install page", str(last.links.install_page or "-"))
+            if last.links.install_page or not last.links.summary_page:
+                print_link("Install page", str(last.links.install_page or "-"))
+            else:
+                print_link("Summary page", last.links.summary_page)
+            if last.links.compare:
+                print_link("Compare", last.links.compare)
+            if last.diff_stat:
+                out.print(escape(last.diff_stat), highlight=False, soft_wrap=True)
             out.print(f"Approve with `honk approve {request_id}`.", soft_wrap=True, highlight=False)
         elif last.stage == Stage.FAILED and last.last_error:
             out.print(f"[bold red]FAILED:[/] {escape(last.last_error)}", soft_wrap=True, highlight=False)

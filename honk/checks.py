@@ -49,6 +49,8 @@ class WorkspaceProvider(Protocol):
 
     def tree(self, ref: WorkspaceRef) -> str: ...
 
+    def diff_stat(self, ref: WorkspaceRef) -> str: ...
+
 
 def request_artifacts_dir(settings: Settings, request_id: str) -> Path:
     # `safe_name` leaves ordinary ids (workflow ids) as they are and keeps odd ones inside.
@@ -84,6 +86,7 @@ class Checks:
             except RepoConfigError as exc:
                 raise config_error(exc) from None
             protected = self.workspaces.protected_changes(ref)
+            stat = "" if diff_empty else self.workspaces.diff_stat(ref)
             tree = self.workspaces.tree(ref)
             reused = passed_before(self.settings, ref.repo, tree, config)
             if reused is None:
@@ -100,6 +103,7 @@ class Checks:
             diff_empty=diff_empty,
             protected_changes=protected,
             reused=reused is not None,
+            diff_stat=stat,
         )
         log.info(
             "checks finished",

@@ -25,7 +25,13 @@ from honk.config.temporal_connection import connection_options
 
 # Imported once, outside the sandbox, for every workflow run: pydantic (slow to import, and
 # its models must be the same classes inside and out) and the contract the workflow speaks.
-PASSTHROUGH_MODULES = ("pydantic", "pydantic_core", "annotated_types", "honk.workflows.contract")
+PASSTHROUGH_MODULES = (
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "honk.workflows.contract",
+    "honk.workflows.contract_review",  # the contract's review model: one class inside and out
+)
 
 
 class TemporalUnavailable(Exception):

@@ -134,6 +134,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
         )
         self.state.prepared = self.prepared
         self.state.links.work_branch = self.workspace.work_branch
+        self.state.links.compare = wording.compare_page(self.request, self.workspace.work_branch)
 
     def at_tip(self) -> WorkspaceRef:
         """The workspace as Honk last pushed it: a host that still holds it skips the fetch."""
@@ -217,23 +218,20 @@ class ChangeRequestWorkflow(ApprovedMerge):
 
     async def check(self, edited: AgentOutcome) -> ChecksOutcome:
         await self.record.enter(Stage.CHECKING, f"Running checks (attempt {self.state.attempt})")
-        if edited.checks is not None and workflow.patched(CHECKED_BY_AGENT):
-            outcome = edited.checks  # the agent's own run passed on this very tree
-        else:
-            outcome = await self.step_checks()
+        outcome = edited.checks  # the agent's own run, when it passed on this very tree
+        if outcome is None or not workflow.patched(CHECKED_BY_AGENT):
+            outcome = await self.steps.act(
+                steps.CHECKS,
+                ChecksTask(workspace=self.at_tip(), attempt=self.state.agent_runs),
+                summary=f"Checks, attempt {self.state.attempt}",
+                limit=self.limits.checks(),
+                heartbeat=self.request.options.heartbeat_timeout,
+            )
         metrics.check_attempt(self.request.repo, outcome.passed)
         self.state.protected_changes = outcome.protected_changes
+        self.state.diff_stat = outcome.diff_stat or self.state.diff_stat
         self.record.note(wording.checks_finished(outcome), kind="info" if outcome.passed else "warning")
         return outcome
-
-    async def step_checks(self) -> ChecksOutcome:
-        return await self.steps.act(
-            steps.CHECKS,
-            ChecksTask(workspace=self.at_tip(), attempt=self.state.agent_runs),
-            summary=f"Checks, attempt {self.state.attempt}",
-            limit=self.limits.checks(),
-            heartbeat=self.request.options.heartbeat_timeout,
-        )
 
     async def build_and_publish(self, edited: AgentOutcome, checks: ChecksOutcome) -> str | None:
         """Build every target in parallel, then publish; returns a failure report or None."""
@@ -241,22 +239,20 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.tested_sha = checks.head_sha
         if not targets:
             self.record.note("No build targets configured; skipping build and publish")
+            if workflow.patched("review-summary"):  # older requests went to approval with nothing to open
+                await self.publish_summary(edited, checks)
             return None
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
         self.state.build_number = number
         build_started = workflow.now()
+        in_place = lambda t: len(targets) == 1 and not t.task_queue  # noqa: E731 - a lone local target: no extra checkout
         results = await asyncio.gather(
             *(
                 self.steps.act(
                     steps.BUILD,
-                    BuildTask(
-                        workspace=self.at_tip(),
-                        target=t.name,
-                        build_number=number,
-                        in_place=len(targets) == 1 and not t.task_queue,
-                    ),
+                    BuildTask(workspace=self.at_tip(), target=t.name, build_number=number, in_place=in_place(t)),
                     summary=f"Build {t.name} #{number}",
                     limit=self.limits.build(t),
                     heartbeat=self.request.options.heartbeat_timeout,
@@ -287,6 +283,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
                 summary=edited.summary,
                 artifacts=artifacts,
                 protected_changes=self.state.protected_changes,
+                review=wording.reviewed(self.request, self.state, wording.checks_finished(checks)),
             ),
             summary=f"Publish build #{number}",
             limit=self.limits.publish(),
@@ -298,6 +295,19 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.links.install_qr = published.qr_png_url
         await self.record.tell("build_ready", f"Build #{number} is ready: {published.install_page_url}")
         return None
+
+    async def publish_summary(self, edited: AgentOutcome, checks: ChecksOutcome) -> None:
+        """Nothing to build: a page with what changed, for the approver (best effort)."""
+        await self.record.enter(Stage.PUBLISHING, "Publishing a summary of the change")
+        task = wording.summary_task(self.request, self.state, edited, checks, workflow.now() - BUILD_EPOCH)
+        try:
+            published = await self.steps.act(
+                steps.PUBLISH, task, summary="Publish the change summary", limit=self.limits.publish()
+            )
+        except RequestFailed as failure:
+            self.record.note(f"Could not publish the summary page: {failure}", kind="warning")
+            return
+        self.state.links.summary_page = published.install_page_url
 
     async def await_decision(self) -> str:
         """Wait for approve / request changes / cancel, with a reminder, then expiry."""

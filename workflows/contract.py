@@ -14,6 +14,9 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 from temporalio.common import SearchAttributeKey
 
+from honk.workflows.contract_review import Review
+from honk.workflows.contract_review import protected_changes_text as protected_changes_text
+
 WORKFLOW_TYPE = "ChangeRequestWorkflow"
 DEFAULT_TASK_QUEUE = "honk"
 
@@ -128,6 +131,8 @@ class Links(Model):
     install_page: str | None = None
     merged_commit: str | None = None
     install_qr: str | None = Field(None, description="PNG QR code of the install page link")
+    compare: str | None = Field(None, description="the forge's compare view of the work branch")
+    summary_page: str | None = Field(None, description="the change's review page when nothing is built")
 
 
 class Usage(Model):
@@ -235,6 +240,7 @@ class Progress(Model):
     protected_changes: list[str] = Field(default_factory=list)
     build_number: int | None = Field(None, description="the build awaiting approval")
     changed_files: list[str] = Field(default_factory=list, description="paths the change touches")
+    diff_stat: str | None = Field(None, description="git diff --stat of the change, as last checked")
     approved_by: str | None = None
     approved_sha: str | None = Field(None, description="the commit the approval binds to")
     approvals: list[str] = Field(default_factory=list, description="distinct approvers of the current commit")
@@ -315,14 +321,6 @@ class CheckRun(Model):
         return self.exit_code == 0 and not self.timed_out
 
 
-def protected_changes_text(paths: list[str], limit: int = 10) -> str:
-    """The plain words every surface (chat, install page, status, Temporal UI) uses."""
-    if not paths:
-        return ""
-    shown = ", ".join(paths[:limit]) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
-    return f"This change modifies protected files: {shown}."
-
-
 class ChecksOutcome(Model):
     passed: bool
     head_sha: str
@@ -331,6 +329,7 @@ class ChecksOutcome(Model):
     # Protected paths (.honk.toml, check scripts, CI) this change modifies.
     protected_changes: list[str] = Field(default_factory=list)
     reused: bool = Field(False, description="these runs passed on the same tree during the agent's run")
+    diff_stat: str = Field("", description="git diff --stat of the checked commit against the base")
 
     def failure_report(self) -> str:
         parts = []
@@ -384,6 +383,7 @@ class PublishTask(Model):
     summary: str
     artifacts: list[ArtifactInfo]
     protected_changes: list[str] = Field(default_factory=list)
+    review: Review | None = Field(None, description="diff stat, files, branch link; alone: a summary page")
 
 
 class Published(Model):
@@ -415,6 +415,7 @@ class Notice(Model):
     origin: Origin = Field(default_factory=Origin)
     links: Links = Field(default_factory=Links)
     protected_changes: list[str] = Field(default_factory=list, description="shown with the approval request")
+    review: Review | None = Field(None, description="what changed, with the approval request")
 
 
 class MergeTask(Model):

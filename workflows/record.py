@@ -31,6 +31,7 @@ from honk.workflows.step_calls import explain
 PATCH_QUEUED_NOTICES = "queued-notices"
 # A status notice a later queued notice rewrites anyway is skipped (many requests at once).
 PATCH_COALESCE_STATUS = "coalesce-status"
+REVIEW_EVENTS = ("needs_approval", "reminder")  # notices that show the change itself
 
 
 class Record:
@@ -74,6 +75,7 @@ class Record:
             origin=self.request.origin,
             links=self.state.links.model_copy(),
             protected_changes=list(self.state.protected_changes),
+            review=wording.reviewed(self.request, self.state) if event in REVIEW_EVENTS else None,
         )
         if workflow.patched(PATCH_QUEUED_NOTICES):
             self.outbox.append(notice)

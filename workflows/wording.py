@@ -18,10 +18,12 @@ from honk.workflows.contract import (
     ChangeRequest,
     ChecksOutcome,
     Decision,
+    PublishTask,
     RequestState,
     Stage,
     protected_changes_text,
 )
+from honk.workflows.contract_review import Review, first_files, review, short_stat
 
 READY_FOR_REVIEW = "Ready for review: approve & merge, request changes, or cancel."
 EXPIRED = "No decision before the approval deadline; the work branch was removed."
@@ -39,6 +41,43 @@ def web_page(request: ChangeRequest) -> str | None:
     if not found or remote.startswith(("file:", "/")):
         return None
     return f"https://{found.group(1)}/{found.group(2)}"
+
+
+def compare_page(request: ChangeRequest, branch: str) -> str | None:
+    """The forge's view of the change: `<web>/compare/<base>...<branch>` (GitLab: `/-/compare/`),
+    or None when the repository has no known web page (a local or unknown remote)."""
+    page = web_page(request)
+    if page is None:
+        return None
+    gitlab = "gitlab" in page.split("/")[2].lower()
+    return f"{page}{'/-' if gitlab else ''}/compare/{request.base_branch}...{branch}"
+
+
+def reviewed(request: ChangeRequest, state: RequestState, checks: str = "") -> Review:
+    """What the approver is shown: the diff stat, the changed files and where to read them."""
+    return review(state.diff_stat, state.changed_files, state.links.work_branch, state.links.compare, checks)
+
+
+def summary_task(
+    request: ChangeRequest, state: RequestState, edited: AgentOutcome, checks: ChecksOutcome, age: timedelta
+) -> PublishTask:
+    """The summary page of a change with nothing to build: a publish without artifacts."""
+    return PublishTask(
+        request_id=state.request_id,
+        repo=request.repo,
+        build_number=int(age.total_seconds()),  # unique per publish, like build numbers
+        commit=checks.head_sha,
+        instruction=request.instruction,
+        summary=edited.summary,
+        artifacts=[],
+        protected_changes=state.protected_changes,
+        review=reviewed(request, state, checks_finished(checks)),
+    )
+
+
+def _code(text: str) -> str:
+    """Inline markdown code that a file name cannot break out of."""
+    return "`" + text.replace("`", "'").replace("\n", " ") + "`"
 
 
 def _link(label: str, url: str) -> str:
@@ -63,8 +102,12 @@ def card(request: ChangeRequest, state: RequestState) -> str:
         page = web_page(request)
         branch = _link(links.work_branch, f"{page}/tree/{links.work_branch}") if page else links.work_branch
         lines.append(f"- Work branch: {branch}")
+    if links.compare:
+        lines.append(f"- Compare: {_link('changes on ' + request.base_branch, links.compare)}")
     if links.install_page:
         lines.append(f"- Install page: {_link(links.install_page, links.install_page)}")
+    if links.summary_page:
+        lines.append(f"- Summary page: {_link(links.summary_page, links.summary_page)}")
     if links.merged_commit:
         page = web_page(request)
         commit = _link(links.merged_commit, f"{page}/commit/{links.merged_commit}") if page else links.merged_commit
@@ -74,6 +117,11 @@ def card(request: ChangeRequest, state: RequestState) -> str:
             f"- Tokens: {s.usage.input_tokens} in / {s.usage.output_tokens} out / "
             f"{s.usage.cache_read_tokens} cache read · ${s.usage.cost_usd:.4f}"
         )
+    if s.changed_files:
+        shown, more = first_files(s.changed_files)
+        lines.append("- Changed files: " + ", ".join(map(_code, shown)) + (f" and {more} more" if more else ""))
+    if s.diff_stat:  # fenced: a backtick in a file name cannot close the block
+        lines.append("\n```\n" + short_stat(s.diff_stat, 1500).replace("`", "'") + "\n```")
     if s.protected_changes:
         lines.append(f"\n**{protected_changes_text(s.protected_changes)}**")
     if s.last_error and s.stage == Stage.FAILED:

@@ -168,7 +168,13 @@ class AgentRunner:
             return None
         diff_empty = self.workspaces.diff_is_empty(ref)
         return ChecksOutcome(
-            passed=True, head_sha=head, runs=runs, diff_empty=diff_empty, protected_changes=protected, reused=True
+            passed=True,
+            head_sha=head,
+            runs=runs,
+            diff_empty=diff_empty,
+            protected_changes=protected,
+            reused=True,
+            diff_stat="" if diff_empty else self.workspaces.diff_stat(ref),
         )
 
     def _judged(self, ctx: AgentContext, task: AgentTask, run: AgentRun, root: Path) -> AgentRun:

@@ -25,13 +25,16 @@ class LogNotifier:
         self.directory = directory
 
     async def send(self, notice: Notice, attempt: Attempt | None = None) -> None:
-        fields = {
+        fields: dict[str, Any] = {
             "request_id": notice.request_id,
             "event": notice.event,
             "stage": notice.stage.value,
             "text": notice.text,
             "links": notice.links.model_dump(mode="json", exclude_none=True),
         }
+        if notice.review is not None:  # what the approver reviews, in the log line too
+            fields["changed_files"] = notice.review.changed_files
+            fields["diff_stat"] = notice.review.diff_stat
         log.info(f"{notice.event}: {notice.text}", extra=fields)
         record = {"at": datetime.now(UTC).isoformat(), **notice.model_dump(mode="json")}
         await asyncio.to_thread(self._append, notice.request_id, record)

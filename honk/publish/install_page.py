@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from honk.builds.artifacts import APK_TYPE
 from honk.publish.qr import QrCode
+from honk.publish.review_html import review_section
 from honk.redact import redact
 from honk.workflows.contract import ArtifactInfo, PublishTask, protected_changes_text
 
@@ -32,6 +33,7 @@ FAVICON_SVG = (
     "text-anchor='middle' fill='white' font-family='sans-serif'>H</text></svg>"
 )
 FAVICON_DATA_URI = "data:image/svg+xml," + FAVICON_SVG.replace("<", "%3C").replace(">", "%3E").replace(" ", "%20")
+NO_APP = '<p class="muted">This build has no installable app; its files are listed below.</p>'
 _KIND_ORDER = {"apk": 0, "ipa": 1, "aab": 2, "ota": 3, "file": 4}
 
 
@@ -94,10 +96,11 @@ def install_page(
     diff_stat: str | None = None,
 ) -> str:
     e = html.escape
+    summary = not artifacts  # nothing was built: the page is the change's summary for review
     name = app_title(task, artifacts)
     warning = protected_changes_text(task.protected_changes)
     protected = f'<p class="warning" id="protected"><strong>{e(warning)}</strong></p>' if warning else ""
-    version = app_version(task, artifacts)
+    version = "Change summary" if summary else app_version(task, artifacts)
     ordered = sorted(artifacts, key=_rank)
     buttons = "\n".join(b for a in ordered if (b := _install_button(a)))
     details = "\n".join(_details(a) for a in ordered)
@@ -148,19 +151,17 @@ pre {{ font-size: .8rem; overflow-x: auto; background: var(--card); padding: .5r
 <body>
 <main>
 <header>
-<p class="muted">{e(task.repo)} · build #{task.build_number}</p>
+<p class="muted">{e(task.repo)}{"" if summary else f" · build #{task.build_number}"}</p>
 <h1 id="app-name">{e(name)}</h1>
 <p class="version" id="version">{e(version)}</p>
 <p class="muted">tested commit <code id="commit" title="{e(task.commit)}">{e(task.commit[:12])}</code></p>
 </header>
-<section id="install">
-{buttons or '<p class="muted">This build has no installable app; its files are listed below.</p>'}
-</section>
+{"" if summary else f'<section id="install">{chr(10)}{buttons or NO_APP}{chr(10)}</section>'}
 <section>
 <h2>What changed</h2>
 <p class="text" id="summary">{e(redact(task.summary) or "(no summary)")}</p>
 {protected}
-{f'<pre id="diffstat">{e(diff_stat)}</pre>' if diff_stat else ""}
+{review_section(task.review, diff_stat)}
 </section>
 <section>
 <h2>Request</h2>
@@ -170,10 +171,7 @@ pre {{ font-size: .8rem; overflow-x: auto; background: var(--card); padding: .5r
 <img id="qr" src="{qr.data_uri}" width="240" height="240" alt="QR code of this page">
 <figcaption class="muted">Scan to open this page on another phone</figcaption>
 </figure>
-<section id="files">
-<h2>Files</h2>
-{details}
-</section>
+{"" if summary else f'<section id="files">{chr(10)}<h2>Files</h2>{chr(10)}{details}{chr(10)}</section>'}
 {expiry}
 </main>
 </body>

@@ -31,6 +31,7 @@ from honk.slack.client import (
     is_user_id,
 )
 from honk.workflows.contract import Links, Notice, RequestStatus, Stage, protected_changes_text
+from honk.workflows.contract_review import Review, first_files, short_stat, stat_summary
 
 Blocks = list[dict[str, Any]]
 
@@ -99,13 +100,19 @@ def metadata(notice: Notice, kind: str, key: str) -> dict[str, Any]:
 
 
 def link_facts(links: Links, *, commit_chars: int | None = None) -> list[str]:
-    """Where the request's work can be seen: install page, work branch (until merged), merged
-    commit. The status message and the `/honk status` reply show them alike."""
+    """Where the request's work can be seen: install page (or the summary page when nothing is
+    built), work branch or its compare view (until merged), merged commit. The status message,
+    the approval request and the `/honk status` reply show them alike."""
     facts = []
     if links.install_page:
         facts.append(f"Install: {link(links.install_page, 'install page')}")
+    elif links.summary_page:
+        facts.append(f"Summary: {link(links.summary_page, 'summary page')}")
     if links.work_branch and not links.merged_commit:
-        facts.append(f"Branch: `{escape(links.work_branch)}`")
+        if links.compare and is_web(links.compare):
+            facts.append(f"Compare: {link(links.compare, links.work_branch)}")
+        else:
+            facts.append(f"Branch: `{escape(links.work_branch)}`")
     if links.merged_commit:
         facts.append(f"Commit: `{escape(links.merged_commit[:commit_chars])}`")
     return facts
@@ -143,6 +150,13 @@ def status_text(status: RequestStatus) -> str:
         f"> {escape(status.instruction[:300])}",
     ]
     lines += [f"• {fact}" for fact in link_facts(status.links)]
+    if status.changed_files:
+        shown, more = first_files(status.changed_files, limit=5)
+        size = stat_summary(status.diff_stat)
+        names = ", ".join(f"`{escape(name.replace('`', ''))}`" for name in shown) + (
+            f" and {more} more" if more else ""
+        )
+        lines.append(f"• Changed: {names}" + (f" ({escape(size)})" if size else ""))
     if status.pending_feedback:
         lines.append(f"• Queued feedback: {len(status.pending_feedback)}")
     if status.protected_changes:
@@ -155,6 +169,20 @@ def status_text(status: RequestStatus) -> str:
 
 
 # --------------------------------------------------------------------------- notifications
+
+
+def changes(review: Review | None) -> Blocks:
+    """The approval request's "Changes": the first files and the diff stat in a code block."""
+    if review is None or not (review.changed_files or review.diff_stat):
+        return []
+    lines = ["*Changes*"]
+    if review.changed_files:
+        shown, more = first_files(review.changed_files, review.changed_count)
+        names = ", ".join(f"`{escape(name.replace('`', ''))}`" for name in shown)
+        lines.append(names + (f" and {more} more" if more else ""))
+    if review.diff_stat:  # no backtick may close the block early
+        lines.append("```" + escape(short_stat(review.diff_stat, 2000).replace("`", "'")) + "```")
+    return [section("\n".join(lines))]
 
 
 def build_ready(notice: Notice) -> tuple[str, Blocks]:
@@ -206,12 +234,17 @@ def needs_approval(notice: Notice) -> tuple[str, Blocks]:
             "confirm": confirm_cancel,
         },
     ]
-    body = [section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}")]
+    body = [section(f":eyes: {mention(notice.origin.user)}{escape(notice.text)}"), *changes(notice.review)]
+    facts = link_facts(notice.links)
+    if facts:
+        body.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(facts)}]})
     warning = protected_changes_text(notice.protected_changes)
     if warning:  # the approver must know the verifier itself changed
         body.append(section(f":warning: *{escape(warning)}*"))
     body.append({"type": "actions", "block_id": DECISION_BLOCK, "elements": buttons})
-    return f"Ready for review: {notice.text}" + (f" {warning}" if warning else ""), body
+    size = stat_summary(notice.review.diff_stat if notice.review else None)
+    text = f"Ready for review: {notice.text}" + (f" ({size})" if size else "")
+    return text + (f" {warning}" if warning else ""), body
 
 
 def approval_closed(outcome: str) -> tuple[str, Blocks]:

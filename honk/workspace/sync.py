@@ -148,3 +148,23 @@ def changed_files(repo: git.Repo, ref: WorkspaceRef) -> list[str]:
         strip=False,
     )
     return [name for name in out.split("\0") if name]
+
+
+STAT_LIMIT = 4000  # characters; git's last line sums up a bigger change
+
+
+def diff_stat(repo: git.Repo, ref: WorkspaceRef) -> str:
+    """`git diff --stat` of the work branch since its merge-base with the base: what the
+    approver reviews (the same range as `changed_files`)."""
+    out = run_git(
+        repo,
+        "diff",
+        "--stat=72",
+        "--no-color",
+        "--no-renames",
+        f"refs/remotes/origin/{ref.base_branch}...refs/heads/{ref.work_branch}",
+    )
+    if len(out) <= STAT_LIMIT:
+        return out
+    lines = out.splitlines()
+    return "\n".join(lines[:40] + [" ...", lines[-1]])

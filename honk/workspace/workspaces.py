@@ -334,6 +334,11 @@ class Workspaces:
         with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return work_branch.changed_files(repo, ref)
 
+    def diff_stat(self, ref: WorkspaceRef) -> str:
+        """`git diff --stat` of the work branch since its merge-base with the base."""
+        with self.locked(ref), open_repo(self.verified(ref)) as repo:
+            return work_branch.diff_stat(repo, ref)
+
     # ----------------------------------------------------------------- cleanup
 
     def remove(self, ref: WorkspaceRef, delete_remote_branch: bool, expect_sha: str | None = None) -> str | None:

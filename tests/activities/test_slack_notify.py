@@ -141,7 +141,7 @@ async def test_one_status_message_updated_in_place_and_replies_per_event(fake, t
     assert upload["data"].startswith(b"\x89PNG\r\n\x1a\n") and upload["title"] == "Scan to install on your phone"
     # The approval message had three buttons, now closed after the merge.
     posted_approval = next(c for c in posts if c.args["metadata"]["event_payload"]["kind"] == "approval")
-    buttons = posted_approval.args["blocks"][1]["elements"]
+    buttons = next(b for b in posted_approval.args["blocks"] if b["type"] == "actions")["elements"]
     assert [b["action_id"] for b in buttons] == [ACTION_APPROVE, ACTION_REQUEST_CHANGES, ACTION_CANCEL]
     assert json.loads(buttons[0]["value"]) == {"request_id": REQUEST, "install_page": PAGE}
     assert "confirm" in buttons[2], "cancel asks for confirmation"

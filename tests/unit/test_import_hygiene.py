@@ -53,7 +53,9 @@ def test_the_contract_is_a_leaf():
     for path in (ROOT / "workflows").glob("contract*.py"):
         for name in imports_of(path):
             root = name.split(".")[0]
-            assert root in allowed_roots or name.startswith("temporalio.common"), (path.name, name)
+            # A sibling contract module (e.g. contract_review) is held to the same rule by this glob.
+            sibling = name.startswith("honk.workflows.contract")
+            assert root in allowed_roots or sibling or name.startswith("temporalio.common"), (path.name, name)
 
 
 def test_the_workflow_imports_only_the_contract_and_temporalio():
