@@ -5,6 +5,7 @@ lines name the request (the workflow id) they were written for."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,11 +15,22 @@ from temporalio.exceptions import ApplicationError
 from honk import liveness, logs
 from honk.errors import HonkError
 
+# Beats closer together than this are dropped: from a step's thread each one waits for the
+# worker's event loop, and the server hears at most one per throttle interval anyway.
+BEAT_GAP_S = 1.0
+
 
 class ActivityPulse:
     """Forwards the domain's heartbeats and cancellation checks to the running activity."""
 
+    def __init__(self) -> None:
+        self._last = float("-inf")
+
     def beat(self, *details: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < BEAT_GAP_S:
+            return
+        self._last = now
         activity.heartbeat(*details)
 
     def cancelled(self) -> bool:

@@ -9,6 +9,7 @@ the pushed branch rather than from scratch.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -36,6 +37,20 @@ log = logging.getLogger(__name__)
 # Work in progress reaches the remote at most this often (and always at the round's end): a
 # crashed worker's retry resumes from there, losing at most this much of the agent's work.
 CHECKPOINT_PUSH_S = 15.0
+
+
+def file_states(root: Path, paths: set[str]) -> tuple:
+    """What git's own index compares to notice a changed file (size, times, inode), for
+    each of `paths`; a file written by anyone since changes its ctime at least."""
+    states: list[tuple[object, ...]] = []
+    for rel in sorted(paths):
+        try:
+            st = os.lstat(root / rel)
+        except OSError:
+            states.append((rel, None))
+            continue
+        states.append((rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_mode))
+    return tuple(states)
 
 
 def make_backend(settings: Settings) -> AgentBackend:
@@ -90,8 +105,15 @@ class AgentRunner:
                 return "This repository has no checks configured."
             return "All checks passed." if report.passed else report.failure_report()
 
+        committed_as: tuple | None = None  # the changed paths' file states at the last commit
+
         def checkpoint_local(message: str) -> str | None:
-            return self.workspaces.commit_paths(ref, tools.changed_paths, message)
+            nonlocal committed_as
+            if committed_as is not None and file_states(root, tools.changed_paths) == committed_as:
+                return None  # nothing the agent changed has been touched since it was committed
+            sha = self.workspaces.commit_paths(ref, tools.changed_paths, message)
+            committed_as = file_states(root, tools.changed_paths)
+            return sha
 
         last_push = time.monotonic()  # a quick round pushes once, at its end
 
