@@ -11,11 +11,14 @@ removed and a verdict on whether a remote failure is permanent.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import git
+from git.compat import defenc
 
 from honk import telemetry
 from honk.git.credentials import GitCredentials, askpass_env
@@ -137,8 +140,10 @@ def run_git(
     cmd = target.git if isinstance(target, git.Repo) else target
     if command in _DIFFING:  # belt and braces: drivers are never defined, never invoked
         args = ("--no-ext-diff", "--no-textconv", *args)
+    if not network:
+        return _run_local(cmd, command, args, strip)
     runner = getattr(cmd(c=list(_SAFE_CONFIG)), command.replace("-", "_"))
-    env = {**_GIT_ENV, **_NETWORK_ENV, **askpass_env(credentials)} if network else {**_GIT_ENV, **_LOCAL_ENV}
+    env = {**_GIT_ENV, **_NETWORK_ENV, **askpass_env(credentials)}
     try:
         output = runner(
             *args,
@@ -149,6 +154,25 @@ def run_git(
     except git.GitCommandError as exc:
         raise GitError(command, exc) from None
     return str(output)
+
+
+def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool) -> str:
+    """A local command, run as GitPython would (same argv, environment, decoding and
+    errors) without its per-call overhead: a request runs dozens of these."""
+    argv = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git"]
+    for setting in _SAFE_CONFIG:
+        argv += ["-c", setting]
+    argv += [command, *args]
+    env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_GIT_ENV, **_LOCAL_ENV}
+    done = subprocess.run(
+        argv, cwd=cmd.working_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    stdout, stderr = done.stdout, done.stderr.removesuffix(b"\n")
+    if strip:
+        stdout = stdout.removesuffix(b"\n")
+    if done.returncode != 0:
+        raise GitError(command, git.GitCommandError(argv, done.returncode, stderr, stdout))
+    return stdout.decode(defenc, "surrogateescape")
 
 
 def rev(repo: git.Repo, name: str) -> str | None:
