@@ -7,8 +7,10 @@ polls Temporal never blocks. SIGTERM/SIGINT drain in-flight activities before ex
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -16,7 +18,7 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from honk.activities.agent import AgentActivities
+from honk.activities.agent import AGENT_MODULE, AgentActivities
 from honk.activities.build import BuildActivities
 from honk.activities.checks import CheckActivities
 from honk.activities.merge import MergeActivities
@@ -113,6 +115,8 @@ async def run_workers(workers: Sequence[Worker], stop: asyncio.Event | None = No
             pass
     runs = [asyncio.create_task(w.run()) for w in workers]
     log.info("worker started", extra={"task_queues": [w.task_queue for w in workers]})
+    # Polling already: the model client library loads meanwhile, not before the first poll.
+    threading.Thread(target=importlib.import_module, args=(AGENT_MODULE,), name="honk-warm-up", daemon=True).start()
     stopper = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([stopper, *runs], return_when=asyncio.FIRST_COMPLETED)
     log.info("worker stopping")
