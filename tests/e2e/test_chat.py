@@ -379,7 +379,11 @@ async def test_slash_command_starts_a_threaded_request_and_answers_privately(cha
     await chat.command(slash_command("list", user=BOB, channel=CHANNEL, response_url=fake.response_url()))
     await chat.command(slash_command("", user=BOB, channel=CHANNEL, response_url=fake.response_url()))
     await chat.chat.service.drain()
-    unknown, listed, helped = fake.responses
+    assert len(fake.responses) == 3, fake.responses
+    # The three answers come back in the order they are ready (the list asks the server).
+    unknown = next(r for r in fake.responses if "nosuch" in r["text"])
+    helped = next(r for r in fake.responses if r["text"].startswith("*/honk <repository>"))
+    listed = next(r for r in fake.responses if r is not unknown and r is not helped)
     assert "I don't know a repository called `nosuch`" in unknown["text"]
     assert "You wrote: `/honk nosuch do it`" in unknown["text"], "the typed command is never lost"
     assert "open for *hello-android*" in listed["text"]

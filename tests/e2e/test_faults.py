@@ -94,7 +94,10 @@ async def test_one_request_through_every_fault_merges_exactly_once(tmp_path, tas
         for status in (429, 529, 500):
             assert status in statuses, statuses
             LEDGER.injected(f"model answered {status}")
-        await inside(world, request_id, Stage.CHECKING, "worker SIGKILL while checking", lambda: yes(True))
+        # The slow check runs in the agent's own verifier run (or, failing that, the CHECKING step).
+        await eventually(lambda: yes(any(stack.settings.data_dir.rglob("check-slow-*.log"))), timeout=180)
+        world.restart_worker()
+        LEDGER.injected("worker SIGKILL while checking")
         await inside(world, request_id, Stage.BUILDING, "worker SIGKILL while building", lambda: yes(True))
         s3.fail(503, only=("PUT", ".apk"))
         await eventually(lambda: yes(s3.hits >= 2), timeout=120, what="S3 to refuse the upload")

@@ -159,7 +159,6 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     for activity in (
         ACTIVITY_PREPARE,
         ACTIVITY_AGENT,
-        ACTIVITY_CHECKS,
         ACTIVITY_BUILD,
         ACTIVITY_PUBLISH,
         ACTIVITY_NOTIFY,
@@ -197,10 +196,15 @@ async def test_one_trace_from_a_signed_chat_event_to_merge(dev_env, tmp_path, ta
     assert len(calls) == len(turns)
     assert agent.attributes["honk.status"] == "finished" and agent.attributes["honk.tokens"] > 0
 
-    # Git operations, the checks' and build's commands and the uploads are in it too.
+    # Git operations, the checks' and build's commands and the uploads are in it too. The
+    # checks ran once: in the agent's own verifier run (its tree then skips the checks step)
+    # or in the checks step.
     git_ops = {s.attributes["git.command"] for s in ours if s.name.startswith("git ")}
     assert {"fetch", "push", "commit"} <= git_ops, git_ops
     assert any(s.name == "command" and s.attributes["honk.exit_code"] == 0 for s in ours)
+    checks = [s for s in ours if s.name == "command" and s.attributes["honk.log"].startswith("check-")]
+    assert len(checks) == 1, [s.attributes["honk.log"] for s in checks]
+    assert {"agent.tool", f"RunActivity:{ACTIVITY_CHECKS}"} & set(ancestors(checks[0])), ancestors(checks[0])
     builds = [s for s in ours if s.name == "build"]
     assert builds and ancestors(builds[0])[0] == f"RunActivity:{ACTIVITY_BUILD}"
     assert any(s.name == "upload" for s in ours)

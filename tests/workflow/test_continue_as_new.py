@@ -7,12 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import activity
-from temporalio.service import RPCError, RPCStatusCode
-from test_workflow import World, make_request, run_alone, wait_stage  # noqa: F401 (the fixture)
+from test_workflow import World, make_request, run_alone, status_now, wait_stage  # noqa: F401 (the fixture)
 
 from honk.workflows.contract import (
     ACTIVITY_BUILD,
-    QUERY_STATUS,
     BuildOutcome,
     BuildTask,
     RequestState,
@@ -30,17 +28,6 @@ class CountingWorld(World):
     async def build(self, task: BuildTask) -> BuildOutcome:
         self.builds.append(task)
         return await super().build(task)
-
-
-async def status_now(handle) -> RequestStatus | None:
-    """The status, or None when the query timed out: on a loaded machine the test server may
-    answer a query to a run that is just continuing as new only after its deadline."""
-    try:
-        return await handle.query(QUERY_STATUS, result_type=RequestStatus)
-    except RPCError as err:
-        if err.status != RPCStatusCode.DEADLINE_EXCEEDED and "deadline" not in str(err):
-            raise
-        return None
 
 
 async def continued(handle) -> RequestStatus:
