@@ -43,7 +43,7 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
-    from honk.workflows.limits import CARRY_PREPARED, CHECKED_BY_AGENT, Limits
+    from honk.workflows.limits import CARRY_PREPARED, CHECKED_BY_AGENT, UNIQUE_BUILDS, Limits
     from honk.workflows.merging import ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
@@ -245,6 +245,8 @@ class ChangeRequestWorkflow(ApprovedMerge):
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
+        if workflow.patched(UNIQUE_BUILDS):  # two builds in one second shared a number and its pages
+            number = max(number, (self.state.build_number or 0) + 1)
         self.state.build_number = number
         build_started = workflow.now()
         in_place = lambda t: len(targets) == 1 and not t.task_queue  # noqa: E731 - a lone local target: no extra checkout

@@ -25,6 +25,7 @@ from honk.workflows.contract import BuildTargetRef, RequestOptions, RequestState
 BOUNDED_WAITS = "bounded-waits"
 CARRY_PREPARED = "carry-prepared"
 CHECKED_BY_AGENT = "checked-by-agent"
+UNIQUE_BUILDS = "unique-build-numbers"
 
 # Before BOUNDED_WAITS: five attempts, about 30 s of backoff in all.
 RETRY_WORLD = RetryPolicy(

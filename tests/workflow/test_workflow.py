@@ -380,6 +380,17 @@ async def test_failed_build_goes_back_to_agent(run):
     assert "aapt: error: resource missing" in world.agent_tasks[1].feedback[0]
 
 
+async def test_every_build_of_a_request_has_its_own_number(run):
+    """Builds are numbered by the second they start; two in one second (a failed build sent
+    straight back to a quick agent) would share a number, and the store prefix with it."""
+    world = World(build_fails=1)
+    handle = await run(world)
+    waiting = await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    numbers = [b.build_number for b in world.build_tasks]
+    assert len(numbers) == 2 and numbers[1] > numbers[0], numbers
+    assert waiting.build_number == numbers[1] and world.published[-1].build_number == numbers[1]
+
+
 async def test_request_changes_then_approve(run):
     world = World()
     handle = await run(world)
