@@ -164,9 +164,12 @@ def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool) -
         argv += ["-c", setting]
     argv += [command, *args]
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_GIT_ENV, **_LOCAL_ENV}
-    done = subprocess.run(
-        argv, cwd=cmd.working_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
-    )
+    try:
+        done = subprocess.run(
+            argv, cwd=cmd.working_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+        )
+    except OSError as exc:  # the directory is gone (or git is): a failed git command all the same
+        raise GitError(command, git.GitCommandError(argv, 128, str(exc).encode(), b"")) from None
     stdout, stderr = done.stdout, done.stderr.removesuffix(b"\n")
     if strip:
         stdout = stdout.removesuffix(b"\n")

@@ -166,3 +166,21 @@ def test_a_workspace_whose_git_is_a_gitfile_is_rebuilt(setup):
 
     assert (rebuilt / ".git").is_dir()
     assert sh(rebuilt, "remote", "get-url", "origin") == str(remote)
+
+
+def test_local_git_commands_fail_as_git_errors_and_keep_git_words(tmp_path):
+    """Local commands skip GitPython's machinery but fail the same way: a GitError with git's
+    own message, also when the directory is gone; output comes back without its newline."""
+    import git
+
+    from honk.git.runner import GitError, run_git
+
+    repo = tmp_path / "r"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    assert run_git(git.Git(str(repo)), "rev-parse", "--is-inside-work-tree") == "true"
+    with pytest.raises(GitError) as failed:
+        run_git(git.Git(str(repo)), "rev-parse", "--verify", "no-such-ref")
+    assert failed.value.status == 128 and "fatal: Needed a single revision" in str(failed.value)
+    with pytest.raises(GitError) as gone:
+        run_git(git.Git(str(tmp_path / "gone")), "status")
+    assert "gone" in str(gone.value)
