@@ -37,7 +37,7 @@ async def continued(handle) -> RequestStatus:
 
     from conftest import eventually
 
-    return await eventually(probe, what="continued as new while awaiting approval")
+    return await eventually(probe, timeout=60, what="continued as new while awaiting approval")
 
 
 async def approve_again_after_repair(handle, world, builds: int) -> None:
@@ -48,7 +48,7 @@ async def approve_again_after_repair(handle, world, builds: int) -> None:
         status = await status_now(handle)
         return status is not None and status.stage == Stage.AWAITING_APPROVAL and len(world.builds) == builds
 
-    await eventually(back_for_approval, what="the repaired change back for approval")
+    await eventually(back_for_approval, timeout=60, what="the repaired change back for approval")
     await handle.signal("approve", {"by": "alice"})
 
 

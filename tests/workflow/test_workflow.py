@@ -255,10 +255,10 @@ async def run_alone(own_time_env, task_queue, request):
 
 
 async def status_now(handle) -> RequestStatus | None:
-    """The status, or None when the query timed out: on a loaded machine the test server may
-    answer a query to a run that is just continuing as new only after its deadline."""
+    """The status, or None when the query timed out: the test server now and then leaves a
+    query to a run that is just continuing as new unanswered; asking again gets an answer."""
     try:
-        return await handle.query(QUERY_STATUS, result_type=RequestStatus)
+        return await handle.query(QUERY_STATUS, result_type=RequestStatus, rpc_timeout=timedelta(seconds=5))
     except RPCError as err:
         if err.status != RPCStatusCode.DEADLINE_EXCEEDED and "deadline" not in str(err):
             raise
