@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio import activity
-from test_workflow import World, make_request, run_alone, status_now, wait_stage  # noqa: F401 (the fixture)
+from test_workflow import World, continued_status, make_request, run_alone, status_now, wait_stage  # noqa: F401 (the fixture)
 
 from honk.workflows.contract import (
     ACTIVITY_BUILD,
@@ -32,8 +32,7 @@ class CountingWorld(World):
 
 async def continued(handle) -> RequestStatus:
     async def probe():
-        s = await status_now(handle)
-        return s if s is not None and s.continued >= 1 and s.stage == Stage.AWAITING_APPROVAL else None
+        return await continued_status(handle)
 
     from conftest import eventually
 

@@ -254,6 +254,16 @@ async def run_alone(own_time_env, task_queue, request):
         yield start
 
 
+async def continued_status(handle) -> RequestStatus | None:
+    """The status of the run that continued as new, once there is one. Only the new run is
+    asked: a query racing the old run's close can leave the test server without the new
+    run's first task (it then waits forever)."""
+    if (await handle.describe()).run_id == handle.first_execution_run_id:
+        return None
+    s = await status_now(handle)
+    return s if s is not None and s.continued >= 1 and s.stage == Stage.AWAITING_APPROVAL else None
+
+
 async def status_now(handle) -> RequestStatus | None:
     """The status, or None when the query timed out: the test server now and then leaves a
     query to a run that is just continuing as new unanswered; asking again gets an answer."""
@@ -579,11 +589,7 @@ async def test_continue_as_new_preserves_state(run):
     world = World(checks=[False, True])
     handle = await run(world, make_request(history_limit=50))
 
-    async def continued():
-        s = await status_now(handle)
-        return s if s is not None and s.continued >= 1 and s.stage == Stage.AWAITING_APPROVAL else None
-
-    status = await eventually(continued, what="continue-as-new while awaiting approval")
+    status = await eventually(lambda: continued_status(handle), timeout=60, what="continue-as-new, awaiting approval")
     assert status.attempt == 2 and status.usage.input_tokens == 2000
     assert any("Checks failed" in e.message for e in status.timeline), "timeline carried over"
     await handle.signal("approve", {"by": "alice"})
