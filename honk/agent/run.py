@@ -70,14 +70,15 @@ class AgentRunner:
     def run(self, task: AgentTask, attempt: int = 1) -> AgentOutcome:
         """Run one round; `attempt` > 1 means an interrupted run of it may have left work."""
         ref = task.workspace
-        root = self.workspaces.ensure(ref)
+        synced = self.workspaces.sync(ref)
+        root = synced.path
         liveness.beat({"round": task.round, "attempt": task.attempt, "turn": 0})
         conflicted: list[str] = []
         if task.update_base:
             task, conflicted = self._absorb_base(root, task)
         try:
             # The base branch's: an agent that rewrites `.honk.toml` changes nothing it obeys.
-            config, protected = self.workspaces.base_config(ref)
+            config, protected = self.workspaces.base_config(ref, base_sha=None if task.update_base else synced.base_sha)
         except RepoConfigError as exc:
             raise config_error(exc) from None
         base_protected = protected

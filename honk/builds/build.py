@@ -38,7 +38,7 @@ from honk.checks import (
     request_artifacts_dir,
 )
 from honk.commands import CommandResult, run_command
-from honk.config.repository import BuildSpec, RepoConfigError
+from honk.config.repository import BuildSpec, RepoConfig, RepoConfigError
 from honk.config.settings import Settings
 from honk.environments import prepare_environment
 from honk.errors import HonkError, permanent
@@ -92,10 +92,10 @@ class Builder:
         with self.workspaces.locked(ref):
             try:
                 with heartbeating("preparing workspace"):
-                    root = self.workspaces.ensure(ref)
-                    head_sha = self.workspaces.head(ref)
-                spec, driver = self._target(ref, task.target)
-                return self._build(task, ref, spec, driver, root, head_sha)
+                    synced = self.workspaces.sync(ref)
+                config = self._config(ref, synced.base_sha)
+                spec, driver = self._target(config, task.target)
+                return self._build(task, ref, config, spec, driver, synced.path, synced.head_sha)
             finally:
                 if not task.in_place:
                     self._release(ref)
@@ -136,9 +136,15 @@ class Builder:
                 "could not release build workspace", extra={"request_id": ref.request_id, "error": repr(exc)[:300]}
             )
 
-    def _target(self, ref: WorkspaceRef, name: str) -> tuple[BuildSpec, BuildDriver]:
+    def _config(self, ref: WorkspaceRef, base_sha: str) -> RepoConfig:
         try:
-            spec = self.workspaces.repo_config(ref).target(name)  # the base branch's
+            return self.workspaces.repo_config(ref, base_sha=base_sha)  # the base branch's
+        except RepoConfigError as exc:
+            raise config_error(exc) from None
+
+    def _target(self, config: RepoConfig, name: str) -> tuple[BuildSpec, BuildDriver]:
+        try:
+            spec = config.target(name)
         except RepoConfigError as exc:
             raise config_error(exc) from None
         driver = self.drivers.get(spec.driver)
@@ -148,7 +154,7 @@ class Builder:
 
     @telemetry.traced(
         "build",
-        attrs=lambda self, task, spec, driver, *a: {
+        attrs=lambda self, task, ref, config, spec, driver, *a: {
             "target": spec.name,
             "driver": driver.name,
             "build_number": task.build_number,
@@ -156,12 +162,18 @@ class Builder:
         result=lambda outcome: {"artifacts": len(outcome.artifacts), "duration_s": outcome.duration_s},
     )
     def _build(
-        self, task: BuildTask, ref: WorkspaceRef, spec: BuildSpec, driver: BuildDriver, root: Path, head_sha: str
+        self,
+        task: BuildTask,
+        ref: WorkspaceRef,
+        config: RepoConfig,
+        spec: BuildSpec,
+        driver: BuildDriver,
+        root: Path,
+        head_sha: str,
     ) -> BuildOutcome:
         request_id = task.workspace.request_id
         log_path = logs_dir(self.settings, request_id) / f"build-{spec.name}-{task.build_number}.log"
         # The repository's check environment (toolchain, dependencies), read-only, offline.
-        config = self.workspaces.repo_config(ref)  # the base branch's
         environment = prepare_environment(self.settings, task.workspace.repo, root, config)
         ctx = BuildContext(
             workspace=root,

@@ -106,6 +106,11 @@ class GitError(RuntimeError):
         super().__init__(f"git {command} failed: {detail}")
 
 
+def git_failure(command: str, message: str) -> GitError:
+    """A GitError for a command whose answer Honk cannot use (as if git had failed)."""
+    return GitError(command, git.GitCommandError(["git", command], 128, message.encode(), b""))
+
+
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -130,6 +135,7 @@ def run_git(
     network: bool = False,
     strip: bool = True,
     credentials: GitCredentials | None = None,
+    stdin: bytes | None = None,
 ) -> str:
     """Run `git <command> <args...>` as an argv (never a shell) with the safety settings.
 
@@ -141,7 +147,9 @@ def run_git(
     if command in _DIFFING:  # belt and braces: drivers are never defined, never invoked
         args = ("--no-ext-diff", "--no-textconv", *args)
     if not network:
-        return _run_local(cmd, command, args, strip)
+        return _run_local(cmd, command, args, strip, stdin)
+    if stdin is not None:
+        raise ValueError("network git commands take no input")
     runner = getattr(cmd(c=list(_SAFE_CONFIG)), command.replace("-", "_"))
     env = {**_GIT_ENV, **_NETWORK_ENV, **askpass_env(credentials)}
     try:
@@ -156,7 +164,7 @@ def run_git(
     return str(output)
 
 
-def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool) -> str:
+def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool, stdin: bytes | None = None) -> str:
     """A local command, run as GitPython would (same argv, environment, decoding and
     errors) without its per-call overhead: a request runs dozens of these."""
     argv = [git.Git.GIT_PYTHON_GIT_EXECUTABLE or "git"]
@@ -166,7 +174,12 @@ def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool) -
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_GIT_ENV, **_LOCAL_ENV}
     try:
         done = subprocess.run(
-            argv, cwd=cmd.working_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+            argv,
+            cwd=cmd.working_dir,
+            env=env,
+            capture_output=True,
+            check=False,
+            **({"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}),
         )
     except OSError as exc:  # the directory is gone (or git is): a failed git command all the same
         raise GitError(command, git.GitCommandError(argv, 128, str(exc).encode(), b"")) from None
@@ -184,6 +197,24 @@ def rev(repo: git.Repo, name: str) -> str | None:
         return run_git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
     except GitError:
         return None
+
+
+def revs(repo: git.Repo, *names: str) -> list[str | None]:
+    """The object each of `names` resolves to (e.g. `refs/heads/x^{commit}`, `HEAD^{tree}`),
+    None for each that does not exist: one git process for all of them."""
+    if any("\n" in name or not name for name in names):
+        raise ValueError(f"not a revision: {names!r}")
+    if not names:
+        return []
+    query = "".join(f"{name}\n" for name in names).encode()
+    out = run_git(repo, "cat-file", "--batch-check=%(objectname)", strip=False, stdin=query)
+    found: list[str | None] = []
+    for line in out.splitlines()[: len(names)]:
+        # A missing (or ambiguous) name is echoed back with a verdict; an object id is hex.
+        found.append(line if line and " " not in line and all(c in "0123456789abcdef" for c in line) else None)
+    if len(found) != len(names):
+        raise git_failure("cat-file", f"expected {len(names)} answers, got: {out[:200]!r}")
+    return found
 
 
 @contextlib.contextmanager

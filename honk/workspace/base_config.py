@@ -48,6 +48,14 @@ _BY_COMMIT: dict[str, tuple[RepoConfig, ProtectedPaths]] = {}
 _BY_COMMIT_MAX = 256
 
 
+def cached_base_config(commit: str) -> tuple[RepoConfig, ProtectedPaths] | None:
+    """What `base_repo_config` found at base commit `commit`, if it has read that commit."""
+    if commit not in _BY_COMMIT:
+        return None
+    config, protected = _BY_COMMIT[commit]
+    return config.model_copy(deep=True), protected
+
+
 def base_repo_config(repo: git.Repo, base_branch: str) -> tuple[RepoConfig, ProtectedPaths]:
     """`.honk.toml` of the base branch (or what its content suggests) and the paths it
     protects. Raises RepoConfigError with what to fix."""
@@ -55,9 +63,8 @@ def base_repo_config(repo: git.Repo, base_branch: str) -> tuple[RepoConfig, Prot
         rev = run_git(repo, "rev-parse", "--verify", "--quiet", f"{base_ref(base_branch)}^{{commit}}")
     except GitError:
         rev = base_ref(base_branch)  # missing: let the reads below say so
-    if rev in _BY_COMMIT:
-        config, protected = _BY_COMMIT[rev]
-        return config.model_copy(deep=True), protected
+    if (known := cached_base_config(rev)) is not None:
+        return known
     config = repo_config_from(lambda rel: _read(repo, rev, rel), lambda: _detect(repo, rev))
     found = config, protected_paths(config, lambda rel: _exists(repo, rev, rel))
     if rev != base_ref(base_branch):

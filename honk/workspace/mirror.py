@@ -52,8 +52,17 @@ def refresh_mirror(mirror: Path, ref: WorkspaceRef, url: str, credentials: GitCr
             if rev(repo, f"refs/heads/{ref.base_branch}") is None:
                 raise remote_error(ref, f"has no branch {ref.base_branch!r}")
             # Clones of the mirror start from the base rather than whatever HEAD names.
-            run_git(repo, "symbolic-ref", "HEAD", f"refs/heads/{ref.base_branch}")
+            head = f"refs/heads/{ref.base_branch}"
+            if _read_head(mirror) != f"ref: {head}":
+                run_git(repo, "symbolic-ref", "HEAD", head)
     return mirror
+
+
+def _read_head(mirror: Path) -> str:
+    try:
+        return (mirror / "HEAD").read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 def _create_mirror(mirror: Path) -> None:

@@ -11,28 +11,31 @@ import git
 
 from honk import liveness
 from honk.git.credentials import GitCredentials
-from honk.git.runner import GitError, is_permanent_remote_error, rev, run_git
+from honk.git.runner import GitError, git_failure, is_permanent_remote_error, revs, run_git
 from honk.workflows.contract import WorkspaceRef
 from honk.workspace.request import log_fields, remote_error
 
 log = logging.getLogger(__name__)
 
 
-def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False) -> str:
-    """Point the work branch at `start` and make the tree exactly that commit.
+def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False, empty: bool = False) -> str:
+    """Point the work branch at commit `start` (a full object id) and make the tree exactly
+    that commit; returns `start`.
 
     `fresh`: the `.git` is brand-new (pool or clone), so there is no merge, rebase or
     cherry-pick state to drop and the forced checkout alone gives the exact tree; the reset
     (another pass over every file, ~40% of a warm workspace's time on a large repository)
-    only matters for a workspace a previous step of the request used."""
+    only matters for a workspace a previous step of the request used. `empty`: a brand-new
+    clone with no work tree yet, so nothing untracked can be there to clean either."""
     git_dir = Path(repo.git_dir)
     if (git_dir / "rebase-merge").exists() or (git_dir / "rebase-apply").exists():
         run_git(repo, "rebase", "--quit")  # a crash mid-merge left a rebase behind
     run_git(repo, "checkout", "--quiet", "--force", "--no-track", "-B", ref.work_branch, start, "--")
-    if not fresh:
+    if not (fresh or empty):
         run_git(repo, "reset", "--quiet", "--hard", start)  # also drops MERGE_HEAD & co
-    run_git(repo, "clean", "-ffdxq")
-    return run_git(repo, "rev-parse", "HEAD")
+    if not empty:
+        run_git(repo, "clean", "-ffdxq")
+    return start
 
 
 def reset_to(repo: git.Repo, ref: WorkspaceRef, sha: str) -> None:
@@ -106,8 +109,10 @@ def push_work_branch(repo: git.Repo, ref: WorkspaceRef, credentials: GitCredenti
     the work branch, so the base is never touched.
     """
     work = f"refs/heads/{ref.work_branch}"
-    sha = run_git(repo, "rev-parse", work)
-    lease = rev(repo, f"refs/remotes/origin/{ref.work_branch}") or ""
+    sha, lease = revs(repo, f"{work}^{{commit}}", f"refs/remotes/origin/{ref.work_branch}^{{commit}}")
+    if sha is None:
+        raise git_failure("push", f"no branch {ref.work_branch} to push")
+    lease = lease or ""
     try:
         with liveness.heartbeating("git push", ref.work_branch):
             run_git(
@@ -130,8 +135,9 @@ def push_work_branch(repo: git.Repo, ref: WorkspaceRef, credentials: GitCredenti
 
 def diff_is_empty(repo: git.Repo, ref: WorkspaceRef) -> bool:
     """True when the committed work branch has the same tree as `origin/<base>`."""
-    work = run_git(repo, "rev-parse", f"refs/heads/{ref.work_branch}^{{tree}}")
-    base = run_git(repo, "rev-parse", f"refs/remotes/origin/{ref.base_branch}^{{tree}}")
+    work, base = revs(repo, f"refs/heads/{ref.work_branch}^{{tree}}", f"refs/remotes/origin/{ref.base_branch}^{{tree}}")
+    if work is None or base is None:
+        raise git_failure("rev-parse", f"{ref.work_branch} or origin/{ref.base_branch} is missing")
     return work == base
 
 

@@ -35,11 +35,11 @@ from honk.config.settings import Settings
 from honk.errors import HonkError, permanent
 from honk.git.branches import delete_remote_branch
 from honk.git.credentials import GitCredentials, split_credentials, url_host
-from honk.git.runner import GitError, is_permanent_remote_error, open_repo, rev, run_git
+from honk.git.runner import GitError, is_permanent_remote_error, open_repo, revs, run_git
 from honk.workflows.contract import BuildTargetRef, PreparedWorkspace, WorkspaceRef
 from honk.workspace import hygiene
 from honk.workspace import sync as work_branch
-from honk.workspace.base_config import base_repo_config
+from honk.workspace.base_config import base_repo_config, cached_base_config
 from honk.workspace.locks import file_lock
 from honk.workspace.mirror import fetch_from_mirror, refresh_mirror
 from honk.workspace.paths import delete_tree, safe_name
@@ -112,12 +112,13 @@ class Workspaces:
 
     def prepare(self, ref: WorkspaceRef) -> PreparedWorkspace:
         """The workspace of a new (or resumed) request, its work branch published at once so
-        the request is visible and resumable remotely, and what its `.honk.toml` declares."""
+        the request is visible and resumable remotely (and a remote that refuses Honk's pushes
+        fails the request before the agent spends anything), and what `.honk.toml` declares."""
         with self.locked(ref):
             state = self.sync(ref)
             head = self.push(ref)
             try:
-                config = self.repo_config(ref)
+                config = self.repo_config(ref, base_sha=state.base_sha)
             except RepoConfigError as exc:
                 raise permanent(str(exc), "ConfigError") from None
         return PreparedWorkspace(
@@ -146,14 +147,18 @@ class Workspaces:
             if ref.head_sha is not None and (here := self._still_here(ref)) is not None:
                 return here
             mirror = self._refresh_mirror(ref)
-            path, fresh = self._materialize(ref, mirror)
+            path, how = self._materialize(ref, mirror)
             with open_repo(path) as repo:
-                fetch_from_mirror(repo, mirror)
-                remote_work = rev(repo, f"refs/remotes/origin/{ref.work_branch}")
-                base_sha = rev(repo, f"refs/remotes/origin/{ref.base_branch}")
+                if how != "cloned":  # a clone of the just-fetched mirror has its branches already
+                    fetch_from_mirror(repo, mirror)
+                remote_work, base_sha = revs(
+                    repo, f"refs/remotes/origin/{ref.work_branch}^{{commit}}", f"refs/remotes/origin/{ref.base_branch}^{{commit}}"
+                )
                 if base_sha is None:  # the mirror had it a moment ago; treat as transient
                     raise RuntimeError(f"origin/{ref.base_branch} missing after fetch")
-                head = work_branch.reset_work_branch(repo, ref, remote_work or base_sha, fresh=fresh)
+                head = work_branch.reset_work_branch(
+                    repo, ref, remote_work or base_sha, fresh=how != "kept", empty=how == "cloned"
+                )
         state = WorkspaceState(path, base_sha, head, resumed=remote_work is not None)
         log.info("workspace ready", extra=log_fields(ref, head_sha=head, base_sha=base_sha, resumed=state.resumed))
         return state
@@ -172,10 +177,10 @@ class Workspaces:
         except HonkError:
             return None  # the full sync rebuilds it
         with open_repo(path) as repo:
-            if rev(repo, f"refs/heads/{ref.work_branch}") != ref.head_sha:
-                return None
-            base_sha = rev(repo, f"refs/remotes/origin/{ref.base_branch}")
-            if base_sha is None or ref.head_sha is None:
+            work, base_sha = revs(
+                repo, f"refs/heads/{ref.work_branch}^{{commit}}", f"refs/remotes/origin/{ref.base_branch}^{{commit}}"
+            )
+            if work != ref.head_sha or base_sha is None or ref.head_sha is None:
                 return None
             work_branch.reset_to(repo, ref, ref.head_sha)
         log.info("workspace reused", extra=log_fields(ref, head_sha=ref.head_sha, base_sha=base_sha))
@@ -198,18 +203,19 @@ class Workspaces:
     def _refresh_mirror(self, ref: WorkspaceRef) -> Path:
         return refresh_mirror(self.mirror_path(ref), ref, self.remote_url(ref), self.credentials_for(ref))
 
-    def _materialize(self, ref: WorkspaceRef, mirror: Path) -> tuple[Path, bool]:
-        """Make sure a usable clone exists at `path(ref)`: the one already there, an idle
-        one from the pool, or a new shared clone of the mirror. A broken one is rebuilt.
-        Also says whether its `.git` is brand-new (from the pool or just cloned)."""
+    def _materialize(self, ref: WorkspaceRef, mirror: Path) -> tuple[Path, str]:
+        """Make sure a usable clone exists at `path(ref)`: the one already there ("kept"), an
+        idle one from the pool ("pooled"), or a new shared clone of the mirror ("cloned"), with
+        no work tree yet. A broken one is rebuilt. Also says which of the three it is."""
         path = self.path(ref)
-        fresh = not path.exists()
+        how = "kept"
         if path.exists() and not self._trusted(path, mirror):
             log.warning("rebuilding broken workspace", extra=log_fields(ref, path=str(path)))
             delete_tree(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             if self.pool.take(ref.repo, path):
+                how = "pooled"
                 if self._trusted(path, mirror):
                     log.info("workspace taken from pool", extra=log_fields(ref, path=str(path)))
                 else:  # e.g. its mirror was deleted and recreated meanwhile
@@ -223,6 +229,7 @@ class Workspaces:
                 os.rename(tmp, path)
             finally:
                 delete_tree(tmp)
+            how = "cloned"
             log.info("workspace created", extra=log_fields(ref, path=str(path)))
         # Pushes go to the real remote, never through the host cache; its URL carries no
         # credentials (they come with each command), so none lands in .git/config.
@@ -230,7 +237,7 @@ class Workspaces:
         if ("remote.origin.url", url) not in hygiene.read_config(path / ".git" / "config"):
             with open_repo(path) as repo:
                 run_git(repo, "remote", "set-url", "origin", url)
-        return path, fresh
+        return path, how
 
     def _trusted(self, path: Path, mirror: Path) -> bool:
         """The workspace's `.git` is Honk's (repaired if need be) and usable."""
@@ -314,13 +321,16 @@ class Workspaces:
         with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return work_branch.diff_is_empty(repo, ref)
 
-    def repo_config(self, ref: WorkspaceRef) -> RepoConfig:
+    def repo_config(self, ref: WorkspaceRef, base_sha: str | None = None) -> RepoConfig:
         """The request's checks, builds and agent settings: the base branch's `.honk.toml`
         (never the work tree's). Raises RepoConfigError."""
-        return self.base_config(ref)[0]
+        return self.base_config(ref, base_sha)[0]
 
-    def base_config(self, ref: WorkspaceRef) -> tuple[RepoConfig, ProtectedPaths]:
-        """The base branch's configuration and the paths it protects."""
+    def base_config(self, ref: WorkspaceRef, base_sha: str | None = None) -> tuple[RepoConfig, ProtectedPaths]:
+        """The base branch's configuration and the paths it protects; `base_sha`: the commit
+        `origin/<base>` is known to be at (a `sync` just said so), saving the lookup."""
+        if base_sha is not None and (known := cached_base_config(base_sha)) is not None:
+            return known
         with self.locked(ref), open_repo(self.verified(ref)) as repo:
             return base_repo_config(repo, ref.base_branch)
 

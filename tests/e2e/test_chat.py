@@ -614,7 +614,7 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
     # While round 1 is being checked (the agent's own verifier run, or the CHECKING step),
     # Bob replies in the thread.
     async def slow_check_running():
-        return any(stack.settings.data_dir.rglob("check-slow-*.log"))
+        return stack.check_started(request_id)
 
     await eventually(slow_check_running, timeout=60, what="round 1's slow check to start")
     assert (
@@ -649,10 +649,13 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
     )
     assert await chat.action(modal) == 200
     await chat.chat.service.drain()
-    assert (
-        fake.ephemerals[-1]["user"] == MALLORY
-        and "neither the requester nor an approver" in fake.ephemerals[-1]["text"]
-    )
+
+    async def refused_privately():
+        refusals = [e["user"] for e in fake.ephemerals if "neither the requester nor an approver" in e["text"]]
+        return refusals or None
+
+    assert await eventually(refused_privately, what="the refusal, told to Mallory alone") == [MALLORY]
+    assert not (await get_status(dev_env.client, request_id)).pending_feedback
 
     # "cancel" in the thread works like the button, for the requester.
     await chat.event(message_event("cancel", user=BOB, channel=CHANNEL, ts=new_ts(), thread_ts=ts))

@@ -95,7 +95,7 @@ async def test_one_request_through_every_fault_merges_exactly_once(tmp_path, tas
             assert status in statuses, statuses
             LEDGER.injected(f"model answered {status}")
         # The slow check runs in the agent's own verifier run (or, failing that, the CHECKING step).
-        await eventually(lambda: yes(any(stack.settings.data_dir.rglob("check-slow-*.log"))), timeout=180)
+        await eventually(lambda: yes(stack.check_started(request_id)), timeout=180)
         world.restart_worker()
         LEDGER.injected("worker SIGKILL while checking")
         await inside(world, request_id, Stage.BUILDING, "worker SIGKILL while building", lambda: yes(True))

@@ -159,7 +159,7 @@ async def test_worker_killed_mid_request_still_merges_exactly_once(dev_env, tmp_
         # Kill the worker inside the slow check, whichever step runs it (the agent's own
         # verifier run or the CHECKING stage).
         async def slow_check_running():
-            return any(tmp_path.rglob("check-slow-*.log"))
+            return stack.check_started(handle.id)
 
         await eventually(slow_check_running, timeout=120, what="the slow check to start")
         await asyncio.sleep(1)

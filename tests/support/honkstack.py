@@ -16,6 +16,7 @@ from anthropic_fake import API_KEY, FakeAnthropic
 from conftest import eventually
 
 from honk.changes import RequestError, get_status, start_request
+from honk.checks import logs_dir
 from honk.cli.demo import SAMPLE_APP, create_remote
 from honk.config.registry import load_registry
 from honk.config.settings import load_settings
@@ -167,6 +168,12 @@ class Stack:
 
     def commit_message(self, sha: str) -> str:
         return git.Repo(self.remote).git.log("-1", "--format=%B", sha)
+
+    def check_started(self, request_id: str, name: str = "slow") -> bool:
+        """Whether the request's check `name` has started (its log exists): looks only in the
+        request's own log directory, not in workspaces and mirrors that come and go."""
+        logs = logs_dir(self.settings, request_id)
+        return logs.is_dir() and any(logs.glob(f"check-{name}-*.log"))
 
     def remote_file(self, path: str, ref: str = "main") -> str:
         return git.Repo(self.remote).git.show(f"{ref}:{path}")
