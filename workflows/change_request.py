@@ -8,14 +8,18 @@ update (validated, immediate answer); both go through one rule book (``decisions
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-# Pure modules of this package, passed through so the whole run shares one copy of each model.
+# Pure modules of this package, passed through so every request shares one copy of each (by
+# full name: `from honk.workflows import x` would load x afresh into each request's sandbox).
 with workflow.unsafe.imports_passed_through():
-    from honk.workflows import approvals, metrics, steps, wording
+    import honk.workflows.approvals as approvals
+    import honk.workflows.metrics as metrics
+    import honk.workflows.steps as steps
+    import honk.workflows.wording as wording
     from honk.workflows.contract import (
         QUERY_STATUS,
         SIGNAL_APPROVE,
@@ -43,16 +47,10 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
-    from honk.workflows.limits import CARRY_PREPARED, CHECKED_BY_AGENT, UNIQUE_BUILDS, Limits
-    from honk.workflows.merging import ApprovedMerge
+    from honk.workflows.limits import BUILD_EPOCH, CARRY_PREPARED, CHECKED_BY_AGENT, UNIQUE_BUILDS, Limits
+    from honk.workflows.merging import REPAIRABLE_MERGE_FAILURES, ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
-
-# Build numbers grow across requests (a phone only installs a higher version code).
-BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
-
-# Merge failures the agent can repair: it gets the latest base merged in and the reason.
-REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
 
 
 @workflow.defn(name=WORKFLOW_TYPE)

@@ -14,7 +14,7 @@ by the patch `BOUNDED_WAITS`, so their recorded histories replay unchanged (READ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -26,6 +26,9 @@ BOUNDED_WAITS = "bounded-waits"
 CARRY_PREPARED = "carry-prepared"
 CHECKED_BY_AGENT = "checked-by-agent"
 UNIQUE_BUILDS = "unique-build-numbers"
+
+# Build numbers grow across requests (a phone only installs a higher version code).
+BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 # Before BOUNDED_WAITS: five attempts, about 30 s of backoff in all.
 RETRY_WORLD = RetryPolicy(

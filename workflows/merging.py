@@ -13,6 +13,9 @@ from honk.workflows.limits import Limits
 from honk.workflows.record import Record
 from honk.workflows.step_calls import RequestFailed, StepCalls
 
+# Merge failures the agent can repair: it gets the latest base merged in and the reason.
+REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
+
 
 class ApprovedMerge:
     """Mixed into the workflow; uses its request, state, record, steps and decisions."""

@@ -69,6 +69,33 @@ def domain_files() -> list[Path]:
     return [p for p in DOMAIN.rglob("*.py") if p.relative_to(DOMAIN).parts[0] not in LAYER_LINKS]
 
 
+def test_a_new_request_runs_only_the_workflow_module_afresh_in_its_sandbox():
+    """Each request's sandbox executes change_request.py anew (no state shared between runs);
+    the pure modules it uses come from the worker. A fresh copy of each cost every request
+    ~5 ms before its first step, and memory for as long as it waits."""
+    code = (
+        "import asyncio, json, sys\n"
+        "import temporalio.workflow\n"
+        "from honk.workers.temporal import with_passthrough\n"
+        "from honk.workflows.change_request import ChangeRequestWorkflow\n"
+        "ran = []\n"
+        "sys.addaudithook(lambda event, args: event == 'exec' and ran.append(getattr(args[0], 'co_filename', '')))\n"
+        "defn = temporalio.workflow._Definition.must_from_class(ChangeRequestWorkflow)\n"
+        "async def create():\n"
+        "    with_passthrough(None).prepare_workflow(defn)  # builds one sandboxed instance\n"
+        "asyncio.run(create())\n"
+        "print(json.dumps(sorted({f for f in ran if f.endswith('.py')})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    ran = {
+        Path(f).relative_to(ROOT).as_posix()
+        for f in json.loads(out.stdout.strip().splitlines()[-1])
+        if f.startswith(str(DOMAIN))
+    }
+    assert "honk/workflows/change_request.py" in ran, "the workflow module itself is loaded per request"
+    assert ran <= {"honk/__init__.py", "honk/workflows/__init__.py", "honk/workflows/change_request.py"}, ran
+
+
 def test_the_domain_library_never_uses_the_temporal_worker_api():
     forbidden = ("temporalio.activity", "temporalio.worker", "temporalio.exceptions.ApplicationError")
     offenders = {
