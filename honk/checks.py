@@ -24,7 +24,7 @@ from honk.liveness import cancelled, heartbeating
 from honk.redact import redact
 from honk.sandbox import Sandbox
 from honk.workflows.contract import CheckRun, ChecksOutcome, ChecksTask, WorkspaceRef
-from honk.workspace import Workspaces
+from honk.workspace import Workspaces, WorkspaceState
 from honk.workspace.paths import safe_name
 
 log = logging.getLogger(__name__)
@@ -37,13 +37,11 @@ class WorkspaceProvider(Protocol):
 
     def locked(self, ref: WorkspaceRef) -> AbstractContextManager[None]: ...
 
-    def ensure(self, ref: WorkspaceRef) -> Path: ...
-
-    def head(self, ref: WorkspaceRef) -> str: ...
+    def sync(self, ref: WorkspaceRef) -> WorkspaceState: ...
 
     def diff_is_empty(self, ref: WorkspaceRef) -> bool: ...
 
-    def repo_config(self, ref: WorkspaceRef) -> RepoConfig: ...
+    def repo_config(self, ref: WorkspaceRef, base_sha: str | None = None) -> RepoConfig: ...
 
     def protected_changes(self, ref: WorkspaceRef) -> list[str]: ...
 
@@ -78,11 +76,11 @@ class Checks:
         # target) would otherwise reset and `git clean` the tree under the running checks.
         with self.workspaces.locked(ref):
             with heartbeating("preparing workspace"):
-                root = self.workspaces.ensure(ref)
-                head_sha = self.workspaces.head(ref)
+                synced = self.workspaces.sync(ref)
+                root, head_sha = synced.path, synced.head_sha
                 diff_empty = self.workspaces.diff_is_empty(ref)
             try:
-                config = self.workspaces.repo_config(ref)  # the base branch's, not the tree's
+                config = self.workspaces.repo_config(ref, base_sha=synced.base_sha)  # the base branch's, not the tree's
             except RepoConfigError as exc:
                 raise config_error(exc) from None
             protected = self.workspaces.protected_changes(ref)

@@ -18,6 +18,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     import honk.workflows.approvals as approvals
     import honk.workflows.metrics as metrics
+    import honk.workflows.patches as patches
     import honk.workflows.steps as steps
     import honk.workflows.wording as wording
     from honk.workflows.contract import (
@@ -47,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         WorkspaceRef,
     )
     from honk.workflows.decisions import Decisions, RequestExpired
-    from honk.workflows.limits import BUILD_EPOCH, CARRY_PREPARED, CHECKED_BY_AGENT, UNIQUE_BUILDS, Limits
+    from honk.workflows.limits import BUILD_EPOCH, Limits
     from honk.workflows.merging import REPAIRABLE_MERGE_FAILURES, ApprovedMerge
     from honk.workflows.record import Record
     from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls, build_failure, explain
@@ -79,7 +80,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.decisions = Decisions(request, self.record, self.steps)
         self.keep_branch = False
         # Approvals bind to a commit, merges are untorn (see merging); older requests replay as before.
-        self.decisions.binding = workflow.patched("approval-binds-commit")
+        self.decisions.binding = workflow.patched(patches.APPROVAL_BINDS_COMMIT)
         self.pushed_sha = self.state.tested_sha  # the work branch tip Honk last pushed
         self.cancelled_while_merging = False
 
@@ -140,18 +141,18 @@ class ChangeRequestWorkflow(ApprovedMerge):
         return self.workspace.model_copy(update={"head_sha": tip})
 
     def commit_title(self) -> str:
-        if workflow.patched("merge-message"):  # older histories merged with the old wording
+        if workflow.patched(patches.MERGE_MESSAGE):  # older histories merged with the old wording
             return wording.commit_subject(self.request.instruction, self.state.last_summary)
         return wording.commit_title(self.request.instruction)
 
     def commit_body(self) -> str:
-        if workflow.patched("merge-message"):
+        if workflow.patched(patches.MERGE_MESSAGE):
             return wording.merge_body(self.request.requester, self.state.round_summaries, self.state.reviews)
         return wording.commit_body(self.request.requester, self.state.last_summary)
 
     async def produce_round(self, repair: list[str] | None = None, update_base: bool = False) -> None:
         """One round: agent edits until the checks pass, then build and publish."""
-        if self.prepared is None and workflow.patched(CARRY_PREPARED):
+        if self.prepared is None and workflow.patched(patches.CARRY_PREPARED):
             await self.prepare()  # a run continued before targets were carried (a merge repair)
         self.state.round += 1
         self.state.attempt = 0
@@ -217,7 +218,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
     async def check(self, edited: AgentOutcome) -> ChecksOutcome:
         await self.record.enter(Stage.CHECKING, f"Running checks (attempt {self.state.attempt})")
         outcome = edited.checks  # the agent's own run, when it passed on this very tree
-        if outcome is None or not workflow.patched(CHECKED_BY_AGENT):
+        if outcome is None or not workflow.patched(patches.CHECKED_BY_AGENT):
             outcome = await self.steps.act(
                 steps.CHECKS,
                 ChecksTask(workspace=self.at_tip(), attempt=self.state.agent_runs),
@@ -237,13 +238,13 @@ class ChangeRequestWorkflow(ApprovedMerge):
         self.state.tested_sha = checks.head_sha
         if not targets:
             self.record.note("No build targets configured; skipping build and publish")
-            if workflow.patched("review-summary"):  # older requests went to approval with nothing to open
+            if workflow.patched(patches.REVIEW_SUMMARY):  # older requests went to approval with nothing to open
                 await self.publish_summary(edited, checks)
             return None
         await self.record.enter(Stage.BUILDING, wording.building(targets))
         self.state.builds += 1
         number = int((workflow.now() - BUILD_EPOCH).total_seconds())
-        if workflow.patched(UNIQUE_BUILDS):  # two builds in one second shared a number and its pages
+        if workflow.patched(patches.UNIQUE_BUILDS):  # two builds in one second shared a number and its pages
             number = max(number, (self.state.build_number or 0) + 1)
         self.state.build_number = number
         build_started = workflow.now()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from temporalio import workflow
 
-from honk.workflows import approvals, metrics, wording
+from honk.workflows import approvals, metrics, patches, wording
 from honk.workflows.contract import (
     Action,
     ChangeRequest,
@@ -59,7 +59,7 @@ class Decisions:
         had such refusals rejected by the validator, so their accepted updates all apply."""
         if self.binding and approvals.seen(self.state, update):
             return DecisionOutcome(accepted=True, message=f"Already applied ({update.id})", stage=self.state.stage)
-        if workflow.patched("decide-records-refusals"):
+        if workflow.patched(patches.DECIDE_RECORDS_REFUSALS):
             refusal = self.refusal(update.action, update)
             if refusal:
                 await self.refuse(update.action, update, refusal)

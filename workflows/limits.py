@@ -7,7 +7,7 @@ hour); retries back off to one a minute with no attempt cap, bounded by the requ
 only non-retryable errors (permanent conditions) fail a step at once.
 
 Runs that started before these limits existed keep the old fixed ones: the choice is guarded
-by the patch `BOUNDED_WAITS`, so their recorded histories replay unchanged (README,
+by the patch `bounded-waits`, so their recorded histories replay unchanged (README,
 "Changing the workflow safely").
 """
 
@@ -19,18 +19,13 @@ from datetime import UTC, datetime, timedelta
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
+from honk.workflows import patches
 from honk.workflows.contract import BuildTargetRef, RequestOptions, RequestState
-
-# Patch ids: never reuse one for a different change.
-BOUNDED_WAITS = "bounded-waits"
-CARRY_PREPARED = "carry-prepared"
-CHECKED_BY_AGENT = "checked-by-agent"
-UNIQUE_BUILDS = "unique-build-numbers"
 
 # Build numbers grow across requests (a phone only installs a higher version code).
 BUILD_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
-# Before BOUNDED_WAITS: five attempts, about 30 s of backoff in all.
+# Before bounded-waits: five attempts, about 30 s of backoff in all.
 RETRY_WORLD = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -59,7 +54,7 @@ class Limit:
 
 def bounded() -> bool:
     """True for runs started on code with bounded waits (memoised per run by the SDK)."""
-    return workflow.patched(BOUNDED_WAITS)
+    return workflow.patched(patches.BOUNDED_WAITS)
 
 
 def outage_retry() -> RetryPolicy:

@@ -4,11 +4,12 @@ attributes and details card, the per-stage metrics, and notices to the requester
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
-from honk.workflows import metrics, steps, wording
+from honk.workflows import metrics, patches, steps, wording
 from honk.workflows.contract import (
     BESIDE_STATUS,
     SA_REPO,
@@ -27,10 +28,9 @@ from honk.workflows.contract import (
 from honk.workflows.limits import Limits
 from honk.workflows.step_calls import explain
 
-# Notices go out in order from a queue instead of holding up the pipeline at every stage.
-PATCH_QUEUED_NOTICES = "queued-notices"
-# A status notice a later queued notice rewrites anyway is skipped (many requests at once).
-PATCH_COALESCE_STATUS = "coalesce-status"
+# A status notice waits until its stage has lasted this long: a stage that ends sooner is
+# overtaken by the next notice (no chat edit and no step for a line nobody could read).
+STATUS_SETTLE = timedelta(seconds=1)
 REVIEW_EVENTS = ("needs_approval", "reminder")  # notices that show the change itself
 
 
@@ -77,7 +77,7 @@ class Record:
             protected_changes=list(self.state.protected_changes),
             review=wording.reviewed(self.request, self.state) if event in REVIEW_EVENTS else None,
         )
-        if workflow.patched(PATCH_QUEUED_NOTICES):
+        if workflow.patched(patches.QUEUED_NOTICES):
             self.outbox.append(notice)
             if self.courier is None:
                 self.courier = asyncio.create_task(self.deliver())
@@ -88,18 +88,34 @@ class Record:
         """Send queued notices one at a time, in order (the chat message is updated in place)."""
         try:
             while self.outbox:
+                if self.outbox[0].event == "status":
+                    await self.settle(self.outbox[0])
                 if not self.superseded(self.outbox[0]):
                     await self.send(self.outbox[0])
                 self.outbox.pop(0)
         finally:
             self.courier = None
 
+    async def settle(self, notice: Notice) -> None:
+        """Hold a status line until its stage has lasted STATUS_SETTLE, or until another notice
+        is queued behind it (the next stage's line then overtakes it, see `superseded`)."""
+        entered = next((e.at for e in reversed(self.state.timeline) if e.kind == "stage"), None)
+        if notice.stage != self.state.stage or entered is None or len(self.outbox) > 1:
+            return
+        left = STATUS_SETTLE - (workflow.now() - entered)
+        if left <= timedelta(0) or not workflow.patched(patches.SETTLED_STATUS):
+            return
+        try:
+            await workflow.wait_condition(lambda: len(self.outbox) > 1, timeout=left)
+        except TimeoutError:
+            pass  # the stage lasted: its line goes out
+
     def superseded(self, notice: Notice) -> bool:
         """A status line that a notice queued after it rewrites anyway: when the stages move
         faster than notices go out (a loaded worker, a slow chat), only the newest is sent."""
         if notice.event != "status" or not any(n.event not in BESIDE_STATUS for n in self.outbox[1:]):
             return False
-        return workflow.patched(PATCH_COALESCE_STATUS)
+        return workflow.patched(patches.COALESCE_STATUS)
 
     async def flush_notices(self) -> None:
         """Wait until every queued notice went out: a closed or continued run sends nothing."""

@@ -173,14 +173,12 @@ def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool, s
     argv += [command, *args]
     env = {**os.environ, "LANGUAGE": "C", "LC_ALL": "C", **_GIT_ENV, **_LOCAL_ENV}
     try:
-        done = subprocess.run(
-            argv,
-            cwd=cmd.working_dir,
-            env=env,
-            capture_output=True,
-            check=False,
-            **({"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}),
-        )
+        if stdin is None:
+            done = subprocess.run(
+                argv, cwd=cmd.working_dir, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
+            )
+        else:
+            done = subprocess.run(argv, cwd=cmd.working_dir, env=env, input=stdin, capture_output=True, check=False)
     except OSError as exc:  # the directory is gone (or git is): a failed git command all the same
         raise GitError(command, git.GitCommandError(argv, 128, str(exc).encode(), b"")) from None
     stdout, stderr = done.stdout, done.stderr.removesuffix(b"\n")

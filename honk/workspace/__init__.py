@@ -6,6 +6,6 @@ next request), `sync` (the work branch: reset, commit, push, diff), `locks` (flo
 `paths` (names and trees on disk), `request` (validating a WorkspaceRef, its errors).
 """
 
-from honk.workspace.workspaces import Workspaces
+from honk.workspace.workspaces import Workspaces, WorkspaceState
 
-__all__ = ["Workspaces"]
+__all__ = ["Workspaces", "WorkspaceState"]

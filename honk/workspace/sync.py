@@ -18,7 +18,9 @@ from honk.workspace.request import log_fields, remote_error
 log = logging.getLogger(__name__)
 
 
-def reset_work_branch(repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False, empty: bool = False) -> str:
+def reset_work_branch(
+    repo: git.Repo, ref: WorkspaceRef, start: str, *, fresh: bool = False, empty: bool = False
+) -> str:
     """Point the work branch at commit `start` (a full object id) and make the tree exactly
     that commit; returns `start`.
 

@@ -152,7 +152,9 @@ class Workspaces:
                 if how != "cloned":  # a clone of the just-fetched mirror has its branches already
                     fetch_from_mirror(repo, mirror)
                 remote_work, base_sha = revs(
-                    repo, f"refs/remotes/origin/{ref.work_branch}^{{commit}}", f"refs/remotes/origin/{ref.base_branch}^{{commit}}"
+                    repo,
+                    f"refs/remotes/origin/{ref.work_branch}^{{commit}}",
+                    f"refs/remotes/origin/{ref.base_branch}^{{commit}}",
                 )
                 if base_sha is None:  # the mirror had it a moment ago; treat as transient
                     raise RuntimeError(f"origin/{ref.base_branch} missing after fetch")

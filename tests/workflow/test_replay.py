@@ -80,7 +80,7 @@ def patched_with(path: Path, patch_id: str) -> bool:
 async def test_the_example_patch_replays_before_and_after_it():
     """`bounded-waits` (workflows/limits.py): runs recorded before it take the old fixed
     timeouts, runs recorded after it carry its marker; both must replay."""
-    from honk.workflows.limits import BOUNDED_WAITS
+    from honk.workflows.patches import BOUNDED_WAITS
 
     after = [p for p in HISTORIES if patched_with(p, BOUNDED_WAITS)]
     before = [p for p in HISTORIES if "happy_path" in p.stem and p not in after]

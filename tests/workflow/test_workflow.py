@@ -339,6 +339,28 @@ async def test_a_tree_the_agent_checked_is_not_checked_again(run):
     assert world.merges[0].workspace.head_sha is None, "the merge fetches the newest base"
 
 
+async def test_a_status_line_goes_out_only_for_a_stage_that_lasts(run):
+    world = World()
+    world.hold("agent")
+    handle = await run(world)
+    await asyncio.wait_for(world.entered["agent"].wait(), 30)
+
+    async def editing_told():
+        return any(n.event == "status" and n.stage == Stage.EDITING for n in world.notices)
+
+    await eventually(editing_told, timeout=30, what="the EDITING line, once the stage lasted a second")
+    world.gates["agent"].set()
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+
+    async def approval_told():
+        return any(n.event == "needs_approval" for n in world.notices)
+
+    await eventually(approval_told, what="the approval request")
+    # Preparing, checking, building and publishing took no time: the next notice overtook them.
+    assert [n.stage for n in world.notices if n.event == "status"] == [Stage.EDITING]
+    assert world.events() == ["received", "build_ready", "needs_approval"]
+
+
 async def test_protected_changes_are_called_out_to_the_approver(run):
     world = World()
     world.protected = [".honk.toml", "checks/unit.sh"]
