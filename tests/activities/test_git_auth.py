@@ -20,6 +20,7 @@ from pathlib import Path
 import git
 import pytest
 from git_http import GitHttpServer
+from repos import make_remote, sh
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.merge import MergeActivities
@@ -42,17 +43,6 @@ USERNAME = "honk-bot"
 # --------------------------------------------------------------------------- fixtures
 
 
-def sh(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture
 def password() -> str:
     return "pw-" + secrets.token_hex(12)
@@ -62,14 +52,9 @@ def password() -> str:
 def server(tmp_path: Path, password: str) -> Iterator[GitHttpServer]:
     root = tmp_path / "served"
     root.mkdir()
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    sh(seed, "init", "-q", "-b", "main")
-    (seed / "app.txt").write_text("line 1\nline 2\n")
-    (seed / ".honk.toml").write_text('[[checks]]\nname = "ok"\nrun = ["true"]\n')
-    sh(seed, "add", "-A")
-    sh(seed, "commit", "-q", "-m", "initial")
-    sh(tmp_path, "clone", "-q", "--bare", str(seed), str(root / "app.git"))
+    files = {"app.txt": "line 1\nline 2\n", ".honk.toml": '[[checks]]\nname = "ok"\nrun = ["true"]\n'}
+    make_remote(tmp_path, files, name="app")
+    (tmp_path / "app.git").rename(root / "app.git")  # served alone, without its seed
     httpd = GitHttpServer(root, USERNAME, password)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from repos import make_remote, sh
 
 from honk.activities.merge import MergeActivities
 from honk.config.settings import Settings
@@ -16,27 +17,9 @@ from honk.workflows.contract import MergeTask, WorkspaceRef
 from honk.workspace import Workspaces
 
 
-def sh(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture
 def setup(tmp_path: Path):
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    sh(seed, "init", "-q", "-b", "main")
-    (seed / "app.txt").write_text("v1\n")
-    sh(seed, "add", "-A")
-    sh(seed, "commit", "-q", "-m", "initial")
-    remote = tmp_path / "remote.git"
-    sh(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
+    remote = make_remote(tmp_path, {"app.txt": "v1\n"})
     marker = tmp_path / "RAN"
     evil = tmp_path / "evil.sh"
     # A clean filter must print the content; diff.external gets 7 arguments: both are fine.

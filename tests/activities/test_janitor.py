@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from repos import make_remote, sh
 
 from honk.activities.workspace import WorkspaceActivities
 from honk.config.registry import load_registry
@@ -34,21 +35,6 @@ DAY = 86400
 OLD = time.time() - 30 * DAY  # a month ago
 
 
-def sh(cwd: Path, *args: str, when: float | None = None) -> str:
-    env = dict(os.environ)
-    if when is not None:
-        env["GIT_COMMITTER_DATE"] = env["GIT_AUTHOR_DATE"] = f"{int(when)} +0000"
-    done = subprocess.run(
-        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    return done.stdout.strip()
-
-
 def branches(remote: Path) -> set[str]:
     return set(sh(remote, "for-each-ref", "--format=%(refname:short)", "refs/heads").splitlines())
 
@@ -58,14 +44,7 @@ class World:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        seed = tmp_path / "seed"
-        seed.mkdir()
-        sh(seed, "init", "-q", "-b", "main")
-        (seed / "app.txt").write_text("v1\n")
-        sh(seed, "add", "-A")
-        sh(seed, "commit", "-q", "-m", "initial", when=OLD)
-        self.remote = tmp_path / "app.git"
-        sh(tmp_path, "clone", "-q", "--bare", str(seed), str(self.remote))
+        self.remote = make_remote(tmp_path, {"app.txt": "v1\n"}, name="app", when=OLD)
         self.registry_file = tmp_path / "honk.toml"
         self.registry_file.write_text(f'[repos.app]\nremote = "{self.remote}"\napprovers = ["alice"]\n')
         self.settings = Settings(data_dir=tmp_path / "data", registry=self.registry_file)

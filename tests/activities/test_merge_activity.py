@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+from repos import make_remote, sh
 from temporalio.exceptions import ApplicationError
 
 from honk import merge as merge_module
@@ -15,31 +15,6 @@ from honk.workflows.contract import MergeTask, WorkspaceRef
 from honk.workspace import Workspaces
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Plain git for setting up and inspecting remotes (tests only)."""
-    done = subprocess.run(
-        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
-def make_remote(tmp_path: Path) -> Path:
-    seed = tmp_path / "seed"
-    seed.mkdir()
-    sh(seed, "init", "-q", "-b", "main")
-    (seed / "app.txt").write_text("line 1\nline 2\nline 3\n")
-    (seed / "other.txt").write_text("other\n")
-    sh(seed, "add", "-A")
-    sh(seed, "commit", "-q", "-m", "initial")
-    remote = tmp_path / "remote.git"
-    sh(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    return remote
 
 
 def push_to_base(remote: Path, scratch: Path, files: dict[str, str], message: str) -> str:
@@ -64,7 +39,7 @@ class Fixture:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp_path = tmp_path
-        self.remote = make_remote(tmp_path)
+        self.remote = make_remote(tmp_path, {"app.txt": "line 1\nline 2\nline 3\n", "other.txt": "other\n"})
         self.settings = Settings(data_dir=tmp_path / "data")
         self.workspaces = Workspaces(self.settings)
         self.activities = MergeActivities(self.settings)

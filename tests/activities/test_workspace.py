@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from repos import make_remote, sh
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.workspace import WorkspaceActivities
@@ -43,32 +44,6 @@ task_queue = "honk-macos"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def sh(cwd: Path, *args: str) -> str:
-    """Plain git for setting up and inspecting remotes (tests only)."""
-    done = subprocess.run(
-        ["git", "-c", "user.name=Tester", "-c", "user.email=tester@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
-def make_remote(tmp_path: Path, files: dict[str, str], name: str = "remote") -> Path:
-    seed = tmp_path / f"{name}-seed"
-    seed.mkdir()
-    sh(seed, "init", "-q", "-b", "main")
-    for rel, text in files.items():
-        (seed / rel).parent.mkdir(parents=True, exist_ok=True)
-        (seed / rel).write_text(text)
-    sh(seed, "add", "-A")
-    sh(seed, "commit", "-q", "-m", "initial")
-    remote = tmp_path / f"{name}.git"
-    sh(tmp_path, "clone", "-q", "--bare", str(seed), str(remote))
-    return remote
 
 
 def remote_sha(remote: Path, branch: str) -> str | None:
