@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import textwrap
 import zipfile
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from honkstack import Stack, needs_android
+from repos import make_remote, sh
 from temporalio.api.enums.v1 import EventType
 from temporalio.exceptions import ApplicationError
 
@@ -40,17 +40,6 @@ COMMON_ENV = (
 # --------------------------------------------------------------------------- fixtures
 
 
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     # The fake tools record their calls beside the workspace and import the project (tests/):
@@ -63,18 +52,10 @@ def make_repo(tmp_path: Path):
     """make_repo(files) -> WorkspaceRef whose work branch holds `files` (a bare remote)."""
 
     def make(files: dict[str, str]) -> WorkspaceRef:
-        src = tmp_path / "src"
-        src.mkdir()
-        git("init", "--quiet", "-b", "main", cwd=src)
-        for name, content in files.items():
-            path = src / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(textwrap.dedent(content))
-        git("add", "-A", cwd=src)
-        git("commit", "--quiet", "-m", "app", cwd=src)
-        git("branch", f"honk/{REQUEST}", cwd=src)
-        remote = tmp_path / "remote.git"
-        git("clone", "--quiet", "--bare", str(src), str(remote), cwd=tmp_path)
+        remote = make_remote(
+            tmp_path, {name: textwrap.dedent(content) for name, content in files.items()}, message="app"
+        )
+        sh(remote, "branch", f"honk/{REQUEST}", "main")
         return WorkspaceRef(
             request_id=REQUEST, repo="demo", remote=str(remote), base_branch="main", work_branch=f"honk/{REQUEST}"
         )

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 import textwrap
 import threading
@@ -15,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from repos import sh
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import ActivityEnvironment
 
@@ -26,17 +26,6 @@ from honk.workspace import Workspaces
 
 PY = json.dumps(sys.executable)  # a TOML basic string holding this interpreter's path
 REQUEST = "req-1"
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=Test", "-c", "user.email=test@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 @pytest.fixture
@@ -54,22 +43,22 @@ def make_repo(tmp_path: Path):
     def make(files: dict[str, str]) -> WorkspaceRef:
         src = tmp_path / "src"
         src.mkdir()
-        git("init", "--quiet", "-b", "main", cwd=src)
+        sh(src, "init", "--quiet", "-b", "main")
         (src / "README.md").write_text("demo\n")
         files = dict(files)
         if ".honk.toml" in files:
             (src / ".honk.toml").write_text(textwrap.dedent(files.pop(".honk.toml")))
-        git("add", "-A", cwd=src)
-        git("commit", "--quiet", "-m", "base", cwd=src)
-        git("checkout", "--quiet", "-b", f"honk/{REQUEST}", cwd=src)
+        sh(src, "add", "-A")
+        sh(src, "commit", "--quiet", "-m", "base")
+        sh(src, "checkout", "--quiet", "-b", f"honk/{REQUEST}")
         for name, content in files.items():
             path = src / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(textwrap.dedent(content))
-        git("add", "-A", cwd=src)
-        git("commit", "--quiet", "--allow-empty", "-m", "agent round 1", cwd=src)
+        sh(src, "add", "-A")
+        sh(src, "commit", "--quiet", "--allow-empty", "-m", "agent round 1")
         remote = tmp_path / "remote.git"
-        git("clone", "--quiet", "--bare", str(src), str(remote), cwd=tmp_path)
+        sh(tmp_path, "clone", "--quiet", "--bare", str(src), str(remote))
         return WorkspaceRef(
             request_id=REQUEST,
             repo="demo",
@@ -90,7 +79,7 @@ def builds_for(settings: Settings) -> BuildActivities:
 
 
 def remote_head(ref: WorkspaceRef) -> str:
-    return git("rev-parse", ref.work_branch, cwd=Path(ref.remote))
+    return sh(Path(ref.remote), "rev-parse", ref.work_branch)
 
 
 # --------------------------------------------------------------------------- checks
