@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -71,6 +72,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def listener():
+    """A TCP server on loopback that counts the connections it gets."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    accepted: list[object] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            accepted.append(conn)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield server.getsockname()[1], accepted
+    server.close()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import git
 import pytest
 from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honkstack import Stack
+from repos import make_remote
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.agent import AgentActivities
@@ -40,23 +41,8 @@ FIX_CALC = {
 
 def calc_repo(path: Path, extra: dict[str, str] | None = None) -> Path:
     """A bare remote of a tiny Python project whose test fails."""
-    work = path / "calc-src"
-    work.mkdir(parents=True)
     files = {"calc.py": CALC_BUG, "test_calc.py": TEST_CALC, ".honk.toml": HONK_TOML, **(extra or {})}
-    for name, text in files.items():
-        (work / name).parent.mkdir(parents=True, exist_ok=True)
-        (work / name).write_text(text)
-    repo = git.Repo.init(work, initial_branch="main")
-    repo.git.add(A=True)
-    repo.git.commit(
-        "-m",
-        "calc",
-        author="T <t@example.com>",
-        env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"},
-    )
-    remote = path / "calc.git"
-    git.Repo.clone_from(str(work), str(remote), bare=True)
-    return remote
+    return make_remote(path, files, name="calc", message="calc")
 
 
 def ref_for(remote: Path, request_id: str = "honk-calc-1") -> WorkspaceRef:

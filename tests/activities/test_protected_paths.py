@@ -10,6 +10,7 @@ from pathlib import Path
 import git
 import pytest
 from anthropic_fake import API_KEY, FakeAnthropic
+from repos import make_remote
 
 from honk.activities.agent import AgentActivities
 from honk.activities.checks import CheckActivities
@@ -23,22 +24,7 @@ from honk.workspace import Workspaces
 HONK_TOML = '[[checks]]\nname = "unit"\nrun = ["sh", "checks/unit.sh"]\ntimeout_seconds = 60\n'
 PASSING_TOML = '[[checks]]\nname = "unit"\nrun = ["true"]\n'
 FAILING_CHECK = "#!/bin/sh\necho 'unit: 1 failed' >&2\nexit 1\n"
-
-
-def make_remote(path: Path) -> Path:
-    work = path / "src"
-    (work / "checks").mkdir(parents=True)
-    (work / ".honk.toml").write_text(HONK_TOML)
-    (work / "checks" / "unit.sh").write_text(FAILING_CHECK)
-    (work / "app.txt").write_text("v1\n")
-    repo = git.Repo.init(work, initial_branch="main")
-    repo.git.add(A=True)
-    repo.git.commit(
-        "-m", "init", author="T <t@example.com>", env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@e"}
-    )
-    remote = path / "app.git"
-    git.Repo.clone_from(str(work), str(remote), bare=True)
-    return remote
+APP = {".honk.toml": HONK_TOML, "checks/unit.sh": FAILING_CHECK, "app.txt": "v1\n"}
 
 
 def cheat(summary: str) -> dict:
@@ -81,7 +67,7 @@ def setup(tmp_path):
             model="scripted-model",
             judge=False,
         )
-        remote = make_remote(tmp_path)
+        remote = make_remote(tmp_path, APP, name="app", message="init")
         ref = WorkspaceRef(
             request_id="honk-p-1", repo="app", remote=str(remote), base_branch="main", work_branch="honk/p-1"
         )

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 from pathlib import Path
 
-import git
 import pytest
+from repos import make_remote
 
 from honk.activities.checks import CheckActivities
 from honk.config.settings import load_settings
@@ -37,45 +35,9 @@ print("\\n".join(results))
 """
 
 
-@pytest.fixture
-def listener():
-    """A TCP server on loopback that counts the connections it gets."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted: list[object] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1], accepted
-    server.close()
-
-
 def repo_with_probe(tmp_path: Path, port: int, outside: Path) -> WorkspaceRef:
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "probe.py").write_text(PROBE)
-    (src / ".honk.toml").write_text(
-        f'[[checks]]\nname = "probe"\nrun = ["python3", "probe.py", "{port}", "{outside}"]\n'
-    )
-    repo = git.Repo.init(src, initial_branch="main")
-    repo.git.add(A=True)
-    repo.git.commit(
-        "-m",
-        "probe",
-        author="T <t@example.com>",
-        env={"GIT_COMMITTER_NAME": "T", "GIT_COMMITTER_EMAIL": "t@example.com"},
-    )
-    remote = tmp_path / "remote.git"
-    git.Repo.clone_from(str(src), str(remote), bare=True)
+    honk_toml = f'[[checks]]\nname = "probe"\nrun = ["python3", "probe.py", "{port}", "{outside}"]\n'
+    remote = make_remote(tmp_path, {"probe.py": PROBE, ".honk.toml": honk_toml}, message="probe")
     return WorkspaceRef(
         request_id="honk-probe-1", repo="probe", remote=str(remote), base_branch="main", work_branch="honk/probe-1"
     )

@@ -6,11 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -99,27 +97,6 @@ def test_writes_outside_the_workspace_fail(tmp_path: Path) -> None:
     for target in targets:
         assert not Path(target).exists()
     assert (tmp_path / "data" / "workspaces" / "req-1" / "inside.txt").read_text() == "fine"
-
-
-@pytest.fixture
-def listener():
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    accepted: list[object] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            accepted.append(conn)
-            conn.close()
-
-    threading.Thread(target=serve, daemon=True).start()
-    yield server.getsockname()[1], accepted
-    server.close()
 
 
 def test_network_only_when_configured(tmp_path: Path, listener) -> None:
