@@ -15,7 +15,7 @@ from pathlib import Path
 
 import git
 import pytest
-from conftest import ROOT
+from faultstack import WorkerProcess
 from honkstack import SCRIPT, Stack, needs_android
 
 from honk.workflows.contract import QUERY_STATUS, RequestStatus, Stage
@@ -221,14 +221,7 @@ async def test_worker_killed_after_pushing_base_does_not_merge_twice(dev_env, tm
     env = {**stack.cli_env(), "GIT_PYTHON_GIT_EXECUTABLE": str(wrapper)}
 
     def spawn() -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "honk.cli", "worker"],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "worker.log").open("ab"),
-            start_new_session=True,
-        )
+        return WorkerProcess(env, tmp_path / "worker.log").process
 
     first = spawn()
     second = None

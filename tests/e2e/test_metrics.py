@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 
 import pytest
-from conftest import ROOT, eventually, free_port
+from conftest import eventually, free_port
+from faultstack import WorkerProcess
 from honkstack import Stack, needs_android
 
 from honk import telemetry
@@ -55,14 +54,7 @@ async def test_prometheus_endpoints_show_honk_metrics_after_an_end_to_end_run(de
     stack.client = await connect(starter)
     # ... and a worker process of its own with its endpoint.
     env = {**stack.cli_env(), "HONK_METRICS_PORT": str(worker_port), "HONK_METRICS_HOST": "127.0.0.1"}
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "honk.cli", "worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "worker.log").open("ab"),
-        start_new_session=True,
-    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
     try:
         handle = await stack.request("Add a farewell line, broken first")  # one failed check, then a pass
         await stack.wait_stage(handle.id, Stage.AWAITING_APPROVAL)
@@ -77,8 +69,7 @@ async def test_prometheus_endpoints_show_honk_metrics_after_an_end_to_end_run(de
 
         text = await eventually(worker_metrics, timeout=15, what="the worker's metrics")
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=60)
+        worker.stop()
         await stack.close()
 
     repo = {"repo": "hello-android"}
