@@ -13,12 +13,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 from honkstack import needs_android
+from http_fetch import fetch
 from moto_s3 import MotoServer
 from sample_apps import artifact_for, make_ipa, task_for
 from temporalio.exceptions import ApplicationError
@@ -40,14 +40,6 @@ def moto(tmp_path_factory):
     server = MotoServer(tmp_path_factory.mktemp("moto") / "moto.log")
     yield server
     server.stop()
-
-
-def get(url: str) -> tuple[int, Message, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read()
 
 
 def keys(settings) -> list[str]:
@@ -106,18 +98,18 @@ def test_sample_app_built_and_published_to_s3(moto, tmp_path: Path) -> None:
     signed_at = datetime.strptime(query(stored.url)["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     ends = signed_at + timedelta(seconds=int(query(stored.url)["X-Amz-Expires"]))
     assert published.expires_at is not None and abs((ends - published.expires_at).total_seconds()) <= 1
-    status, headers, body = get(stored.url)
+    status, headers, body = fetch(stored.url)
     assert status == 200 and headers["Content-Type"] == APK_TYPE
     assert hashlib.sha256(body).hexdigest() == apk.sha256 == stored.sha256
 
     # The page (itself behind a presigned link) names the app and links that very download.
-    status, headers, page = get(published.install_page_url)
+    status, headers, page = fetch(published.install_page_url)
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     text = page.decode()
     assert f'href="{html.escape(stored.url)}"' in text
     assert ">Honk Hello<" in text and f"1.0.{number} ({number})" in text
     assert built.head_sha[:12] in text and 'id="qr"' in text
-    status, headers, png = get(published.qr_png_url)
+    status, headers, png = fetch(published.qr_png_url)
     assert status == 200 and headers["Content-Type"] == "image/png" and png.startswith(b"\x89PNG")
     assert published.expires_at is not None
 
@@ -154,9 +146,9 @@ def test_large_artifact_goes_up_in_parts(moto, tmp_path: Path) -> None:
     head = client.head_object(Bucket=settings.s3_bucket, Key=f"{REQUEST}/7/app-release.apk")
     assert head["ETag"].strip('"').endswith("-5"), head["ETag"]  # a 5-part multipart object
     assert head["ContentLength"] == artifact.size and head["ContentType"] == APK_TYPE
-    status, _, body = get(published.artifacts[0].url)
+    status, _, body = fetch(published.artifacts[0].url)
     assert status == 200 and hashlib.sha256(body).hexdigest() == artifact.sha256
-    _, _, page = get(published.install_page_url)
+    _, _, page = fetch(published.install_page_url)
     assert html.escape(published.artifacts[0].url) in page.decode()
     assert client.list_multipart_uploads(Bucket=settings.s3_bucket).get("Uploads", []) == []
 
@@ -187,7 +179,7 @@ def test_ipa_manifest_on_s3_escapes_the_presigned_link(moto, tmp_path: Path) -> 
     published = PublishActivities(settings).publish(task_for(REQUEST, 8, [ipa]))
     [stored] = published.artifacts
     assert "&" in stored.url  # a presigned query string: what must be escaped in the plist
-    status, headers, body = get(published.manifest_url)
+    status, headers, body = fetch(published.manifest_url)
     assert status == 200 and headers["Content-Type"] == "application/xml"
     assert b"&amp;X-Amz-" in body
     item = plistlib.loads(body)["items"][0]
@@ -195,9 +187,9 @@ def test_ipa_manifest_on_s3_escapes_the_presigned_link(moto, tmp_path: Path) -> 
     assert item["metadata"]["bundle-identifier"] == "dev.honk.hello"
     assert item["metadata"]["bundle-version"] == "3.2.1"
     # The IPA behind the manifest's link is the built one.
-    status, _, data = get(item["assets"][0]["url"])
+    status, _, data = fetch(item["assets"][0]["url"])
     assert status == 200 and hashlib.sha256(data).hexdigest() == ipa.sha256
-    _, _, page = get(published.install_page_url)
+    _, _, page = fetch(published.install_page_url)
     assert html.escape(stored.install_url) in page.decode()
     assert stored.install_url == (
         "itms-services://?action=download-manifest&url=" + urllib.parse.quote(published.manifest_url, safe="")

@@ -19,6 +19,7 @@ import pytest
 from conftest import ROOT, free_port
 from honkstack import needs_android
 from phone_browser import CHROMIUM, PhoneBrowser
+from qr_scan import scan_qr
 from sample_apps import artifact_for, build_sample_apk, task_for
 
 from honk.activities.publish import PublishActivities
@@ -55,17 +56,6 @@ def _serve(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _zbar(png: Path) -> list[str]:
-    done = subprocess.run(
-        ["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(png)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.stdout.splitlines()
-
-
 @needs_android
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="`make test` installs chromium")
 @pytest.mark.skipif(not shutil.which("zbarimg"), reason="`make test` installs zbar-tools")
@@ -100,7 +90,7 @@ def test_a_phone_opens_the_install_page_at_the_machines_address(tmp_path: Path) 
         # Every link a phone follows (the favicon is inline, a data: URI).
         hrefs = [urllib.parse.unquote(h) for h in re.findall(r'href="([^"]+)"', html) if not h.startswith("data:")]
         assert hrefs and all(h.replace("&amp;", "&").startswith(base + "/") for h in hrefs), hrefs
-        assert _zbar(Path(published.qr_png_path)) == [page_url]
+        assert scan_qr(Path(published.qr_png_path)) == [page_url]
 
         downloads = tmp_path / "downloads"
         downloads.mkdir()

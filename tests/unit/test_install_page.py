@@ -6,19 +6,19 @@ from __future__ import annotations
 import os
 import plistlib
 import shutil
-import subprocess
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 import zipfile
-from email.message import Message
 from pathlib import Path
 
 import pytest
 from honkstack import needs_android
+from http_fetch import fetch
 from phone_browser import CHROMIUM, PhoneBrowser
+from qr_scan import scan_qr
 from sample_apps import artifact_for, build_sample_apk, make_ipa, task_for
 
 from honk.activities.publish import PublishActivities
@@ -36,17 +36,6 @@ needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="`make t
 needs_zbar = pytest.mark.skipif(not shutil.which("zbarimg"), reason="`make test` installs zbar-tools")
 
 
-def zbar(png: Path) -> list[str]:
-    done = subprocess.run(
-        ["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", str(png)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return done.stdout.splitlines()
-
-
 @pytest.fixture
 def served(tmp_path: Path):
     """Settings whose local store is served by Honk's web service with signed links."""
@@ -56,14 +45,6 @@ def served(tmp_path: Path):
         yield settings.model_copy(update={"public_url": server.url}), server
     finally:
         server.stop()
-
-
-def fetch(url: str) -> tuple[int, Message, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.headers, err.read()
 
 
 # --------------------------------------------------------------------------- manifest
@@ -129,7 +110,7 @@ def test_qr_code_decodes_to_the_link(tmp_path: Path) -> None:
     qr = qr_code(url)
     png = tmp_path / "qr.png"
     png.write_bytes(qr.png)
-    assert zbar(png) == [url]
+    assert scan_qr(png) == [url]
     assert qr.svg.lstrip().startswith("<svg") and "QR code" in qr.svg
 
 
@@ -246,7 +227,7 @@ def test_install_page_on_a_phone(served, tmp_path: Path) -> None:
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") == 390 * 2  # device pixels
     if shutil.which("zbarimg"):
-        assert zbar(shot) == [page_url]
+        assert scan_qr(shot) == [page_url]
 
 
 # --------------------------------------------------------------------------- page details
