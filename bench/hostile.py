@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support"), str(ROOT / "bench")]
 
 from anthropic_fake import API_KEY, FakeAnthropic  # noqa: E402
-from hostile_repo import AGENT_ATTACKS, Canaries, git, hostile_remote, injected_script  # noqa: E402
+from hostile_repo import AGENT_ATTACKS, Canaries, hostile_remote, injected_script  # noqa: E402
+from repos import sh  # noqa: E402
 
 from honk.activities.agent import AgentActivities  # noqa: E402
 from honk.activities.checks import CheckActivities  # noqa: E402
@@ -195,7 +196,7 @@ class Suite:
         # The check planted a nested repository with a clean filter: Honk commits next.
         (root / "app.txt").write_text("v2\n")
         committed = workspaces.commit_all(self.ref, "after the hostile check")
-        tree = git(root, "ls-tree", "-r", "HEAD")
+        tree = sh(root, "ls-tree", "-r", "HEAD")
         self.record("git: nested repository filter on commit", committed is not None and not self.marker.exists())
         planted = (root / "nested" / "n.txt").exists() or "nested/n.txt" in tree
         self.record("git: nested repository not committed", planted and " commit " not in tree, tree[-200:])
@@ -257,8 +258,8 @@ class Suite:
 
     def scan(self, remote: Path) -> list[dict]:
         places = {
-            "remote (every ref and object)": git(remote, "log", "--all", "-p", "--format=%H%n%B")
-            + git(remote, "for-each-ref"),
+            "remote (every ref and object)": sh(remote, "log", "--all", "-p", "--format=%H%n%B")
+            + sh(remote, "for-each-ref"),
             "Honk's logs": self.log.getvalue(),
             "model requests": self.model_traffic,
             "agent outcome": self.outcome.model_dump_json(),

@@ -4,9 +4,10 @@ prompt-injected script its scripted model replays (used by bench/hostile.py)."""
 from __future__ import annotations
 
 import secrets
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from repos import sh  # tests/support: bench/hostile.py puts it on the path
 
 
 @dataclass
@@ -46,17 +47,6 @@ exit 1
 """
 
 
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=T", "-c", "user.email=t@example.com", *args],
-        cwd=cwd,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
 def hostile_remote(root: Path, home: Path, data: Path, marker: Path, port: int) -> Path:
     """A bare remote whose base branch carries the hostile check, symlinks out of the tree
     and hostile file names."""
@@ -79,11 +69,11 @@ def hostile_remote(root: Path, home: Path, data: Path, marker: Path, port: int) 
         ("git_link", ".git"),
     ):
         (src / name).symlink_to(target)
-    git(src, "init", "-q", "-b", "main")
-    git(src, "add", "-A")
-    git(src, "commit", "-q", "-m", "hostile sample")
+    sh(src, "init", "-q", "-b", "main")
+    sh(src, "add", "-A")
+    sh(src, "commit", "-q", "-m", "hostile sample")
     remote = root / "hostile.git"
-    git(root, "clone", "-q", "--bare", str(src), str(remote))
+    sh(root, "clone", "-q", "--bare", str(src), str(remote))
     return remote
 
 

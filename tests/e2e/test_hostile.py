@@ -110,7 +110,7 @@ async def test_injected_request_through_real_workers_leaks_nothing(stack_chat, f
         "workflow history": history,
         "chat (fake Slack)": json.dumps([c.args for c in fake.calls], default=str),
         "model requests": stack.model.dump(),
-        "remote": SUITE.git(remote, "log", "--all", "-p") + SUITE.git(remote, "for-each-ref"),
+        "remote": SUITE.sh(remote, "log", "--all", "-p") + SUITE.sh(remote, "for-each-ref"),
         "check logs": "".join(p.read_text(errors="replace") for p in (tmp_path / "data").rglob("*.log")),
     }
     assert "capeff: CapEff:" in history, "the hostile check ran and its output is in history"
