@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import git
 import pytest
 from anthropic_fake import API_KEY, FakeAnthropic, Fault
 from honkstack import Stack
-from repos import make_remote
+from repos import make_remote, remote_file
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.agent import AgentActivities
@@ -79,10 +78,6 @@ def agent(tmp_path):
     yield make
     for fake in fakes:
         fake.stop()
-
-
-def remote_file(remote: Path, ref: str, path: str) -> str:
-    return git.Repo(remote).git.show(f"{ref}:{path}")
 
 
 # --------------------------------------------------------------------------- end to end

@@ -20,7 +20,7 @@ from pathlib import Path
 import git
 import pytest
 from git_http import GitHttpServer
-from repos import make_remote, sh
+from repos import make_remote, remote_sha, sh
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.merge import MergeActivities
@@ -100,14 +100,7 @@ def make_ref(server: GitHttpServer, request_id: str = "honk-app-1", remote: str 
 
 
 def served_sha(server: GitHttpServer, branch: str) -> str | None:
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-        cwd=server.root / "app.git",
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or None
+    return remote_sha(server.root / "app.git", branch)
 
 
 def assert_nowhere(data_dir: Path, secret: str, pair: str, at_least: int = 20) -> None:

@@ -5,12 +5,10 @@ the request) is flagged to the approver."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import git
 import pytest
 from anthropic_fake import API_KEY, FakeAnthropic
-from repos import make_remote
+from repos import make_remote, remote_file
 
 from honk.activities.agent import AgentActivities
 from honk.activities.checks import CheckActivities
@@ -78,10 +76,6 @@ def setup(tmp_path):
         fake.stop()
 
 
-def shown(remote: Path, rev: str, path: str) -> str:
-    return git.Repo(remote).git.show(f"{rev}:{path}")
-
-
 def test_agent_cannot_rewrite_honk_toml_or_the_check_script(setup):
     settings, ref, remote, fake = setup(cheat("Done."))
     outcome = AgentActivities(settings).run_agent(
@@ -91,8 +85,8 @@ def test_agent_cannot_rewrite_honk_toml_or_the_check_script(setup):
     results = fake.tool_results()
     assert [r["is_error"] for r in results[:5]] == [True, True, True, True, False]
     assert all("is protected" in r["content"] for r in results[:4])
-    assert shown(remote, ref.work_branch, ".honk.toml") == HONK_TOML.rstrip("\n")
-    assert shown(remote, ref.work_branch, "checks/unit.sh") == FAILING_CHECK.rstrip("\n")
+    assert remote_file(remote, ref.work_branch, ".honk.toml") == HONK_TOML.rstrip("\n")
+    assert remote_file(remote, ref.work_branch, "checks/unit.sh") == FAILING_CHECK.rstrip("\n")
     assert outcome.changed_files == ["app.txt"]
 
     checks = CheckActivities(settings, Workspaces(settings)).run_checks(ChecksTask(workspace=ref, attempt=1))
@@ -106,7 +100,7 @@ def test_allowed_protected_change_is_flagged_and_checks_still_come_from_the_base
             workspace=ref, instruction="make it pass", round=1, attempt=1, invocation=1, allow_protected_changes=True
         )
     )
-    assert shown(remote, ref.work_branch, ".honk.toml") == PASSING_TOML.rstrip("\n")
+    assert remote_file(remote, ref.work_branch, ".honk.toml") == PASSING_TOML.rstrip("\n")
     # The summary is model output: redacted in the outcome and in the commit message.
     assert "xoxb-1234567890" not in outcome.summary
     assert "xoxb-1234567890" not in git.Repo(remote).git.log("--format=%B", ref.work_branch)

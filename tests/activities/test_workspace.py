@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from repos import make_remote, sh
+from repos import make_remote, remote_sha, sh
 from temporalio.exceptions import ApplicationError
 
 from honk.activities.workspace import WorkspaceActivities
@@ -44,17 +44,6 @@ task_queue = "honk-macos"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def remote_sha(remote: Path, branch: str) -> str | None:
-    done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
-        cwd=remote,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return done.stdout.strip() or None
 
 
 def make_ref(remote: Path | str, request_id: str = "req-1", **over: str) -> WorkspaceRef:

@@ -7,6 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
+import git
+
 
 def sh(cwd: Path, *args: str, when: float | None = None) -> str:
     """Plain git for setting up and inspecting repositories (tests only); `when` (a Unix
@@ -46,3 +48,20 @@ def make_remote(
     remote = directory / f"{name}.git"
     sh(directory, "clone", "-q", "--bare", str(seed), str(remote))
     return remote
+
+
+def remote_sha(remote: Path, branch: str) -> str | None:
+    """The commit `branch` points at in a (bare) repository, or None when it has no such branch."""
+    done = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+        cwd=remote,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or None
+
+
+def remote_file(remote: Path, rev: str, path: str) -> str:
+    """A file's text at `rev` in a (bare) repository, without its last newline (as git shows it)."""
+    return git.Repo(remote).git.show(f"{rev}:{path}")
