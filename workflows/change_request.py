@@ -118,8 +118,13 @@ class ChangeRequestWorkflow(ApprovedMerge):
             decisions.cancellation = decisions.cancellation or Decision(by="temporal", text="workflow cancelled")
             await self.finish(Stage.CANCELLED, "cancelled", wording.cancelled(decisions.cancellation))
             raise
-        await self.record.flush_notices()
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        try:
+            await self.record.flush_notices()
+            await workflow.wait_condition(workflow.all_handlers_finished)
+        except asyncio.CancelledError:
+            if self.state.stage != Stage.MERGED or not workflow.patched(patches.MERGED_STAYS_MERGED):
+                raise
+            await self.record.flush_notices()  # the base has the change: a late cancel changes nothing
         return self.state.view()
 
     async def prepare(self) -> None:
@@ -381,14 +386,7 @@ class ChangeRequestWorkflow(ApprovedMerge):
                     self.state.approved_by = None
                     self.record.note("Feedback arrived during the repair; the change needs another look")
                     return False
-        if outcome.already_merged:
-            self.record.note("The change was already on the base (a retried merge found its own commit)")
-        if outcome.rechecked:
-            self.record.note(f"{base} had moved; checks passed again on the combined tree")
-        self.state.links.merged_commit = outcome.commit_sha
-        await self.cleanup()
-        await self.record.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
-        await self.record.tell("merged", self.merged_text(base, outcome.commit_sha))
+        await self.conclude(outcome)
         return True
 
     async def finish(self, stage: Stage, event: NoticeEvent, message: str) -> None:

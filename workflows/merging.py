@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import asyncio
 
-from honk.workflows import approvals, steps, wording
-from honk.workflows.contract import ChangeRequest, Decision, MergeOutcome, MergeTask, RequestState, WorkspaceRef
+from temporalio import workflow
+
+from honk.workflows import approvals, patches, steps, wording
+from honk.workflows.contract import (
+    ChangeRequest,
+    Decision,
+    MergeOutcome,
+    MergeTask,
+    RequestState,
+    Stage,
+    WorkspaceRef,
+)
 from honk.workflows.decisions import Decisions
 from honk.workflows.limits import Limits
 from honk.workflows.record import Record
-from honk.workflows.step_calls import RequestFailed, StepCalls
+from honk.workflows.step_calls import RequestCancelled, RequestFailed, StepCalls
 
 # Merge failures the agent can repair: it gets the latest base merged in and the reason.
 REPAIRABLE_MERGE_FAILURES = ("MergeConflict", "CombinedChecksFailed")
@@ -36,6 +46,9 @@ class ApprovedMerge:
         raise NotImplementedError
 
     def commit_body(self) -> str:
+        raise NotImplementedError
+
+    async def cleanup(self) -> None:
         raise NotImplementedError
 
     def merge_task(self, approved_by: str) -> MergeTask:
@@ -78,6 +91,26 @@ class ApprovedMerge:
         except RequestFailed as failure:
             self.decisions.cancellation = Decision(by="temporal", text=wording.cancel_after_merge_failed(str(failure)))
             raise asyncio.CancelledError() from failure
+
+    async def conclude(self, outcome: MergeOutcome) -> None:
+        """The change is on the base: clean up and say so. A cancel that arrives now cannot
+        undo the merge, so the request stays MERGED and says the cancel came too late."""
+        base = self.request.base_branch
+        if outcome.already_merged:
+            self.record.note("The change was already on the base (a retried merge found its own commit)")
+        if outcome.rechecked:
+            self.record.note(f"{base} had moved; checks passed again on the combined tree")
+        self.state.links.merged_commit = outcome.commit_sha
+        try:
+            await self.cleanup()
+        except (asyncio.CancelledError, RequestCancelled):
+            if not workflow.patched(patches.MERGED_STAYS_MERGED):
+                raise
+            self.cancelled_while_merging = True
+            self.record.note(wording.CANCEL_AFTER_MERGE, kind="warning")
+            await self.cleanup()  # the cancel stopped the first one; this one runs to its end
+        await self.record.enter(Stage.MERGED, f"Merged as {outcome.commit_sha[:12]}")
+        await self.record.tell("merged", self.merged_text(base, outcome.commit_sha))
 
     async def approve_again(self) -> bool:
         """A repaired change is a new commit nobody approved: back to the approvers. True

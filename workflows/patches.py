@@ -19,6 +19,8 @@ CHECKED_BY_AGENT = "checked-by-agent"
 COALESCE_STATUS = "coalesce-status"
 # A refused `decide` update leaves a line in the timeline.
 DECIDE_RECORDS_REFUSALS = "decide-records-refusals"
+# A cancel that arrives after the merge leaves the request MERGED (it used to end it CANCELLED).
+MERGED_STAYS_MERGED = "merged-stays-merged"
 # The merge commit's subject and body as people write them (each round, the feedback).
 MERGE_MESSAGE = "merge-message"
 # Notices go out in order from a queue instead of holding up the pipeline.

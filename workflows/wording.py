@@ -306,7 +306,10 @@ def needs_new_approval(sha: str | None) -> str:
 
 
 def merged_despite_cancel(base: str, sha: str) -> str:
-    return f"Merged into {base} as {sha}: the cancel arrived while the merge was running, and the push had happened"
+    return f"Merged into {base} as {sha}: the cancel came too late, the merge had already started"
+
+
+CANCEL_AFTER_MERGE = "Cancel requested after the merge; the change is on the base, so the request stays merged"
 
 
 def cancel_after_merge_failed(failure: str) -> str:

@@ -12,6 +12,7 @@ import pytest
 import temporalio.api.sdk.v1
 from conftest import eventually, record_history
 from temporalio import activity
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
@@ -153,6 +154,8 @@ class World:
 
     @activity.defn(name=ACTIVITY_NOTIFY)
     async def notify(self, notice: Notice) -> None:
+        if notice.event == "merged":
+            await self.gate("merged notice")
         self.notices.append(notice)
 
     @activity.defn(name=ACTIVITY_MERGE)
@@ -166,6 +169,7 @@ class World:
     @activity.defn(name=ACTIVITY_CLEANUP)
     async def cleanup(self, task: CleanupTask) -> None:
         self.cleanups.append(task)
+        await self.gate("cleanup")
 
     def activities(self) -> list:
         return [
@@ -629,6 +633,46 @@ async def test_workflow_cancel_from_temporal_cleans_up(run, time_env):
     with pytest.raises(WorkflowFailureError):
         await handle.result()
     assert world.cleanups and world.events()[-1] == "cancelled"
+
+
+async def test_a_cancel_during_the_cleanup_after_the_merge_leaves_the_request_merged(run):
+    world = World()
+    world.hold("cleanup")
+    handle = await run(world)
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+    await asyncio.wait_for(world.entered["cleanup"].wait(), 30)  # merged; now cleaning up
+    await handle.cancel()
+
+    async def cleanup_cancelled():
+        return "cleanup" in world.cancelled
+
+    await eventually(cleanup_cancelled, what="the cancel to reach the cleanup step")
+    world.gates["cleanup"].set()
+    result = await handle.result()
+    assert result.stage == Stage.MERGED and result.links.merged_commit == "merged0123456789"
+    assert world.events()[-1] == "merged" and "too late" in world.notices[-1].text
+    assert len(world.merges) == 1 and len(world.cleanups) == 2, "cleaned up after all"
+
+
+async def test_a_cancel_while_the_merged_notice_goes_out_leaves_the_request_merged(run):
+    world = World()
+    world.hold("merged notice")
+    handle = await run(world)
+    await wait_stage(handle, Stage.AWAITING_APPROVAL)
+    await handle.signal("approve", {"by": "alice"})
+    await asyncio.wait_for(world.entered["merged notice"].wait(), 30)
+    await handle.cancel()
+
+    async def cancel_handled():  # the run took a workflow task after the cancel request
+        kinds = [e.event_type for e in (await handle.fetch_history()).events]
+        requested = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
+        return requested in kinds and EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED in kinds[kinds.index(requested) :]
+
+    await eventually(cancel_handled, what="the run to see the cancel")
+    world.gates["merged notice"].set()
+    result = await handle.result()
+    assert result.stage == Stage.MERGED and world.events()[-1] == "merged"
 
 
 async def test_merge_repairs_are_bounded_and_each_is_approved(run):
