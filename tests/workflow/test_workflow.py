@@ -635,14 +635,20 @@ async def test_workflow_cancel_from_temporal_cleans_up(run, time_env):
     assert world.cleanups and world.events()[-1] == "cancelled"
 
 
-async def test_a_cancel_during_the_cleanup_after_the_merge_leaves_the_request_merged(run):
+async def merged_then_cancelled(run, gate: str):
+    """A request approved and merged, held at `gate` after the merge and cancelled from Temporal there."""
     world = World()
-    world.hold("cleanup")
+    world.hold(gate)
     handle = await run(world)
     await wait_stage(handle, Stage.AWAITING_APPROVAL)
     await handle.signal("approve", {"by": "alice"})
-    await asyncio.wait_for(world.entered["cleanup"].wait(), 30)  # merged; now cleaning up
+    await asyncio.wait_for(world.entered[gate].wait(), 30)
     await handle.cancel()
+    return world, handle
+
+
+async def test_a_cancel_during_the_cleanup_after_the_merge_leaves_the_request_merged(run):
+    world, handle = await merged_then_cancelled(run, "cleanup")
 
     async def cleanup_cancelled():
         return "cleanup" in world.cancelled
@@ -656,13 +662,7 @@ async def test_a_cancel_during_the_cleanup_after_the_merge_leaves_the_request_me
 
 
 async def test_a_cancel_while_the_merged_notice_goes_out_leaves_the_request_merged(run):
-    world = World()
-    world.hold("merged notice")
-    handle = await run(world)
-    await wait_stage(handle, Stage.AWAITING_APPROVAL)
-    await handle.signal("approve", {"by": "alice"})
-    await asyncio.wait_for(world.entered["merged notice"].wait(), 30)
-    await handle.cancel()
+    world, handle = await merged_then_cancelled(run, "merged notice")
 
     async def cancel_handled():  # the run took a workflow task after the cancel request
         kinds = [e.event_type for e in (await handle.fetch_history()).events]
