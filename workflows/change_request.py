@@ -124,7 +124,9 @@ class ChangeRequestWorkflow(ApprovedMerge):
         except asyncio.CancelledError:
             if self.state.stage != Stage.MERGED or not workflow.patched(patches.MERGED_STAYS_MERGED):
                 raise
-            await self.record.flush_notices()  # the base has the change: a late cancel changes nothing
+            self.record.note(wording.CANCEL_AFTER_MERGE, kind="warning")  # the base has the change
+            await self.record.flush_notices()
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return self.state.view()
 
     async def prepare(self) -> None:

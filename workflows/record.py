@@ -107,8 +107,8 @@ class Record:
             return
         try:
             await workflow.wait_condition(lambda: len(self.outbox) > 1, timeout=left)
-        except TimeoutError:
-            pass  # the stage lasted: its line goes out
+        except (TimeoutError, asyncio.CancelledError):
+            pass  # the stage lasted (or a cancel interrupted the wait): its line goes out
 
     def superseded(self, notice: Notice) -> bool:
         """A status line that a notice queued after it rewrites anyway: when the stages move

@@ -207,7 +207,10 @@ def revs(repo: git.Repo, *names: str) -> list[str | None]:
     query = "".join(f"{name}\n" for name in names).encode()
     out = run_git(repo, "cat-file", "--batch-check=%(objectname)", strip=False, stdin=query)
     found: list[str | None] = []
-    for line in out.splitlines()[: len(names)]:
+    # Split where git does: str.splitlines would also split a name at U+2028 & co, which a
+    # branch name may hold, and shift every answer after it.
+    lines = out.removesuffix("\n").split("\n") if out else []
+    for line in lines[: len(names)]:
         # A missing (or ambiguous) name is echoed back with a verdict; an object id is hex.
         found.append(line if line and " " not in line and all(c in "0123456789abcdef" for c in line) else None)
     if len(found) != len(names):

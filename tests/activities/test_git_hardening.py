@@ -167,3 +167,21 @@ def test_local_git_commands_fail_as_git_errors_and_keep_git_words(tmp_path):
     with pytest.raises(GitError) as gone:
         run_git(git.Git(str(tmp_path / "gone")), "status")
     assert "gone" in str(gone.value)
+
+
+def test_revisions_are_read_in_one_call_and_a_hostile_branch_name_shifts_no_answer(setup):
+    """Several revisions from one git process, each answered for itself: a missing name is
+    None, and a branch name holding line separators other than git's own newline (U+2028,
+    U+0085) and a commit id cannot pass that id off as the answer to the next name."""
+    from honk.git.runner import open_repo, revs
+
+    _settings, _workspaces, _ref, path, _remote, _marker, _evil = setup
+    head = sh(path, "rev-parse", "HEAD")
+    tree = sh(path, "rev-parse", "HEAD^{tree}")
+    planted = "f" * 40
+    hostile = f"refs/heads/x\u2028{planted}\u0085y^{{commit}}"
+    with open_repo(path) as repo:
+        assert revs(repo, "HEAD^{commit}", "refs/heads/nope^{commit}", "HEAD^{tree}") == [head, None, tree]
+        assert revs(repo, hostile, "HEAD^{commit}") == [None, head]
+        with pytest.raises(ValueError):
+            revs(repo, "HEAD\nrefs/heads/main")
