@@ -657,11 +657,16 @@ async def test_thread_reply_while_agent_works_is_applied_in_the_next_round(stack
     assert await chat.action(modal) == 200
     await chat.chat.service.drain()
 
+    # Mallory is told at once; Bob, the requester, is told privately that Mallory tried.
     async def refused_privately():
-        refusals = [e["user"] for e in fake.ephemerals if "neither the requester nor an approver" in e["text"]]
-        return refusals or None
+        refusals = {
+            e["user"]: e["text"] for e in fake.ephemerals if "neither the requester nor an approver" in e["text"]
+        }
+        return refusals if set(refusals) == {MALLORY, BOB} else None
 
-    assert await eventually(refused_privately, what="the refusal, told to Mallory alone") == [MALLORY]
+    refusals = await eventually(refused_privately, what="the refusal, told to Mallory and to the requester")
+    assert f"{MALLORY} tried to request changes" in refusals[BOB]
+    assert not any(m for m in fake.thread(CHANNEL, ts) if "neither the requester nor an approver" in m["text"])
     assert not (await get_status(dev_env.client, request_id)).pending_feedback
 
     # "cancel" in the thread works like the button, for the requester.
