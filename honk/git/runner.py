@@ -191,31 +191,28 @@ def _run_local(cmd: git.Git, command: str, args: tuple[str, ...], strip: bool, s
 
 def rev(repo: git.Repo, name: str) -> str | None:
     """The commit `name` points to, or None when it does not exist."""
-    try:
-        return run_git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
-    except GitError:
-        return None
+    return revs(repo, f"{name}^{{commit}}")[0]
 
 
 def revs(repo: git.Repo, *names: str) -> list[str | None]:
     """The object each of `names` resolves to (e.g. `refs/heads/x^{commit}`, `HEAD^{tree}`),
     None for each that does not exist: one git process for all of them."""
-    if any("\n" in name or not name for name in names):
-        raise ValueError(f"not a revision: {names!r}")
-    if not names:
-        return []
-    query = "".join(f"{name}\n" for name in names).encode()
+    asked = [name for name in names if name and "\n" not in name]  # others name nothing
+    if not asked:
+        return [None] * len(names)
+    query = "".join(f"{name}\n" for name in asked).encode()
     out = run_git(repo, "cat-file", "--batch-check=%(objectname)", strip=False, stdin=query)
     found: list[str | None] = []
     # Split where git does: str.splitlines would also split a name at U+2028 & co, which a
     # branch name may hold, and shift every answer after it.
     lines = out.removesuffix("\n").split("\n") if out else []
-    for line in lines[: len(names)]:
+    for line in lines[: len(asked)]:
         # A missing (or ambiguous) name is echoed back with a verdict; an object id is hex.
         found.append(line if line and " " not in line and all(c in "0123456789abcdef" for c in line) else None)
-    if len(found) != len(names):
-        raise git_failure("cat-file", f"expected {len(names)} answers, got: {out[:200]!r}")
-    return found
+    if len(found) != len(asked):
+        raise git_failure("cat-file", f"expected {len(asked)} answers, got: {out[:200]!r}")
+    answers = iter(found)
+    return [next(answers) if name and "\n" not in name else None for name in names]
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ import git
 from honk.config.detection import detect_repo_config
 from honk.config.protect import ProtectedPaths, protected_paths
 from honk.config.repository import MAX_CONFIG_BYTES, RepoConfig, RepoConfigError, repo_config_from
-from honk.git.runner import GitError, run_git
+from honk.git.runner import GitError, rev, run_git
 
 
 def base_ref(base_branch: str) -> str:
@@ -59,18 +59,16 @@ def cached_base_config(commit: str) -> tuple[RepoConfig, ProtectedPaths] | None:
 def base_repo_config(repo: git.Repo, base_branch: str) -> tuple[RepoConfig, ProtectedPaths]:
     """`.honk.toml` of the base branch (or what its content suggests) and the paths it
     protects. Raises RepoConfigError with what to fix."""
-    try:
-        rev = run_git(repo, "rev-parse", "--verify", "--quiet", f"{base_ref(base_branch)}^{{commit}}")
-    except GitError:
-        rev = base_ref(base_branch)  # missing: let the reads below say so
-    if (known := cached_base_config(rev)) is not None:
+    commit = rev(repo, base_ref(base_branch))
+    at = commit or base_ref(base_branch)  # missing: the reads below say so
+    if commit is not None and (known := cached_base_config(commit)) is not None:
         return known
-    config = repo_config_from(lambda rel: _read(repo, rev, rel), lambda: _detect(repo, rev))
-    found = config, protected_paths(config, lambda rel: _exists(repo, rev, rel))
-    if rev != base_ref(base_branch):
+    config = repo_config_from(lambda rel: _read(repo, at, rel), lambda: _detect(repo, at))
+    found = config, protected_paths(config, lambda rel: _exists(repo, at, rel))
+    if commit is not None:
         if len(_BY_COMMIT) >= _BY_COMMIT_MAX:
             _BY_COMMIT.clear()
-        _BY_COMMIT[rev] = (found[0].model_copy(deep=True), found[1])
+        _BY_COMMIT[commit] = (found[0].model_copy(deep=True), found[1])
     return found
 
 

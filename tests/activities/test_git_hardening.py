@@ -183,5 +183,4 @@ def test_revisions_are_read_in_one_call_and_a_hostile_branch_name_shifts_no_answ
     with open_repo(path) as repo:
         assert revs(repo, "HEAD^{commit}", "refs/heads/nope^{commit}", "HEAD^{tree}") == [head, None, tree]
         assert revs(repo, hostile, "HEAD^{commit}") == [None, head]
-        with pytest.raises(ValueError):
-            revs(repo, "HEAD\nrefs/heads/main")
+        assert revs(repo, "HEAD\nrefs/heads/main", "", "HEAD^{tree}") == [None, None, tree]
